@@ -1,0 +1,8 @@
+"""course_lib: the helper library behind the mechanistic-interpretability course notebooks.
+
+One concept per module: ``runtime`` (profiles, seeds, device, cache), ``corpus`` (text, BPE,
+batches), ``lm`` (real LMs offline), ``weight_sparsity`` (top-k projection), and one module or
+package per notebook topic. Import the modules you need: ``from course_lib import runtime``.
+"""
+
+__version__ = "0.1.0"

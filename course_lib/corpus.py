@@ -1,0 +1,173 @@
+"""The default corpus (the running Python's own standard library), its BPE tokenizer, and batches.
+
+Files are listed in sorted order and assigned to ``train`` or ``val`` by a hash of their relative
+path, so the split never depends on how many files a profile reads. Any folder of text or code can
+replace the standard library (``CorpusConfig(root=...)``).
+
+Shapes: token streams are 1-D ``int64`` tensors ``[n_tokens]``; batches are ``[batch, seq_len]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sysconfig
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from course_lib import runtime
+
+EOS = "<|endoftext|>"
+_TOKENIZER_VERSION = "bpe-v1"
+_SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3", "turtledemo"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    root: str | None = None  # folder to read; None = this interpreter's standard library
+    extensions: tuple[str, ...] = (".py",)  # file suffixes to read
+    max_chars: int | None = 2_000_000  # stop reading a split after this many characters (None: all)
+    val_percent: int = 10  # share of files (by path hash) held out for validation
+
+
+PROFILE_CHARS = {"smoke": 300_000, "workshop": 3_000_000, "full": None}
+
+
+def config_for(profile: str, **overrides: object) -> CorpusConfig:
+    """The corpus size for a profile (smoke 0.3M chars, workshop 3M, full: everything)."""
+    return dataclasses.replace(CorpusConfig(max_chars=runtime.by_profile(profile, **PROFILE_CHARS)), **overrides)
+
+
+def corpus_root(cfg: CorpusConfig) -> Path:
+    root = Path(cfg.root) if cfg.root else Path(sysconfig.get_paths()["stdlib"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus root {root} is not a folder")
+    return root
+
+
+def list_files(cfg: CorpusConfig, split: str) -> list[Path]:
+    """Files of ``split`` ("train" or "val"), deterministic (sorted) order."""
+    runtime.check_choice("split", split, ("train", "val"))
+    root = corpus_root(cfg)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.suffix not in cfg.extensions:
+                continue
+            rel = p.relative_to(root).as_posix()
+            bucket = int(hashlib.sha1(rel.encode()).hexdigest(), 16) % 100
+            if (bucket < cfg.val_percent) == (split == "val"):
+                out.append(p)
+    out.sort(key=lambda p: p.relative_to(root).as_posix())
+    return out
+
+
+def load_texts(cfg: CorpusConfig, split: str = "train") -> list[str]:
+    """The texts of ``split``, in file order, until ``cfg.max_chars`` characters are read."""
+    texts: list[str] = []
+    total = 0
+    for path in list_files(cfg, split):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if not text.strip():
+            continue
+        if cfg.max_chars is not None and total + len(text) > cfg.max_chars:
+            text = text[: cfg.max_chars - total]
+        texts.append(text)
+        total += len(text)
+        if cfg.max_chars is not None and total >= cfg.max_chars:
+            break
+    return texts
+
+
+# --------------------------------------------------------------------------- BPE tokenizer
+
+
+def _train_bpe(folder: Path, cfg: CorpusConfig, vocab_size: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(load_texts(cfg, "train"), trainer=trainer)
+    tok.save(str(folder / "tokenizer.json"))
+
+
+def train_tokenizer(cfg: CorpusConfig | None = None, vocab_size: int = 2048):  # -> tokenizers.Tokenizer
+    """A byte-level BPE with ``vocab_size`` tokens trained on the corpus's train split (cached).
+
+    Token 0 is ``<|endoftext|>``, used between files. Byte-level: every string round-trips.
+    """
+    from tokenizers import Tokenizer
+
+    cfg = cfg or CorpusConfig()
+    folder = runtime.load_or_build(
+        "tokenizer", {"corpus": cfg, "vocab_size": vocab_size}, _TOKENIZER_VERSION,
+        lambda d: _train_bpe(d, cfg, vocab_size),
+    )
+    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+def encode_texts(tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """Concatenate the texts' token ids, ``<|endoftext|>`` after each: ``[n_tokens]`` int64."""
+    eos = tokenizer.token_to_id(EOS)
+    ids: list[int] = []
+    for enc in tokenizer.encode_batch(list(texts)):
+        ids.extend(enc.ids)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def hf_token_stream(tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """Token ids of ``texts`` with a Hugging Face tokenizer (no special tokens), EOS-separated."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def windows(stream: torch.Tensor, seq_len: int, bos_id: int | None = None) -> torch.Tensor:
+    """Cut a stream into consecutive non-overlapping windows ``[n_windows, seq_len]``.
+
+    With ``bos_id``, each window is ``seq_len - 1`` stream tokens after a BOS token (for models
+    such as SmolLM2 that expect one). The tail that does not fill a window is dropped.
+    """
+    body = seq_len - 1 if bos_id is not None else seq_len
+    if body < 1:
+        raise ValueError(f"seq_len={seq_len} too short")
+    n = stream.numel() // body
+    w = stream[: n * body].view(n, body)
+    if bos_id is not None:
+        w = torch.cat([torch.full((n, 1), bos_id, dtype=w.dtype), w], dim=1)
+    return w
+
+
+def random_batches(
+    stream: torch.Tensor, seq_len: int, batch_size: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Endless random windows for training: ``[batch_size, seq_len + 1]`` (inputs and targets)."""
+    if stream.numel() <= seq_len + 1:
+        raise ValueError(f"stream of {stream.numel()} tokens is shorter than seq_len+1={seq_len + 1}")
+    offsets = torch.arange(seq_len + 1)
+    while True:
+        starts = torch.randint(0, stream.numel() - seq_len - 1, (batch_size,), generator=generator)
+        yield stream[starts[:, None] + offsets]

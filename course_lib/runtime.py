@@ -1,0 +1,341 @@
+"""Run-time plumbing shared by every notebook: profiles, parameter checks, seeds, device, cache.
+
+Profiles
+--------
+``smoke`` (the tests: every code path, tiny sizes, < 90 s a notebook on 2 CPU cores),
+``workshop`` (``make run`` and JupyterLab: the papers' effects visible, < 6 min a notebook),
+``full`` (closest to the papers: hours on CPU, minutes on a GPU).
+
+Cache
+-----
+Artifacts (checkpoints, activation stores, tokenizers) live under :func:`cache_dir`, one folder
+per artifact, named ``<kind>/<key>`` where ``key`` hashes the artifact's config *and* the version
+string of the code that built it, so a code change never serves a stale artifact. Each folder
+holds a ``manifest.json`` (written last) with the size and SHA-256 of every file; a folder whose
+files do not match it (a truncated or corrupt write, a half-finished build) is deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+PROFILES: tuple[str, ...] = ("smoke", "workshop", "full")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+CACHE_ENV = "COURSE_LIB_CACHE"
+MODEL_CACHE_ENV = "COURSE_LIB_MODEL_CACHE"
+
+T = TypeVar("T")
+
+
+class ParameterError(ValueError):
+    """A notebook parameter is invalid. The message names the valid values."""
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def check_profile(profile: object) -> str:
+    """Return ``profile`` if it is one of :data:`PROFILES`, else raise :class:`ParameterError`."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ParameterError(
+            f"PROFILE={profile!r} is not a known profile; valid values: {', '.join(PROFILES)}"
+        )
+    return profile
+
+
+def check_type(name: str, value: object, expected: type | tuple[type, ...]) -> Any:
+    """Raise :class:`ParameterError` unless ``value`` is an instance of ``expected``.
+
+    ``bool`` is refused where ``int`` is expected (``True`` is an ``int`` in Python).
+    """
+    types = expected if isinstance(expected, tuple) else (expected,)
+    bad_bool = isinstance(value, bool) and bool not in types
+    if bad_bool or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise ParameterError(f"{name}={value!r} has type {type(value).__name__}; expected {names}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple[Any, ...] | list[Any]) -> Any:
+    """Raise :class:`ParameterError` unless ``value`` is one of ``choices`` (named in the message)."""
+    if value not in choices:
+        raise ParameterError(
+            f"{name}={value!r} is not valid; valid values: {', '.join(map(repr, choices))}"
+        )
+    return value
+
+
+def check_range(
+    name: str, value: float, low: float | None = None, high: float | None = None
+) -> float:
+    """Raise :class:`ParameterError` unless ``low <= value <= high`` (bounds optional)."""
+    check_type(name, value, (int, float))
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ParameterError(f"{name}={value!r} is out of range; valid values: [{lo}, {hi}]")
+    return value
+
+
+def by_profile(profile: str, *, smoke: T, workshop: T, full: T) -> T:
+    """Pick the value for ``profile`` (validated)."""
+    return {"smoke": smoke, "workshop": workshop, "full": full}[check_profile(profile)]
+
+
+# --------------------------------------------------------------------------- seeds and device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed ``random``, numpy and torch (CPU and CUDA); return a torch generator seeded too."""
+    check_type("SEED", seed, int)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` gives CUDA when present, else CPU; an explicit device that is absent is an error."""
+    check_choice("DEVICE", device, DEVICES)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("DEVICE='cuda' but no CUDA device is present; valid here: auto, cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError("DEVICE='mps' but MPS is not available; valid here: auto, cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- run context
+
+
+@dataclasses.dataclass
+class Run:
+    """What a notebook's second cell creates: validated common parameters and output helpers.
+
+    ``out_dir/figures/<name>.png`` holds figures, ``out_dir/metrics.json`` the headline numbers
+    (plus profile, seed, device and wall time, filled in by :meth:`write_metrics`).
+    """
+
+    profile: str
+    seed: int
+    out_dir: Path
+    device: torch.device
+    generator: torch.Generator
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.out_dir / "figures"
+
+    def pick(self, *, smoke: T, workshop: T, full: T) -> T:
+        """The value for this run's profile."""
+        return by_profile(self.profile, smoke=smoke, workshop=workshop, full=full)
+
+    def save_figure(self, fig: Any, name: str, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and return the path."""
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        path = self.fig_dir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        return path
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
+        """Write ``metrics.json`` with the run's profile, seed, device and wall time added."""
+        payload = {
+            "profile": self.profile,
+            "seed": self.seed,
+            "device": str(self.device),
+            "wall_time_s": round(time.perf_counter() - self.started, 2),
+            **metrics,
+        }
+        path = self.out_dir / "metrics.json"
+        atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=False))
+        return path
+
+
+def start_run(profile: object, seed: object, out_dir: object, device: object = "auto") -> Run:
+    """Validate the common notebook parameters, seed everything and create the output folder.
+
+    Raises :class:`ParameterError` (naming the valid values) before any compute.
+    """
+    check_profile(profile)
+    check_type("SEED", seed, int)
+    check_type("OUT_DIR", out_dir, (str, Path))
+    check_type("DEVICE", device, str)
+    dev = resolve_device(device)  # type: ignore[arg-type]
+    gen = seed_everything(seed)  # type: ignore[arg-type]
+    out = Path(out_dir)  # type: ignore[arg-type]
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    return Run(profile=profile, seed=seed, out_dir=out, device=dev, generator=gen)  # type: ignore[arg-type]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic).
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path:
+    """Root of the artifact cache: ``$COURSE_LIB_CACHE`` or the user's cache dir."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        root = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("mechinterp-course"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def model_cache_dir() -> Path:
+    """Where converted pretrained models live: ``$COURSE_LIB_MODEL_CACHE`` or ``cache_dir()/models``.
+
+    Separate so that tests can use a fresh artifact cache yet share the (slow) model conversion.
+    """
+    env = os.environ.get(MODEL_CACHE_ENV)
+    root = Path(env).expanduser() if env else cache_dir() / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def config_hash(config: Any, version: str) -> str:
+    """A 16-hex-digit key for ``(config, version)``; ``config`` may be a dataclass or a mapping."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    blob = json.dumps({"config": _jsonable(config), "version": version}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_artifact(folder: Path) -> bool:
+    """True if ``folder/manifest.json`` exists and every file it lists has its size and hash."""
+    manifest = folder / "manifest.json"
+    try:
+        entries = json.loads(manifest.read_text())["files"]
+        for name, meta in entries.items():
+            f = folder / name
+            if f.stat().st_size != meta["size"] or _sha256(f) != meta["sha256"]:
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def load_or_build(
+    kind: str,
+    config: Any,
+    version: str,
+    build: Callable[[Path], None],
+    root: Path | None = None,
+) -> Path:
+    """Return the verified cache folder for ``(kind, config, version)``, building it if needed.
+
+    ``build(tmp_folder)`` writes the artifact's files into an empty temporary folder; this function
+    then writes the manifest and renames the folder into place, so readers only ever see complete
+    artifacts. A folder that fails :func:`verify_artifact` (corrupt, truncated, half-built) is
+    deleted and rebuilt.
+    """
+    root = cache_dir() if root is None else root
+    final = root / kind / config_hash(config, version)
+    if final.exists():
+        if verify_artifact(final):
+            return final
+        shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        build(tmp)
+        files = {
+            p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        meta = {"kind": kind, "version": version, "config": _jsonable(_as_dict(config)), "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished first: keep theirs if it verifies
+            if not verify_artifact(final):
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _as_dict(config: Any) -> Any:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return config
