@@ -168,8 +168,17 @@ class Run:
         return path
 
 
+def project_root() -> Path:
+    """The course checkout (where ``notebooks/`` lives) for an editable install, else the cwd."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "notebooks").is_dir() and (here / "pyproject.toml").exists() else Path.cwd()
+
+
 def start_run(profile: object, seed: object, out_dir: object, device: object = "auto") -> Run:
     """Validate the common notebook parameters, seed everything and create the output folder.
+
+    A relative ``out_dir`` is taken relative to :func:`project_root`, so ``"outputs/00_x"`` lands
+    in the same place whether the notebook runs in JupyterLab or under papermill.
 
     Raises :class:`ParameterError` (naming the valid values) before any compute.
     """
@@ -180,6 +189,8 @@ def start_run(profile: object, seed: object, out_dir: object, device: object = "
     dev = resolve_device(device)  # type: ignore[arg-type]
     gen = seed_everything(seed)  # type: ignore[arg-type]
     out = Path(out_dir)  # type: ignore[arg-type]
+    if not out.is_absolute():  # same place from JupyterLab (cwd notebooks/) and from papermill
+        out = project_root() / out
     (out / "figures").mkdir(parents=True, exist_ok=True)
     return Run(profile=profile, seed=seed, out_dir=out, device=dev, generator=gen)  # type: ignore[arg-type]
 

