@@ -11,6 +11,11 @@ PIP := $(PY) -m pip
 TORCH_PIP_ARGS ?=
 PROFILE ?= workshop
 STAMP := $(VENV)/.installed
+# torch's OpenMP threads spin-wait by default; on a busy 2-core machine that made small training
+# steps up to 10x slower (notebook 02). Passive waiting costs nothing measurable when idle.
+OMP_WAIT_POLICY ?= PASSIVE
+TOKENIZERS_PARALLELISM ?= false
+export OMP_WAIT_POLICY TOKENIZERS_PARALLELISM
 
 .PHONY: setup run test lab bench clean
 .DEFAULT_GOAL := run
