@@ -1,0 +1,202 @@
+"""Our TopK SAE training step against SAELens's TopK SAE, same activations, same d_in/width/k/batch/steps.
+
+Both start from the same weights (our tied init, b_pre = geometric median) and see the same batches of
+SmolLM2 layer-15 residual activations (normalised to mean norm sqrt(d_in)); Adam with the same constant
+learning rate. Ours: the sparse step of ``sae.topk_grads_fast`` (one dense GEMM). SAELens: its
+``TopKTrainingSAE.training_forward_pass`` + backward + grad clipping + Adam, as its ``SAETrainer`` does.
+SAELens pins transformer-lens<4, so its half runs in ``.bench-venv`` (made by ``bench/saelens_venv.sh``)
+as a subprocess of this script. Prints the median step times, their ratio, both final NMSEs on held-out
+activations, and the fraction of the GEMM floor each reaches, with this machine's GEMM throughput
+measured in the same run (an encoder-shaped [batch, d_in] x [d_in, width] fp32 product).
+
+    .venv/bin/python bench/bench_sae.py [--steps 20] [--width 4608] [--k 32] [--batch 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_PY = ROOT / ".bench-venv" / "bin" / "python"
+
+
+def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    return float((x_hat - x).double().pow(2).sum() / (x - x.mean(0)).double().pow(2).sum())
+
+
+def gemm_flops(batch: int, d: int, n: int, repeats: int = 5) -> float:
+    """Measured FLOP/s of the encoder-shaped fp32 GEMM (median of ``repeats``)."""
+    a, w = torch.randn(batch, d), torch.randn(n, d)
+    a @ w.t()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ w.t()
+        ts.append(time.perf_counter() - t0)
+    return 2 * batch * d * n / statistics.median(ts)
+
+
+# --------------------------------------------------------------------------- SAELens half (bench venv)
+
+
+def saelens_half(folder: Path) -> None:
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.saes.sae import TrainStepInput
+
+    spec = json.loads((folder / "spec.json").read_text())
+    data = load_file(str(folder / "data.safetensors"))
+    init = load_file(str(folder / "init.safetensors"))
+    x, val, order = data["x"], data["val"], data["order"]
+    cfg = TopKTrainingSAEConfig(d_in=spec["d_in"], d_sae=spec["width"], k=spec["k"], dtype="float32", device="cpu",
+                                apply_b_dec_to_input=True, normalize_activations="none")
+    model = TopKTrainingSAE(cfg)
+    with torch.no_grad():
+        model.W_enc.copy_(init["W_enc"].t())
+        model.W_dec.copy_(init["W_dec"])
+        model.b_enc.copy_(init["b_enc"])
+        model.b_dec.copy_(init["b_pre"])
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], betas=(0.9, 0.999))
+    dead = torch.zeros(spec["width"], dtype=torch.bool)
+    times = []
+    for step in range(order.shape[0]):
+        batch = x[order[step]]
+        t0 = time.perf_counter()
+        model.train()
+        out = model.training_forward_pass(step_input=TrainStepInput(
+            sae_in=batch, coefficients={}, dead_neuron_mask=dead, n_training_steps=step, is_logging_step=False))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        model.eval()
+        recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
+    print("RESULT " + json.dumps({"times": times, "nmse": nmse(val, recon), "threads": torch.get_num_threads()}))
+
+
+# --------------------------------------------------------------------------- our half + driver
+
+
+def ours_half(folder: Path, spec: dict) -> dict:
+    from course_lib import sae
+
+    data = load_file(str(folder / "data.safetensors"))
+    init = load_file(str(folder / "init.safetensors"))
+    x, val, order = data["x"], data["val"], data["order"]
+    cfg = sae.SAEConfig(d_in=spec["d_in"], n_latents=spec["width"], k=spec["k"], dead_tokens=10**12)
+    model = sae.SparseAutoencoder(cfg)
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_pre"):
+            getattr(model, name).copy_(init[name])
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], betas=(0.9, 0.999))
+    since = torch.zeros(spec["width"], dtype=torch.long)
+    times = []
+    for step in range(order.shape[0]):
+        batch = x[order[step]]
+        t0 = time.perf_counter()
+        dead = since > cfg.dead_tokens
+        grads, stats = sae.topk_grads_fast(model, batch, dead)
+        for name, p in model.named_parameters():
+            p.grad = grads[name]
+        model.remove_parallel_grad_()
+        opt.step()
+        model.normalise_decoder_()
+        since += batch.shape[0]
+        since[stats["fired"]] = 0
+        times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
+    return {"times": times, "nmse": nmse(val, recon), "threads": torch.get_num_threads()}
+
+
+def prepare(folder: Path, args: argparse.Namespace) -> dict:
+    from course_lib import activations, sae
+
+    hc = activations.HarvestConfig(n_tokens=args.tokens, seq_len=128)
+    store = activations.load_or_harvest(hc, progress=True)
+    val_store = activations.load_or_harvest(activations.HarvestConfig(n_tokens=4096, seq_len=128, split="val"))
+    x = store.head(len(store))
+    val = val_store.head(len(val_store))
+    s = math.sqrt(x.shape[1]) / float(x.norm(dim=1).mean())
+    x, val = (x * s).contiguous(), (val * s).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    total = args.steps + args.warmup
+    order = torch.stack([torch.randperm(x.shape[0], generator=gen)[: args.batch] for _ in range(total)])
+    model = sae.SparseAutoencoder(sae.SAEConfig(d_in=x.shape[1], n_latents=args.width, k=args.k), gen)
+    model.init_from_sample(x[:8192])
+    init = {n: p.detach().clone().contiguous() for n, p in model.named_parameters()}
+    save_file({"x": x, "val": val, "order": order}, str(folder / "data.safetensors"))
+    save_file(init, str(folder / "init.safetensors"))
+    spec = {"d_in": x.shape[1], "width": args.width, "k": args.k, "batch": args.batch, "lr": args.lr,
+            "steps": total, "warmup": args.warmup, "tokens": x.shape[0], "scale_seen_by_sae": float(model.scale)}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    return spec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--width", type=int, default=4608)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--tokens", type=int, default=16_384)
+    ap.add_argument("--saelens-half", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.saelens_half is not None:
+        saelens_half(args.saelens_half)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_sae_") as tmp:
+        folder = Path(tmp)
+        spec = prepare(folder, args)
+        flops_before = gemm_flops(args.batch, spec["d_in"], args.width)
+        ours = ours_half(folder, spec)
+        theirs = None
+        if not BENCH_PY.exists():
+            subprocess.run(["bash", str(ROOT / "bench" / "saelens_venv.sh")], check=False)
+        if BENCH_PY.exists():
+            env = {**os.environ, "PYTHONPATH": ""}
+            res = subprocess.run([str(BENCH_PY), __file__, "--saelens-half", str(folder)], capture_output=True,
+                                 text=True, env=env)
+            lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+            if lines:
+                theirs = json.loads(lines[-1][len("RESULT "):])
+            else:
+                print("SAELens half failed:\n" + res.stdout[-2000:] + res.stderr[-4000:])
+        flops_after = gemm_flops(args.batch, spec["d_in"], args.width)
+    flops = statistics.median([flops_before, flops_after])
+    one_gemm = 2 * args.batch * spec["d_in"] * args.width / flops
+    w = args.warmup
+    t_ours = statistics.median(ours["times"][w:])
+    print(f"d_in {spec['d_in']}, width {args.width}, k {args.k}, batch {args.batch}, {args.steps} timed steps "
+          f"(+{w} warm-up), lr {args.lr}, {spec['tokens']} SmolLM2 layer-15 tokens, fp32 CPU, "
+          f"{ours['threads']} threads")
+    print(f"GEMM throughput (encoder-shaped fp32): {flops / 1e9:.1f} GFLOP/s "
+          f"(before {flops_before / 1e9:.1f}, after {flops_after / 1e9:.1f}); one-GEMM floor {one_gemm * 1e3:.0f} ms")
+    print(f"ours:    {t_ours:.3f} s/step  ({args.batch / t_ours:,.0f} tokens/s)  final NMSE {ours['nmse']:.4f}  "
+          f"fraction of one-GEMM floor {one_gemm / t_ours:.2f}")
+    if theirs is not None:
+        t_sl = statistics.median(theirs["times"][w:])
+        print(f"SAELens: {t_sl:.3f} s/step  ({args.batch / t_sl:,.0f} tokens/s)  final NMSE {theirs['nmse']:.4f}  "
+              f"fraction of six-GEMM floor {6 * one_gemm / t_sl:.2f}")
+        print(f"step-time ratio SAELens / ours: {t_sl / t_ours:.2f}x;  NMSE difference ours - SAELens: "
+              f"{ours['nmse'] - theirs['nmse']:+.4f}")
+    else:
+        print("SAELens half skipped (no .bench-venv; run bench/saelens_venv.sh)")
+
+
+if __name__ == "__main__":
+    main()
