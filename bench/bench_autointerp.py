@@ -1,0 +1,100 @@
+"""Benchmark: the "all at once" simulator and the detection scorer with the local SmolLM2-135M.
+
+Measures, in one run and interleaved (A B A B ...) so that load from other jobs hits both alike:
+
+* simulation of one unit (10 records x 64 tokens, one batched forward) vs a **bare forward** of the
+  transformer body over exactly the same prompt tokens (same padded batch) -- the floor; target
+  ratio <= 1.3 and < 5 s;
+* the same against a full forward with the ``[batch, L, vocab]`` logits (what a naive
+  implementation would pay);
+* units/s for simulation and for detection, and the share of each in the model's forward pass.
+
+Run: ``.venv/bin/python bench/bench_autointerp.py [--repeats 3] [--records 10] [--tokens 64]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from course_lib import corpus
+from course_lib.autointerp import localmodel, records, scoring, simulator, units
+
+
+def _unit(lm: localmodel.LocalLM, n_records: int, n_tokens: int) -> records.UnitRecords:
+    tok = lm.tokenizer
+    texts = corpus.load_texts(corpus.CorpusConfig(max_chars=200_000), "val")
+    win = corpus.windows(corpus.hf_token_stream(tok, texts), n_tokens + 1, bos_id=tok.bos_token_id)
+    def_id = tok(" def", add_special_tokens=False)["input_ids"]
+    acts = units.TokenSource.for_tokens(def_id)(win)
+    half = n_records // 2
+    cfg = records.RecordConfig(n_train=2, n_test_top=half, n_test_random=n_records - half)
+    return records.build_unit_records("token/ def", "token", acts[:, :, 0], win, tok, cfg,
+                                      torch.Generator().manual_seed(0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--records", type=int, default=10)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    args = ap.parse_args()
+
+    lm = localmodel.load_local_lm("smollm2", dtype=args.dtype)
+    ur = _unit(lm, args.records, args.tokens)
+    sim = simulator.AllAtOnceSimulator(lm)
+    yn = scoring.YesNoScorer(lm)
+    expl = 'the token " def".'
+    seqs, reads = sim.prompts(expl, ur.test)
+    n_prompt = sum(len(s) for s in seqs)
+    det_seqs = yn.questions([scoring.DETECT_Q.format(explanation=expl, text=scoring.record_text(r))
+                             for r in ur.test])
+
+    def full_forward() -> None:
+        L = max(len(s) for s in seqs)
+        ids = torch.zeros((len(seqs), L), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        with torch.no_grad():
+            lm.model(input_ids=ids, attention_mask=mask)
+
+    timings: dict[str, list[float]] = {k: [] for k in ("simulate", "bare", "full", "prompt", "detect", "det_fwd")}
+    sim.simulate(expl, ur.test)  # warm-up
+    lm.hidden(det_seqs)
+    for _ in range(args.repeats):
+        for name, fn in (
+            ("simulate", lambda: sim.simulate(expl, ur.test)),
+            ("bare", lambda: lm.hidden(seqs)),
+            ("prompt", lambda: sim.prompts(expl, ur.test)),
+            ("full", full_forward),
+            ("detect", lambda: yn.detection(expl, ur)),
+            ("det_fwd", lambda: lm.hidden(det_seqs)),
+        ):
+            t0 = time.perf_counter()
+            fn()
+            timings[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    print(f"unit: {len(ur.test)} records x {args.tokens} tokens -> {n_prompt} prompt tokens "
+          f"(batch {len(seqs)} x up to {max(len(s) for s in seqs)}), dtype {args.dtype}, "
+          f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
+    print(f"simulation (all at once, 1 batched forward): {med['simulate']:.2f} s  -> {1 / med['simulate']:.3f} units/s")
+    print(f"bare body forward, same tokens (floor):      {med['bare']:.2f} s")
+    print(f"full forward with [b, L, vocab] logits:      {med['full']:.2f} s")
+    print(f"RATIO simulation / bare forward = {med['simulate'] / med['bare']:.2f}x  (target <= 1.3x)")
+    print(f"RATIO simulation / full forward = {med['simulate'] / med['full']:.2f}x")
+    print(f"prompt building: {med['prompt'] * 1000:.1f} ms; share of simulation in the forward pass: "
+          f"{min(1.0, med['bare'] / med['simulate']):.0%}")
+    print(f"detection ({len(det_seqs)} yes/no questions, {sum(map(len, det_seqs))} tokens, 1 forward): "
+          f"{med['detect']:.2f} s -> {1 / med['detect']:.3f} units/s; share in the forward pass: "
+          f"{min(1.0, med['det_fwd'] / med['detect']):.0%}")
+    print(f"absolute target: simulation < 5 s: {'met' if med['simulate'] < 5 else 'NOT met'} on this machine")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Automated interpretability (Bills et al., 2023; EleutherAI delphi): explain, simulate, score.
+
+Data flow, one module per arrow::
+
+    token windows --units--> activations [n_windows, pos, n_units]
+                  --records--> top / random / quantile records (train for explaining, test for scoring)
+                  --explainers--> one-sentence explanation (local LLM, HTTP LLM, or token statistics)
+                  --simulator--> predicted activations per token ("all at once", local LM)
+                  --scoring--> correlation, detection, fuzzing, embedding scores
+                  --results--> JSON Lines
+
+``backends`` holds the OpenAI-compatible HTTP client used by the HTTP explainer.
+"""

@@ -1,0 +1,218 @@
+"""Explainers: records in, one-sentence explanation out, behind one interface.
+
+``explainer.explain(unit_records) -> Explanation`` (``explain_many`` for a list). Three kinds:
+
+* :class:`LocalLLMExplainer` -- a local chat LM (SmolLM2-135M-Instruct offline by default) sees the
+  train records in the paper's format, one ``token<TAB>activation`` line per token, activations
+  discretised to 0-10; when under 20% of a record's values are nonzero, the nonzero lines are
+  repeated after it. The assistant's answer is started with "the main thing this neuron does is
+  find" and the model completes the sentence (greedy).
+* :class:`HTTPExplainer` -- the same prompt sent to any OpenAI-compatible chat endpoint
+  (:mod:`course_lib.autointerp.backends`): a hosted model, vLLM, llama.cpp's server...
+* :class:`TokenStatsExplainer` -- no LLM: names the tokens that carry most of the activation mass
+  in the train records (a trivial explanation, to see how much a trivial explanation scores).
+
+An empty or unparsable answer gives ``Explanation(text=None, reason=...)``: it is recorded with its
+reason and scored as missing; the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Protocol
+
+from course_lib.autointerp.backends import BackendError, ChatClient
+from course_lib.autointerp.localmodel import LocalLM
+from course_lib.autointerp.records import Record, UnitRecords, discretise
+
+PREFIX = "the main thing this neuron does is find"
+SYSTEM = (
+    "We're studying neurons in a neural network. Each neuron looks for some particular thing in a "
+    "short document. Look at the parts of the document the neuron activates for and summarize in a "
+    "single sentence what the neuron is looking for. Don't list examples of words. The activation "
+    "format is token<tab>activation. Activation values range from 0 to 10. A neuron finding what "
+    "it's looking for is represented by a non-zero activation value. The higher the activation "
+    "value, the stronger the match."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """One explanation of one unit (``text`` None when missing; ``reason`` says why)."""
+
+    unit: str  # unit name, e.g. "sae/77"
+    explainer: str  # explainer name, e.g. "local:smollm2"
+    text: str | None  # the explanation (completes "the main thing this neuron does is find ...")
+    reason: str | None = None  # why text is None ("empty", "unparsable: ...", "backend error: ...")
+    raw: str = ""  # what the explainer returned before parsing
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None
+
+
+class Explainer(Protocol):
+    name: str
+
+    def explain(self, ur: UnitRecords) -> Explanation: ...
+
+    def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]: ...
+
+
+def _show(s: str) -> str:
+    return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+def format_record(r: Record, max_act: float) -> str:
+    """``token<TAB>d`` lines between ``<start>``/``<end>``; nonzero lines repeated if under 20% nonzero."""
+    d = discretise(r.acts, max_act)
+    lines = [f"{_show(s)}\t{int(v)}" for s, v in zip(r.strings, d)]
+    text = "<start>\n" + "\n".join(lines) + "\n<end>\n"
+    nz = [ln for ln, v in zip(lines, d) if v > 0]
+    if nz and len(nz) < 0.2 * len(lines):
+        text += "Same activations, but with all zeros filtered out:\n<start>\n" + "\n".join(nz) + "\n<end>\n"
+    return text
+
+
+def explanation_messages(ur: UnitRecords, max_records: int | None = None,
+                         prefilled: bool = False) -> list[dict[str, str]]:
+    """The chat messages (system + user) that show the unit's train records.
+
+    ``prefilled``: the caller starts the assistant's answer with :data:`PREFIX` itself (local
+    models); otherwise (chat APIs) the user message asks for a sentence completing it.
+    """
+    recs = ur.train[:max_records] if max_records else ur.train
+    body = "Neuron\nActivations:\n" + "".join(format_record(r, ur.max_act) for r in recs)
+    if prefilled:  # a question, not a quoted phrase: SmolLM2 completes a quote with " itself."
+        user = body + "\nWhich tokens does the neuron look for?"
+    else:
+        user = body + f'\nExplain what the neuron does in one sentence that completes: "{PREFIX} ..."'
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_explanation(raw: str) -> tuple[str | None, str | None]:
+    """``(text, None)`` or ``(None, reason)`` from a model's answer (prefix and quotes stripped)."""
+    s = raw.strip()
+    low = s.lower()
+    if PREFIX in low:
+        s = s[low.index(PREFIX) + len(PREFIX):]
+    s = s.strip().split("\n")[0].strip().strip('"').strip()
+    if not s:
+        return None, "empty"
+    if not re.search(r"[A-Za-z]", s):
+        return None, f"unparsable: no words in {s[:40]!r}"
+    if "<start>" in s or "\t" in s:
+        return None, f"unparsable: echoes the records ({s[:40]!r})"
+    m = re.match(r"(.+?[.!?])(\s|$)", s)  # first sentence
+    return (m.group(1) if m else s)[:300], None
+
+
+def _missing(unit: str, name: str, reason: str, raw: str = "") -> Explanation:
+    return Explanation(unit=unit, explainer=name, text=None, reason=reason, raw=raw)
+
+
+@dataclasses.dataclass
+class LocalLLMExplainer:
+    """Explanations from a local chat LM (greedy completion of :data:`PREFIX`)."""
+
+    lm: LocalLM  # local chat model
+    max_new_tokens: int = 32  # answer length
+    max_records: int | None = None  # show at most this many train records (None: all)
+
+    @property
+    def name(self) -> str:
+        return f"local:{self.lm.name}"
+
+    def explain(self, ur: UnitRecords) -> Explanation:
+        if not ur.alive:
+            return _missing(ur.unit, self.name, "dead unit: no activating records")
+        msgs = explanation_messages(ur, self.max_records, prefilled=True)
+        ids = self.lm.chat_ids(msgs, assistant_prefix=PREFIX[0].upper() + PREFIX[1:])
+        raw = self.lm.generate(ids, self.max_new_tokens)
+        text, reason = parse_explanation(raw)
+        return Explanation(ur.unit, self.name, text, reason, raw)
+
+    def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]:
+        return [self.explain(u) for u in urs]
+
+
+@dataclasses.dataclass
+class HTTPExplainer:
+    """Explanations from an OpenAI-compatible chat endpoint (concurrent, retried, per-unit errors)."""
+
+    client: ChatClient  # configured client (the key stays in the environment)
+    max_records: int | None = None  # show at most this many train records
+
+    @property
+    def name(self) -> str:
+        return f"http:{self.client.cfg.model}"
+
+    def explain(self, ur: UnitRecords) -> Explanation:
+        return self.explain_many([ur])[0]
+
+    def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]:
+        alive = [u for u in urs if u.alive]
+        answers = iter(self.client.map([explanation_messages(u, self.max_records) for u in alive]))
+        out = []
+        for u in urs:
+            if not u.alive:
+                out.append(_missing(u.unit, self.name, "dead unit: no activating records"))
+                continue
+            ans = next(answers)
+            if isinstance(ans, BackendError):
+                out.append(_missing(u.unit, self.name, f"backend error: {ans}"))
+            else:
+                text, reason = parse_explanation(ans)
+                out.append(Explanation(u.unit, self.name, text, reason, ans))
+        return out
+
+
+@dataclasses.dataclass
+class TokenStatsExplainer:
+    """Names the tokens carrying most activation mass in the train records (no LLM).
+
+    For every token string ``t``: mass ``m_t = sum of relu(a)`` over its occurrences. Tokens are
+    taken by decreasing mass until ``coverage`` of the total is reached (at most ``max_tokens``):
+    ``'the tokens " def", " class".'``.
+    """
+
+    max_tokens: int = 3  # most tokens named
+    coverage: float = 0.6  # stop once the named tokens carry this share of the activation mass
+    name: str = "baseline:token-stats"
+
+    def explain(self, ur: UnitRecords) -> Explanation:
+        mass: dict[str, float] = defaultdict(float)
+        for r in ur.train:
+            for s, a in zip(r.strings, r.acts):
+                if a > 0 and s.strip():
+                    mass[s] += float(a)
+        total = sum(mass.values())
+        if total <= 0:
+            return _missing(ur.unit, self.name, "dead unit: no activating records")
+        ranked = sorted(mass.items(), key=lambda kv: -kv[1])
+        chosen, covered = [], 0.0
+        for s, m in ranked[: self.max_tokens]:
+            chosen.append(s)
+            covered += m
+            if covered >= self.coverage * total:
+                break
+        shown = ", ".join(f'"{_show(s)}"' for s in chosen)
+        text = f"the token {shown}." if len(chosen) == 1 else f"the tokens {shown}."
+        return Explanation(ur.unit, self.name, text, None, text)
+
+    def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]:
+        return [self.explain(u) for u in urs]
+
+
+def token_share(ur: UnitRecords) -> float:
+    """Share of the train records' activation mass on the single heaviest token string."""
+    mass: dict[str, float] = defaultdict(float)
+    for r in ur.train:
+        for s, a in zip(r.strings, r.acts):
+            mass[s] += max(float(a), 0.0)
+    tot = sum(mass.values())
+    return float(max(mass.values()) / tot) if tot > 0 else float("nan")
+

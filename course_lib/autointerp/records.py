@@ -1,0 +1,186 @@
+"""Records: the token windows shown to an explainer and used to score its explanation.
+
+A *record* is one fixed-length context window (``ctx_len`` tokens after a BOS) with one unit's
+activation at every token. For each unit we draw, from ``acts [n_windows, pos, n_units]``:
+
+* **train** records (shown to the explainer): the top-activating windows, or -- with
+  ``sampling="quantiles"`` (EleutherAI delphi) -- windows spread evenly over ``n_quantiles``
+  quantile bins of the window maxima among activating windows;
+* **test** records (used by the scorers): top-activating windows and random windows, 1:1 (the
+  ratio is kept when a sparse unit has fewer activating windows than asked for).
+
+Windows are picked by their maximum activation; a window index is used at most once per unit, so
+train and test records never overlap. Windows are non-overlapping slices of held-out text.
+
+Discretisation (Bills et al.): ``d = min(10, floor(10 * relu(a) / max_a))`` with ``max_a`` the unit's
+largest activation over all harvested windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+SAMPLINGS: tuple[str, ...] = ("top", "quantiles")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordConfig:
+    n_train: int = 6  # records shown to the explainer
+    n_test_top: int = 5  # top-activating test records (scored)
+    n_test_random: int = 5  # random test records (scored); 1:1 with n_test_top by default
+    sampling: str = "top"  # "top" or "quantiles": how train records are chosen
+    n_quantiles: int = 5  # bins for sampling="quantiles"
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One window of one unit: ``tokens [pos]`` ids, ``strings [pos]`` decoded, ``acts [pos]``."""
+
+    window: int  # index of the window in the harvested set
+    kind: str  # "top" | "quantile" | "random"
+    tokens: list[int]  # token ids (BOS removed)
+    strings: list[str]  # token strings, as the tokenizer decodes each one
+    acts: list[float]  # the unit's activation at each token
+
+    @property
+    def max_act(self) -> float:
+        return max(self.acts) if self.acts else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitRecords:
+    """Everything about one unit that the explainers and scorers need."""
+
+    unit: str  # e.g. "neuron/812", "sae/77", "random/3"
+    kind: str  # "sae" | "neuron" | "random" | "token"
+    max_act: float  # largest activation over all harvested windows (for discretisation)
+    train: list[Record]  # shown to the explainer
+    test_top: list[Record]  # top-activating, scored
+    test_random: list[Record]  # random, scored
+
+    @property
+    def test(self) -> list[Record]:
+        return [*self.test_top, *self.test_random]
+
+    @property
+    def alive(self) -> bool:
+        return self.max_act > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.unit, "kind": self.kind, "max_act": self.max_act,
+                "train": [r.to_dict() for r in self.train], "test_top": [r.to_dict() for r in self.test_top],
+                "test_random": [r.to_dict() for r in self.test_random]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UnitRecords:
+        return cls(unit=d["unit"], kind=d["kind"], max_act=d["max_act"],
+                   train=[Record.from_dict(r) for r in d["train"]],
+                   test_top=[Record.from_dict(r) for r in d["test_top"]],
+                   test_random=[Record.from_dict(r) for r in d["test_random"]])
+
+
+def discretise(acts: np.ndarray | Sequence[float] | torch.Tensor, max_act: float) -> np.ndarray:
+    """``min(10, floor(10 * relu(a) / max_a))`` as int64 (all zeros when ``max_a <= 0``)."""
+    a = np.asarray(acts.detach().cpu() if isinstance(acts, torch.Tensor) else acts, dtype=np.float64)
+    if max_act <= 0:
+        return np.zeros(a.shape, dtype=np.int64)
+    return np.minimum(10, np.floor(10.0 * np.maximum(a, 0.0) / max_act)).astype(np.int64)
+
+
+def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Decode each id on its own (byte-level pieces that are not valid UTF-8 show as U+FFFD)."""
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def _record(window: int, kind: str, tokens: torch.Tensor, acts: torch.Tensor, tokenizer: Any,
+            skip_first: bool) -> Record:
+    t = tokens[1:] if skip_first else tokens
+    a = acts[1:] if skip_first else acts
+    ids = [int(i) for i in t]
+    return Record(window, kind, ids, token_strings(tokenizer, ids), [float(x) for x in a])
+
+
+def build_unit_records(
+    unit: str,
+    kind: str,
+    acts: torch.Tensor,
+    windows: torch.Tensor,
+    tokenizer: Any,
+    cfg: RecordConfig,
+    generator: torch.Generator,
+    skip_first: bool = True,
+) -> UnitRecords:
+    """Records of one unit from ``acts [n_windows, pos]`` over ``windows [n_windows, pos]``.
+
+    The top ``n_train + n_test_top`` windows (by maximum activation) are dealt alternately to train
+    and test, so both get strong examples; with ``sampling="quantiles"`` the train records instead
+    come from quantile bins of the remaining activating windows. Random test records are drawn
+    uniformly from windows not used yet. ``skip_first`` drops position 0 (BOS) from every record.
+    """
+    if cfg.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling={cfg.sampling!r}; valid values: {', '.join(SAMPLINGS)}")
+    a = acts[:, 1:] if skip_first else acts
+    win_max = a.max(dim=1).values  # [n_windows]
+    max_act = float(win_max.max()) if win_max.numel() else 0.0
+    order = torch.argsort(win_max, descending=True, stable=True)
+    used: set[int] = set()
+    train_idx: list[int] = []
+    test_top_idx: list[int] = []
+    if cfg.sampling == "top":
+        pool = [int(i) for i in order[: cfg.n_train + cfg.n_test_top] if win_max[i] > 0]
+        for j, w in enumerate(pool):  # deal alternately: train, test, train, test...
+            if (j % 2 == 0 and len(train_idx) < cfg.n_train) or len(test_top_idx) >= cfg.n_test_top:
+                train_idx.append(w)
+            else:
+                test_top_idx.append(w)
+    else:
+        test_top_idx = [int(i) for i in order[: cfg.n_test_top] if win_max[i] > 0]
+        rest = [int(i) for i in order[cfg.n_test_top:] if win_max[i] > 0]
+        if rest:
+            bins = np.array_split(np.array(rest), max(1, min(cfg.n_quantiles, len(rest))))
+            per_bin = int(np.ceil(cfg.n_train / len(bins)))
+            for b in bins:
+                pick = torch.randperm(len(b), generator=generator)[:per_bin]
+                train_idx.extend(int(b[i]) for i in pick)
+            train_idx = train_idx[: cfg.n_train]
+    used.update(train_idx)
+    used.update(test_top_idx)
+    free = [i for i in torch.randperm(windows.shape[0], generator=generator).tolist() if i not in used]
+    # keep the top:random ratio even when fewer activating windows exist than asked for
+    n_random = cfg.n_test_random
+    if len(test_top_idx) < cfg.n_test_top:
+        n_random = round(len(test_top_idx) * cfg.n_test_random / max(cfg.n_test_top, 1))
+    random_idx = free[:n_random]
+    train_kind = "top" if cfg.sampling == "top" else "quantile"
+
+    def recs(idx: list[int], k: str) -> list[Record]:
+        return [_record(i, k, windows[i], acts[i], tokenizer, skip_first) for i in idx]
+
+    return UnitRecords(unit=unit, kind=kind, max_act=max_act, train=recs(train_idx, train_kind),
+                       test_top=recs(test_top_idx, "top"), test_random=recs(random_idx, "random"))
+
+
+def build_records(
+    source_names: Sequence[str],
+    kind: str,
+    acts: torch.Tensor,
+    windows: torch.Tensor,
+    tokenizer: Any,
+    cfg: RecordConfig,
+    generator: torch.Generator,
+) -> list[UnitRecords]:
+    """:func:`build_unit_records` for every unit of ``acts [n_windows, pos, n_units]``."""
+    return [build_unit_records(name, kind, acts[:, :, j], windows, tokenizer, cfg, generator)
+            for j, name in enumerate(source_names)]

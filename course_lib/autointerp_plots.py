@@ -1,0 +1,147 @@
+"""Figures for notebook 04 (automated interpretability): score distributions, explainer comparison,
+per-unit cards with token highlighting, and an HTML version of the cards for widgets.
+
+Every plot function returns a matplotlib ``Figure`` and never calls ``show()``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from course_lib.autointerp.records import UnitRecords
+from course_lib.autointerp.results import Result
+
+KIND_COLORS = {"sae": "tab:blue", "neuron": "tab:orange", "random": "tab:gray", "token": "tab:green"}
+SCORE_LABELS = {
+    "correlation_llm": "correlation\n(135M simulator)",
+    "correlation_keyword": "correlation\n(keyword simulator)",
+    "detection_auroc": "detection AUROC",
+    "fuzzing_auroc": "fuzzing AUROC",
+    "embedding_auroc": "embedding AUROC",
+}
+CHANCE = {"correlation_llm": 0.0, "correlation_keyword": 0.0, "detection_auroc": 0.5,
+          "fuzzing_auroc": 0.5, "embedding_auroc": 0.5}
+
+
+def _vals(results: Sequence[Result], key: str) -> list[float]:
+    return [v for r in results if (v := r.scores.get(key)) is not None and math.isfinite(v)]
+
+
+def plot_score_distributions(results: Sequence[Result], explainer: str,
+                             kinds: Sequence[str] = ("sae", "neuron", "random"),
+                             keys: Sequence[str] = tuple(SCORE_LABELS)) -> Figure:
+    """One panel per scorer: each unit's score as a dot, per unit kind, with the kind's mean (bar)."""
+    rows = [r for r in results if r.explainer == explainer]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.4), sharey=False)
+    axes = np.atleast_1d(axes)
+    rng = np.random.default_rng(0)
+    for ax, key in zip(axes, keys):
+        for i, kind in enumerate(kinds):
+            v = _vals([r for r in rows if r.kind == kind], key)
+            if v:
+                ax.bar(i, float(np.mean(v)), color=KIND_COLORS.get(kind, "k"), alpha=0.35, width=0.7,
+                       label=f"{kind} (mean)" if key == keys[0] else None)
+                ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=16, color=KIND_COLORS.get(kind, "k"),
+                           zorder=3, label=f"{kind} (unit)" if key == keys[0] else None)
+        ax.axhline(CHANCE.get(key, 0.0), color="k", lw=0.8, ls="--")
+        ax.set_xticks(range(len(kinds)), kinds)
+        ax.set_title(SCORE_LABELS.get(key, key), fontsize=9)
+        ax.set_ylim(-1.05 if key.startswith("correlation") else -0.02, 1.05)
+        ax.set_xlabel("unit kind")
+    axes[0].set_ylabel("score (dashed: chance)")
+    fig.legend(loc="lower center", ncol=6, fontsize=7, bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle(f"Scores per unit kind, explanations by {explainer}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_explainer_comparison(results: Sequence[Result], keys: Sequence[str] = tuple(SCORE_LABELS)) -> Figure:
+    """Mean score (+/- standard error) per scorer for each explainer, all unit kinds pooled."""
+    explainers = sorted({r.explainer for r in results})
+    fig, ax = plt.subplots(figsize=(1.6 * len(keys) + 2, 3.6))
+    width = 0.8 / max(1, len(explainers))
+    for j, ex in enumerate(explainers):
+        rows = [r for r in results if r.explainer == ex]
+        means, errs = [], []
+        for key in keys:
+            v = _vals(rows, key)
+            means.append(float(np.mean(v)) if v else np.nan)
+            errs.append(float(np.std(v) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
+        x = np.arange(len(keys)) + (j - (len(explainers) - 1) / 2) * width
+        n_missing = sum(r.explanation is None for r in rows)
+        ax.bar(x, means, width, yerr=errs, capsize=3, label=f"{ex} ({n_missing} missing)")
+    for i, key in enumerate(keys):
+        ax.hlines(CHANCE.get(key, 0.0), i - 0.45, i + 0.45, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(keys)), [SCORE_LABELS.get(k, k) for k in keys], fontsize=8)
+    ax.set_ylabel("mean score over units (dashed: chance)")
+    ax.set_title("Explainer comparison")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_tokens(ax, strings: Sequence[str], values: Sequence[float], vmax: float, y: float,
+                 cmap: str, max_chars: int) -> float:
+    """Write tokens left to right at height ``y`` (axes coords), background shaded by value; wraps."""
+    cm = plt.get_cmap(cmap)
+    x, step, line_h = 0.0, 1.0 / max_chars, 0.055
+    for s, v in zip(strings, values):
+        shown = s.replace("\n", "\u21b5").replace("\t", "\u2192")
+        if x + len(shown) * step > 1.0:
+            x, y = 0.0, y - line_h
+        frac = min(max(float(v) / vmax, 0.0), 1.0) if vmax > 0 else 0.0
+        ax.text(x, y, shown, family="monospace", fontsize=8, va="top", transform=ax.transAxes,
+                bbox={"boxstyle": "square,pad=0.05", "fc": cm(0.85 * frac) if frac > 0 else "white", "ec": "none"})
+        x += len(shown) * step
+    return y - line_h
+
+
+def plot_unit_card(result: Result, max_records: int = 4, max_chars: int = 95) -> Figure:
+    """Explanation, scores, and test records: real activations (orange) over simulated ones (blue)."""
+    ur = result.unit_records()
+    sims = result.extra.get("simulated")
+    recs = ur.test[:max_records]
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.75 * len(recs)))
+    ax.axis("off")
+    sc = ", ".join(f"{k}={v:.2f}" for k, v in result.scores.items() if v is not None)
+    expl = result.explanation if result.explanation is not None else f"[missing: {result.reason}]"
+    ax.set_title(f"{result.unit} | {result.explainer}\n\"...find {expl}\"", fontsize=9, loc="left")
+    ax.text(0, 1.0, sc or "no scores", fontsize=7, transform=ax.transAxes, va="top", color="dimgray")
+    y = 0.92
+    for i, r in enumerate(recs):
+        ax.text(-0.01, y, f"{r.kind}", fontsize=7, ha="right", va="top", transform=ax.transAxes)
+        y = _draw_tokens(ax, r.strings, r.acts, ur.max_act, y, "Oranges", max_chars)
+        if sims is not None and i < len(sims):
+            y = _draw_tokens(ax, r.strings, sims[i], 10.0, y, "Blues", max_chars)
+        y -= 0.02
+    ax.text(0, max(y, 0.0) - 0.02, "orange: real activation / max; blue: simulated activation (0-10)",
+            fontsize=7, transform=ax.transAxes, va="top", color="dimgray")
+    return fig
+
+
+def records_html(ur: UnitRecords, simulated: Sequence[Sequence[float]] | None = None,
+                 which: str = "train") -> str:
+    """HTML of a unit's records, tokens shaded by activation (orange) and simulation (blue)."""
+
+    def spans(strings: Sequence[str], vals: Sequence[float], vmax: float, rgb: str) -> str:
+        out = []
+        for s, v in zip(strings, vals):
+            a = min(max(float(v) / vmax, 0.0), 1.0) if vmax > 0 else 0.0
+            out.append(f'<span style="background:rgba({rgb},{a:.2f});white-space:pre" title="{float(v):.2f}">'
+                       f"{html.escape(s)}</span>")
+        return "".join(out)
+
+    recs = ur.train if which == "train" else ur.test
+    rows = []
+    for i, r in enumerate(recs):
+        row = f'<div style="font-family:monospace;margin:2px 0"><b>{r.kind}</b> {spans(r.strings, r.acts, ur.max_act, "255,140,0")}</div>'
+        if simulated is not None and i < len(simulated):
+            row += f'<div style="font-family:monospace;margin:0 0 4px 0"><i>sim</i> {spans(r.strings, simulated[i], 10.0, "30,100,255")}</div>'
+        rows.append(row)
+    return "".join(rows)
