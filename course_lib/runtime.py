@@ -164,7 +164,7 @@ class Run:
             **metrics,
         }
         path = self.out_dir / "metrics.json"
-        atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=False))
+        atomic_write_text(path, json.dumps(jsonable(payload), indent=2, sort_keys=False))
         return path
 
 
@@ -195,17 +195,16 @@ def start_run(profile: object, seed: object, out_dir: object, device: object = "
     return Run(profile=profile, seed=seed, out_dir=out, device=dev, generator=gen)  # type: ignore[arg-type]
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with tensors/numpy values turned into JSON types and non-finite floats into ``None``."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return jsonable(obj.tolist())
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     if isinstance(obj, Path):
@@ -278,7 +277,7 @@ def config_hash(config: Any, version: str) -> str:
     """A 16-hex-digit key for ``(config, version)``; ``config`` may be a dataclass or a mapping."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
-    blob = json.dumps({"config": _jsonable(config), "version": version}, sort_keys=True, default=str)
+    blob = json.dumps({"config": jsonable(config), "version": version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -333,7 +332,7 @@ def load_or_build(
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
-        meta = {"kind": kind, "version": version, "config": _jsonable(_as_dict(config)), "files": files}
+        meta = {"kind": kind, "version": version, "config": jsonable(_as_dict(config)), "files": files}
         (tmp / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
         try:
             os.replace(tmp, final)

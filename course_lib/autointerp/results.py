@@ -42,7 +42,7 @@ class Result:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # simulated activations, p_yes...
 
     def to_json(self) -> str:
-        return json.dumps(_clean(dataclasses.asdict(self)), ensure_ascii=False)
+        return json.dumps(runtime.jsonable(dataclasses.asdict(self)), ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
@@ -50,20 +50,6 @@ class Result:
 
     def unit_records(self) -> UnitRecords:
         return UnitRecords.from_dict(self.records)
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def save_jsonl(results: Iterable[Result], path: str | Path) -> Path:
