@@ -1,7 +1,9 @@
 """Every notebook runs end to end under papermill in the smoke profile, offline.
 
 The kernel starts with tests/netguard on PYTHONPATH: every network connection fails and is logged,
-and the test fails if anything tried. Notebooks must be stored without outputs.
+and the test fails if anything tried. Each notebook gets its own empty artifact cache, so each one
+proves it builds what it needs by itself (standalone, in any order). Notebooks must be stored without
+outputs.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def test_notebook_runs_in_smoke_profile_offline(nb_path, tmp_path, monkeypatch):
     log = tmp_path / "network.log"
     log.touch()
     monkeypatch.setenv("COURSE_NETGUARD_LOG", str(log))
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path / "cache"))  # nothing left by other notebooks
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(GUARD), os.environ.get("PYTHONPATH")])))
     out_dir = tmp_path / nb_path.stem
     papermill.execute_notebook(
