@@ -40,7 +40,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -429,79 +428,6 @@ def train_sae(
     return sae.eval(), hist
 
 
-# --------------------------------------------------------------------------- SAELens layout
-
-
-def save_saelens(sae: SparseAutoencoder, folder: str | Path, hook_name: str = "", model_name: str = "",
-                 extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/cfg.json`` + ``folder/sae_weights.safetensors`` in SAELens's layout.
-
-    The normalisation is folded into the weights (as SAELens does when it finishes training), so the
-    exported SAE acts on raw activations: ``W_enc' = s W_enc^T [d_in, d_sae]``, ``b_dec' = b_pre / s``,
-    ``W_dec' = W_dec / s [d_sae, d_in]`` and ``normalize_activations = "none"``.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    s = float(sae.scale)
-    tensors = {
-        "W_enc": (sae.W_enc.detach().float().cpu() * s).t().contiguous(),
-        "b_enc": sae.b_enc.detach().float().cpu().contiguous(),
-        "W_dec": (sae.W_dec.detach().float().cpu() / s).contiguous(),
-        "b_dec": (sae.b_pre.detach().float().cpu() / s).contiguous(),
-    }
-    cfg = sae.cfg
-    meta = {"model_name": model_name, "hook_name": hook_name, "hook_head_index": None, "prepend_bos": True,
-            "sae_lens_training_version": None, "course_lib": {"sae_config": dataclasses.asdict(cfg)},
-            **(extra_metadata or {})}
-    cfg_json: dict[str, Any] = {
-        "architecture": "topk" if cfg.kind == "topk" else "standard",
-        "d_in": cfg.d_in,
-        "d_sae": cfg.n_latents,
-        "dtype": "float32",
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        "metadata": meta,
-    }
-    if cfg.kind == "topk":
-        cfg_json["k"] = cfg.k
-        cfg_json["rescale_acts_by_decoder_norm"] = False
-    with runtime.atomic_path(folder / "sae_weights.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    runtime.atomic_write_text(folder / "cfg.json", json.dumps(cfg_json, indent=2))
-    return folder
-
-
-def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load a SAELens-layout folder (``topk`` or ``standard``) into a :class:`SparseAutoencoder`.
-
-    The normalisation ``s`` is recovered from the decoder's row norms (``1/s`` when our SAE exported
-    it; 1 for a SAELens SAE with unit-norm decoder rows), and the weights are unfolded back.
-    """
-    folder = Path(folder)
-    cfg_json = json.loads((folder / "cfg.json").read_text())
-    w = load_file(str(folder / "sae_weights.safetensors"))
-    arch = cfg_json.get("architecture", "standard")
-    if arch not in ("topk", "standard"):
-        raise ValueError(f"architecture {arch!r} not supported; valid values: 'topk', 'standard'")
-    ours = (cfg_json.get("metadata") or {}).get("course_lib", {}).get("sae_config", {})
-    d_in, d_sae = int(cfg_json["d_in"]), int(cfg_json["d_sae"])
-    cfg = SAEConfig(**{**ours, "d_in": d_in, "n_latents": d_sae, "kind": "topk" if arch == "topk" else "relu",
-                       "k": int(cfg_json.get("k", ours.get("k", 32)))})
-    W_dec = w["W_dec"].float()
-    norms = W_dec.norm(dim=1)
-    s = float(1.0 / norms.mean()) if norms.numel() else 1.0
-    sae = SparseAutoencoder(cfg)
-    with torch.no_grad():
-        sae.scale.fill_(s)
-        sae.W_dec.copy_(W_dec * s)
-        sae.W_enc.copy_(w["W_enc"].float().t() / s)
-        sae.b_enc.copy_(w["b_enc"].float())
-        sae.b_pre.copy_(w["b_dec"].float() * s)
-    return sae.to(device).eval()
-
-
 # --------------------------------------------------------------------------- the default SAE (notebooks 03, 04)
 
 
@@ -557,6 +483,8 @@ def train_on_store(store: Any, sae_cfg: SAEConfig, train_cfg: TrainConfig, devic
 def load_or_train(store: Any, sae_cfg: SAEConfig, train_cfg: TrainConfig, device: str | torch.device = "cpu",
                   progress: bool = True, desc: str | None = None) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Cached :func:`train_on_store`: ``(sae, history dict)``; the cache folder is in SAELens layout."""
+    from course_lib.saelens_io import load_saelens, save_saelens  # saelens_io imports this module
+
     key = {"store": store.meta["config"], "sae": sae_cfg, "train": train_cfg}
 
     def build(folder: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 GUARD = Path(__file__).resolve().parent / "netguard"
+CELL_TIMEOUT_S = 600  # a smoke cell takes seconds; a stuck kernel must fail the test, not hang CI
 
 
 def test_there_are_notebooks():
@@ -50,7 +51,7 @@ def test_notebook_runs_in_smoke_profile_offline(nb_path, tmp_path, monkeypatch):
     papermill.execute_notebook(
         str(nb_path), str(tmp_path / nb_path.name), kernel_name="python3", cwd=str(nb_path.parent),
         parameters={"PROFILE": "smoke", "SEED": 0, "OUT_DIR": str(out_dir), "DEVICE": "cpu"},
-        progress_bar=False, start_timeout=120,
+        progress_bar=False, start_timeout=120, execution_timeout=CELL_TIMEOUT_S,
     )
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["profile"] == "smoke"

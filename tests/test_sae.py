@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from course_lib import activations, sae
+from course_lib import activations, sae, saelens_io
 
 
 def _sae(d=16, n=64, k=4, **kw) -> sae.SparseAutoencoder:
@@ -120,13 +120,13 @@ def test_saelens_round_trip(tmp_path):
     for kind in ("topk", "relu"):
         m = _sae(kind=kind)
         m.normalise_decoder_()
-        folder = sae.save_saelens(m, tmp_path / kind, hook_name="blocks.3.hook_resid_post", model_name="x")
+        folder = saelens_io.save_saelens(m, tmp_path / kind, hook_name="blocks.3.hook_resid_post", model_name="x")
         cfg = json.loads((folder / "cfg.json").read_text())
         assert cfg["d_in"] == 16 and cfg["d_sae"] == 64
         assert cfg["architecture"] == ("topk" if kind == "topk" else "standard")
         assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
         assert (folder / "sae_weights.safetensors").exists()
-        back = sae.load_saelens(folder)
+        back = saelens_io.load_saelens(folder)
         assert back.cfg == m.cfg
         x = torch.randn(20, 16) * 4
         with torch.no_grad():
