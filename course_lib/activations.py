@@ -81,6 +81,19 @@ def token_windows(cfg: HarvestConfig, tokenizer: Any) -> torch.Tensor:
     return win[:need_windows]
 
 
+def keep_positions(resid: torch.Tensor, massive_factor: float = 10.0) -> torch.Tensor:
+    """Which positions of ``resid [b, p, d]`` to use: ``[b, p]`` bool.
+
+    False at BOS (position 0) and at *massive* tokens, whose norm exceeds ``massive_factor`` times
+    the median norm of the batch's non-BOS positions. The one rule for SAE training (notebook 03)
+    and for the units explained in notebook 04.
+    """
+    norms = resid.float().norm(dim=-1)
+    keep = norms <= massive_factor * norms[:, 1:].median()
+    keep[:, 0] = False
+    return keep
+
+
 class ResidHarvester:
     """Forward hook + early stop: ``harvester(tokens [b, s]) -> (acts [m, d], where [m, 2], n_massive)``.
 
@@ -112,9 +125,7 @@ class ResidHarvester:
         x = self._grabbed[:, 1:, :]  # drop BOS: [b, s-1, d]
         b, s1, d = x.shape
         flat = x.reshape(b * s1, d)
-        norms = flat.float().norm(dim=-1)
-        median = norms.median()
-        keep = norms <= self.massive_factor * median
+        keep = keep_positions(self._grabbed, self.massive_factor)[:, 1:].reshape(-1)
         n_massive = int((~keep).sum())
         pos = torch.arange(1, s1 + 1, device=flat.device).repeat(b)
         row = torch.arange(b, device=flat.device).repeat_interleave(s1)

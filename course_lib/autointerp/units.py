@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from course_lib import activations
+
 UNIT_KINDS: tuple[str, ...] = ("sae", "neuron", "random")
 
 
@@ -141,12 +143,11 @@ def harvest(
         if hooks:
             model.run_with_hooks(tok, fwd_hooks=[(h, grabber(h)) for h in hooks], stop_at_layer=stop_at,
                                  return_type=None)
-        keep = torch.ones(tok.shape, dtype=torch.bool, device=device)
-        keep[:, 0] = False
         if resid_hooks:
-            norms = grabbed[resid_hooks[-1]].float().norm(dim=-1)  # [b, p]
-            median = norms[:, 1:].median()
-            keep &= norms <= massive_factor * median
+            keep = activations.keep_positions(grabbed[resid_hooks[-1]], massive_factor)
+        else:
+            keep = torch.ones(tok.shape, dtype=torch.bool, device=device)
+            keep[:, 0] = False
         for j, s in enumerate(sources):
             a = s.transform(grabbed[s.hook_name] if s.hook_name is not None else tok)
             outs[j].append((a * keep[..., None].to(a.device)).float().cpu())
