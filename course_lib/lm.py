@@ -101,11 +101,15 @@ def smollm2_folder() -> Path:
     )
 
 
-def load_hf(name: str = SMOLLM2, dtype: str = "float32", device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """Load ``(hf_model, tokenizer)``: SmolLM2 from the cache (offline), anything else from the hub."""
+def load_hf(name: str = SMOLLM2, dtype: str = "auto", device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """Load ``(hf_model, tokenizer)``: SmolLM2 from the cache (offline), anything else from the hub.
+
+    ``dtype="auto"``: bfloat16 where ``device`` computes it natively, else float32
+    (:func:`course_lib.runtime.resolve_dtype`).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    runtime.check_choice("dtype", dtype, tuple(DTYPES))
+    dtype = runtime.resolve_dtype(dtype, device)
     if name == SMOLLM2:
         folder = smollm2_folder()
         with hub_offline():
@@ -118,7 +122,7 @@ def load_hf(name: str = SMOLLM2, dtype: str = "float32", device: str | torch.dev
     return model, tok
 
 
-def load_lm(name: str = SMOLLM2, dtype: str = "float32", device: str | torch.device = "cpu") -> Any:
+def load_lm(name: str = SMOLLM2, dtype: str = "auto", device: str | torch.device = "cpu") -> Any:
     """A transformer-lens ``TransformerBridge`` around a real LM (SmolLM2 offline by default).
 
     ``run_with_cache`` / ``run_with_hooks`` / ``to_tokens`` work as usual; ``bridge.cfg`` has
@@ -126,6 +130,7 @@ def load_lm(name: str = SMOLLM2, dtype: str = "float32", device: str | torch.dev
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    dtype = runtime.resolve_dtype(dtype, device)
     model, tok = load_hf(name, dtype=dtype, device=device)
     hub_name = SMOLLM2_HUB_ID if name == SMOLLM2 else name
     ctx = hub_offline() if name == SMOLLM2 else contextlib.nullcontext()

@@ -82,10 +82,11 @@ class LocalLM:
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def load_local_lm(name: str = "smollm2", dtype: str = "bfloat16", device: str | torch.device = "cpu") -> LocalLM:
+def load_local_lm(name: str = "smollm2", dtype: str = "auto", device: str | torch.device = "cpu") -> LocalLM:
     """Load a local LM with :func:`course_lib.lm.load_hf` (SmolLM2 offline by default).
 
-    ``bfloat16`` is about 2x faster than ``float32`` on CPU; probabilities are computed in float32.
+    ``dtype="auto"`` picks bfloat16 only where the device computes it natively (about 2x faster than
+    float32 there, several times slower elsewhere); probabilities are computed in float32.
     """
     from course_lib import lm
 
