@@ -27,7 +27,7 @@ from course_lib.autointerp import localmodel, records, scoring, simulator, units
 def _unit(lm: localmodel.LocalLM, n_records: int, n_tokens: int) -> records.UnitRecords:
     tok = lm.tokenizer
     texts = corpus.load_texts(corpus.CorpusConfig(max_chars=200_000), "val")
-    win = corpus.windows(corpus.hf_token_stream(tok, texts), n_tokens + 1, bos_id=tok.bos_token_id)
+    win = corpus.bos_windows(tok, texts, n_tokens + 1)
     def_id = tok(" def", add_special_tokens=False)["input_ids"]
     acts = units.TokenSource.for_tokens(def_id)(win)
     half = n_records // 2

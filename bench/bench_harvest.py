@@ -1,7 +1,7 @@
 """Harvest throughput: our hooked, early-stopped harvester against a bare forward of the same model/batch.
 
 Prints tokens/s of (a) a bare forward stopped after the same block (no hooks), (b) our harvester
-(hook + BOS/massive filtering + copy to CPU), (c) the whole ``activations.harvest`` loop (shards written),
+(hook + BOS/massive filtering + copy to CPU), (c) the whole ``sae.harvest.harvest`` loop (shards written),
 (d) a full forward to the logits, and the overheads (b)/(a), (c)/(a). Measurements are interleaved and the
 median of ``--repeats`` rounds is kept, so background load hits every variant alike. Target: <= 10%.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib import activations, lm
+from course_lib import lm, sae
 
 
 def main() -> None:
@@ -34,11 +34,11 @@ def main() -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model = lm.load_lm("smollm2", dtype=args.dtype, device=dev)
     n_tok = args.batches * args.batch_size * (args.seq_len - 1)
-    cfg = activations.HarvestConfig(layer=args.layer, n_tokens=n_tok, seq_len=args.seq_len,
-                                    batch_size=args.batch_size, dtype=args.dtype, shard_tokens=4096)
-    windows = activations.token_windows(cfg, model.tokenizer)
+    cfg = sae.HarvestConfig(layer=args.layer, n_tokens=n_tok, seq_len=args.seq_len,
+                            batch_size=args.batch_size, dtype=args.dtype, shard_tokens=4096)
+    windows = sae.harvest.token_windows(cfg, model.tokenizer)
     batches = [windows[i * args.batch_size:(i + 1) * args.batch_size].to(dev) for i in range(args.batches)]
-    harvester = activations.ResidHarvester(model, args.layer, cfg.massive_factor)
+    harvester = sae.harvest.ResidHarvester(model, args.layer, cfg.massive_factor)
 
     def sync() -> None:
         if dev == "cuda":
@@ -57,7 +57,7 @@ def main() -> None:
 
     def whole_loop() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            activations.harvest(cfg, Path(tmp), model=model, progress=False)
+            sae.harvest.harvest(cfg, Path(tmp), model=model, progress=False)
         sync()
 
     @torch.no_grad()

@@ -2,7 +2,7 @@
 
 Both start from the same weights (our tied init, b_pre = geometric median) and see the same batches of
 SmolLM2 layer-15 residual activations (normalised to mean norm sqrt(d_in)); Adam with the same constant
-learning rate. Ours: the sparse step of ``sae.topk_grads_fast`` (one dense GEMM). SAELens: its
+learning rate. Ours: the library's ``sae.train_step`` (fast sparse gradients, one dense GEMM). SAELens: its
 ``TopKTrainingSAE.training_forward_pass`` + backward + grad clipping + Adam, as its ``SAETrainer`` does.
 SAELens pins transformer-lens<4, so its half runs in ``.bench-venv`` (made by ``bench/saelens_venv.sh``)
 as a subprocess of this script. Prints the median step times, their ratio, both final NMSEs on held-out
@@ -29,10 +29,6 @@ from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PY = ROOT / ".bench-venv" / "bin" / "python"
-
-
-def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    return float((x_hat - x).double().pow(2).sum() / (x - x.mean(0)).double().pow(2).sum())
 
 
 def gemm_flops(batch: int, d: int, n: int, repeats: int = 5) -> float:
@@ -83,14 +79,15 @@ def saelens_half(folder: Path) -> None:
     with torch.no_grad():
         model.eval()
         recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
-    print("RESULT " + json.dumps({"times": times, "nmse": nmse(val, recon), "threads": torch.get_num_threads()}))
+    save_file({"recon": recon.contiguous()}, str(folder / "recon_saelens.safetensors"))  # NMSE: by the parent
+    print("RESULT " + json.dumps({"times": times, "threads": torch.get_num_threads()}))
 
 
 # --------------------------------------------------------------------------- our half + driver
 
 
 def ours_half(folder: Path, spec: dict) -> dict:
-    from course_lib import sae
+    from course_lib import sae  # here, not at the top: the SAELens half runs without course_lib
 
     data = load_file(str(folder / "data.safetensors"))
     init = load_file(str(folder / "init.safetensors"))
@@ -106,27 +103,20 @@ def ours_half(folder: Path, spec: dict) -> dict:
     for step in range(order.shape[0]):
         batch = x[order[step]]
         t0 = time.perf_counter()
-        dead = since > cfg.dead_tokens
-        grads, stats = sae.topk_grads_fast(model, batch, dead)
-        for name, p in model.named_parameters():
-            p.grad = grads[name]
-        model.remove_parallel_grad_()
-        opt.step()
-        model.normalise_decoder_()
-        since += batch.shape[0]
-        since[stats["fired"]] = 0
+        sae.train_step(model, opt, batch, since)  # the library's own step (fast sparse gradients)
         times.append(time.perf_counter() - t0)
     with torch.no_grad():
         recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
-    return {"times": times, "nmse": nmse(val, recon), "threads": torch.get_num_threads()}
+    return {"times": times, "nmse": float(sae.evaluation.fvu(val, recon)), "threads": torch.get_num_threads()}
 
 
 def prepare(folder: Path, args: argparse.Namespace) -> dict:
-    from course_lib import activations, sae
+    from course_lib import sae
 
-    hc = activations.HarvestConfig(n_tokens=args.tokens, seq_len=128)
-    store = activations.load_or_harvest(hc, progress=True)
-    val_store = activations.load_or_harvest(activations.HarvestConfig(n_tokens=4096, seq_len=128, split="val"))
+
+    hc = sae.HarvestConfig(n_tokens=args.tokens, seq_len=128)
+    store = sae.load_or_harvest(hc, progress=True)
+    val_store = sae.load_or_harvest(sae.HarvestConfig(n_tokens=4096, seq_len=128, split="val"))
     x = store.head(len(store))
     val = val_store.head(len(val_store))
     s = math.sqrt(x.shape[1]) / float(x.norm(dim=1).mean())
@@ -159,6 +149,7 @@ def main() -> None:
     if args.saelens_half is not None:
         saelens_half(args.saelens_half)
         return
+    from course_lib import sae
     with tempfile.TemporaryDirectory(prefix="bench_sae_") as tmp:
         folder = Path(tmp)
         spec = prepare(folder, args)
@@ -174,6 +165,9 @@ def main() -> None:
             lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
             if lines:
                 theirs = json.loads(lines[-1][len("RESULT "):])
+                val = load_file(str(folder / "data.safetensors"))["val"]
+                recon = load_file(str(folder / "recon_saelens.safetensors"))["recon"]
+                theirs["nmse"] = sae.evaluation.fvu(val, recon)  # the library's one NMSE, for both halves
             else:
                 print("SAELens half failed:\n" + res.stdout[-2000:] + res.stderr[-4000:])
         flops_after = gemm_flops(args.batch, spec["d_in"], args.width)

@@ -18,13 +18,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from course_lib import sparse_transformer as st
-from course_lib import weight_sparsity
+from course_lib import circuits, weight_sparsity
 
 
-def make(cfg: st.SparseTransformerConfig, device: str) -> tuple[st.SparseTransformer, torch.optim.Optimizer]:
+def make(cfg: circuits.SparseTransformerConfig, device: str) -> tuple[circuits.SparseTransformer, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = st.SparseTransformer(cfg).to(device)
+    model = circuits.SparseTransformer(cfg).to(device)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
 
 
@@ -46,7 +45,7 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.05)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    cfg = st.SparseTransformerConfig()  # the workshop shape: d_model 64, 2 layers, d_mlp 256, n_ctx 64
+    cfg = circuits.SparseTransformerConfig()  # the workshop shape: d_model 64, 2 layers, d_mlp 256, n_ctx 64
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, cfg.d_vocab, (args.batch, cfg.n_ctx + 1), generator=g).to(args.device)
                for _ in range(args.steps)]

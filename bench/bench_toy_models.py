@@ -10,7 +10,7 @@ Cases (each prints its own ratio, measured in this one run):
   batch 1024). On a CPU this is compute-bound: batching removes per-op overhead, not arithmetic.
 * ``5->2 x 10`` — the small sweep of the notebook's first figure, where per-op overhead dominates.
 
-    .venv/bin/python bench/bench_toy_models.py [--steps 200] [--threads N] [--device cpu|cuda]
+    .venv/bin/python bench/bench_toy/model.py [--steps 200] [--threads N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -20,37 +20,37 @@ import time
 
 import torch
 
-from course_lib import toy_models as tm
+from course_lib import toy
 
 
 def bench_case(F: int, H: int, n_inst: int, steps: int, batch: int, threads: int, dev: torch.device) -> float:
-    p = tm.feature_probabilities(n_inst)
-    imp = tm.importances(F, 1.0, n_inst)
-    tc = tm.TrainConfig(steps=steps, batch_size=batch, lr=1e-3, cpu_threads=threads)
+    p = toy.feature_probabilities(n_inst)
+    imp = toy.importances(F, 1.0, n_inst)
+    tc = toy.ToyTrainConfig(steps=steps, batch_size=batch, lr=1e-3, cpu_threads=threads)
 
     def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    warm = tm.TrainConfig(steps=5, batch_size=batch, cpu_threads=threads)
-    tm.train_new(tm.ToyConfig(F, H, n_inst), p, imp, warm, device=dev)
-    tm.train_new(tm.ToyConfig(F, H, 1), p[:1], imp[:1], warm, device=dev)
+    warm = toy.ToyTrainConfig(steps=5, batch_size=batch, cpu_threads=threads)
+    toy.train_new(toy.ToyConfig(F, H, n_inst), p, imp, warm, device=dev)
+    toy.train_new(toy.ToyConfig(F, H, 1), p[:1], imp[:1], warm, device=dev)
     sync()
 
     t0 = time.perf_counter()
-    batched = tm.train_new(tm.ToyConfig(F, H, n_inst), p, imp, tc, seed=0, device=dev)
+    batched = toy.train_new(toy.ToyConfig(F, H, n_inst), p, imp, tc, seed=0, device=dev)
     sync()
     t_batched = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     loop_dpf = []
     for i in range(n_inst):
-        m = tm.train_new(tm.ToyConfig(F, H, 1), p[i : i + 1], imp[i : i + 1], tc, seed=i, device=dev)
-        loop_dpf.append(float(tm.dimensions_per_feature(m.W.detach())[0]))
+        m = toy.train_new(toy.ToyConfig(F, H, 1), p[i : i + 1], imp[i : i + 1], tc, seed=i, device=dev)
+        loop_dpf.append(float(toy.dimensions_per_feature(m.W.detach())[0]))
     sync()
     t_loop = time.perf_counter() - t0
 
-    dpf = tm.dimensions_per_feature(batched.W.detach()).cpu().tolist()
+    dpf = toy.dimensions_per_feature(batched.W.detach()).cpu().tolist()
     print(f"\n== {F}->{H} x {n_inst} instances, batch {batch}, {steps} steps, device {dev}, threads {threads}")
     print(f"batched program  : {t_batched:8.2f} s  ({t_batched / steps * 1e3:.2f} ms/step for all instances)")
     print(f"per-instance loop: {t_loop:8.2f} s  ({t_loop / steps / n_inst * 1e3:.2f} ms/step per instance)")

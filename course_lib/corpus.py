@@ -1,5 +1,7 @@
 """The default corpus (the running Python's own standard library), its BPE tokenizer, and batches.
 
+Windows for a real LM (BOS first) come from one function, :func:`bos_windows`.
+
 Files are listed in sorted order and assigned to ``train`` or ``val`` by a hash of their relative
 path, so the split never depends on how many files a profile reads. Any folder of text or code can
 replace the standard library (``CorpusConfig(root=...)``).
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib import runtime
+from course_lib import cache, runtime
 
 EOS = "<|endoftext|>"
 _TOKENIZER_VERSION = "bpe-v1"
@@ -114,7 +116,7 @@ def train_tokenizer(cfg: CorpusConfig | None = None, vocab_size: int = 2048):  #
     from tokenizers import Tokenizer
 
     cfg = cfg or CorpusConfig()
-    folder = runtime.load_or_build(
+    folder = cache.load_or_build(
         "tokenizer", {"corpus": cfg, "vocab_size": vocab_size}, _TOKENIZER_VERSION,
         lambda d: _train_bpe(d, cfg, vocab_size),
     )
@@ -161,6 +163,17 @@ def windows(stream: torch.Tensor, seq_len: int, bos_id: int | None = None) -> to
     return w
 
 
+def bos_id(tokenizer) -> int:
+    """A Hugging Face tokenizer's BOS id (its EOS id where it has no BOS)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def bos_windows(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """The one way to cut text into windows for a real LM: ``[n_windows, seq_len]``, each a BOS token
+    then ``seq_len - 1`` tokens of ``texts`` (EOS-separated, :func:`hf_token_stream`)."""
+    return windows(hf_token_stream(tokenizer, texts), seq_len, bos_id=bos_id(tokenizer))
+
+
 def random_batches(
     stream: torch.Tensor, seq_len: int, batch_size: int, generator: torch.Generator
 ) -> Iterator[torch.Tensor]:
@@ -171,3 +184,12 @@ def random_batches(
     while True:
         starts = torch.randint(0, stream.numel() - seq_len - 1, (batch_size,), generator=generator)
         yield stream[starts[:, None] + offsets]
+
+
+def data_streams(profile: str) -> tuple[object, torch.Tensor, torch.Tensor]:
+    """``(BPE tokenizer, train stream, val stream)`` of the default corpus for ``profile`` (notebook 02)."""
+    ccfg = config_for(profile)
+    tok = train_tokenizer(ccfg)
+    train_stream = encode_texts(tok, load_texts(ccfg, "train"))
+    val_stream = encode_texts(tok, load_texts(ccfg, "val"))
+    return tok, train_stream, val_stream

@@ -9,5 +9,7 @@ Data flow, one module per arrow::
                   --scoring--> correlation, detection, fuzzing, embedding scores
                   --results--> JSON Lines
 
-``backends`` holds the OpenAI-compatible HTTP client used by the HTTP explainer.
+``backends`` holds the OpenAI-compatible HTTP client used by the HTTP explainer, ``localmodel`` the
+local LM, ``pipeline`` the explain-and-score loop, ``plots`` the figures. SAE latents come from the
+course's default SAE (:mod:`course_lib.sae.default`).
 """

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from course_lib.autointerp.backends import BackendError, ChatClient
 from course_lib.autointerp.localmodel import LocalLM
-from course_lib.autointerp.records import Record, UnitRecords, discretise
+from course_lib.autointerp.records import Record, UnitRecords, discretise, escape_token
 
 PREFIX = "the main thing this neuron does is find"
 SYSTEM = (
@@ -62,14 +62,10 @@ class Explainer(Protocol):
     def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]: ...
 
 
-def _show(s: str) -> str:
-    return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-
-
 def format_record(r: Record, max_act: float) -> str:
     """``token<TAB>d`` lines between ``<start>``/``<end>``; nonzero lines repeated if under 20% nonzero."""
     d = discretise(r.acts, max_act)
-    lines = [f"{_show(s)}\t{int(v)}" for s, v in zip(r.strings, d)]
+    lines = [f"{escape_token(s)}\t{int(v)}" for s, v in zip(r.strings, d)]
     text = "<start>\n" + "\n".join(lines) + "\n<end>\n"
     nz = [ln for ln, v in zip(lines, d) if v > 0]
     if nz and len(nz) < 0.2 * len(lines):
@@ -199,7 +195,7 @@ class TokenStatsExplainer:
             covered += m
             if covered >= self.coverage * total:
                 break
-        shown = ", ".join(f'"{_show(s)}"' for s in chosen)
+        shown = ", ".join(f'"{escape_token(s)}"' for s in chosen)
         text = f"the token {shown}." if len(chosen) == 1 else f"the tokens {shown}."
         return Explanation(ur.unit, self.name, text, None, text)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from course_lib import lm
+
 
 @dataclasses.dataclass
 class LocalLM:
@@ -88,8 +90,6 @@ def load_local_lm(name: str = "smollm2", dtype: str = "auto", device: str | torc
     ``dtype="auto"`` picks bfloat16 only where the device computes it natively (about 2x faster than
     float32 there, several times slower elsewhere); probabilities are computed in float32.
     """
-    from course_lib import lm
-
     model, tok = lm.load_hf(name, dtype=dtype, device=device)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.temperature = None

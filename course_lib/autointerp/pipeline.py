@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from course_lib.autointerp.explainers import Explanation
+from course_lib.autointerp.explainers import Explanation, parse_explanation
 from course_lib.autointerp.records import UnitRecords
 from course_lib.autointerp.results import SCORE_KEYS, Result
 from course_lib.autointerp.scoring import YesNoScorer, correlation_score, embedding_score
@@ -74,7 +74,5 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
 
 def explain_text(text: str, unit: str, explainer: str = "human") -> Explanation:
     """Wrap a typed explanation (the "explain it yourself" widget) with the same parsing rules."""
-    from course_lib.autointerp.explainers import parse_explanation
-
     parsed, reason = parse_explanation(text)
     return Explanation(unit=unit, explainer=explainer, text=parsed, reason=reason, raw=text)

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
-SAMPLINGS: tuple[str, ...] = ("top", "quantiles")
+Sampling = Literal["top", "quantiles"]  # how train records are chosen
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
+RecordKind = Literal["top", "quantile", "random"]  # how one record was picked
+UnitKind = Literal["sae", "neuron", "random", "token"]  # which family a unit belongs to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +36,7 @@ class RecordConfig:
     n_train: int = 6  # records shown to the explainer
     n_test_top: int = 5  # top-activating test records (scored)
     n_test_random: int = 5  # random test records (scored); 1:1 with n_test_top by default
-    sampling: str = "top"  # "top" or "quantiles": how train records are chosen
+    sampling: Sampling = "top"  # "top" or "quantiles": how train records are chosen
     n_quantiles: int = 5  # bins for sampling="quantiles"
 
 
@@ -42,7 +45,7 @@ class Record:
     """One window of one unit: ``tokens [pos]`` ids, ``strings [pos]`` decoded, ``acts [pos]``."""
 
     window: int  # index of the window in the harvested set
-    kind: str  # "top" | "quantile" | "random"
+    kind: RecordKind  # "top" | "quantile" | "random"
     tokens: list[int]  # token ids (BOS removed)
     strings: list[str]  # token strings, as the tokenizer decodes each one
     acts: list[float]  # the unit's activation at each token
@@ -64,7 +67,7 @@ class UnitRecords:
     """Everything about one unit that the explainers and scorers need."""
 
     unit: str  # e.g. "neuron/812", "sae/77", "random/3"
-    kind: str  # "sae" | "neuron" | "random" | "token"
+    kind: UnitKind  # "sae" | "neuron" | "random" | "token"
     max_act: float  # largest activation over all harvested windows (for discretisation)
     train: list[Record]  # shown to the explainer
     test_top: list[Record]  # top-activating, scored
@@ -99,12 +102,20 @@ def discretise(acts: np.ndarray | Sequence[float] | torch.Tensor, max_act: float
     return np.minimum(10, np.floor(10.0 * np.maximum(a, 0.0) / max_act)).astype(np.int64)
 
 
+def escape_token(s: str) -> str:
+    """A token shown on one line: newline, tab and carriage return written as ``\\n``, ``\\t``, ``\\r``.
+
+    The one escaping rule of the explainer's records and the simulator's token display.
+    """
+    return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
 def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Decode each id on its own (byte-level pieces that are not valid UTF-8 show as U+FFFD)."""
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
-def _record(window: int, kind: str, tokens: torch.Tensor, acts: torch.Tensor, tokenizer: Any,
+def _record(window: int, kind: RecordKind, tokens: torch.Tensor, acts: torch.Tensor, tokenizer: Any,
             skip_first: bool) -> Record:
     t = tokens[1:] if skip_first else tokens
     a = acts[1:] if skip_first else acts

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from course_lib import runtime
-from course_lib.autointerp.records import UnitRecords
+from course_lib.autointerp.records import UnitKind, UnitRecords
 
 SCORE_KEYS: tuple[str, ...] = (
     "correlation_llm",  # pooled Pearson r, all-at-once simulator (local LM)
@@ -33,7 +33,7 @@ class Result:
     """One explained and scored unit."""
 
     unit: str  # e.g. "sae/77"
-    kind: str  # "sae" | "neuron" | "random" | "token"
+    kind: UnitKind  # "sae" | "neuron" | "random" | "token"
     explainer: str  # e.g. "local:smollm2", "baseline:token-stats", "human"
     explanation: str | None  # None when missing
     reason: str | None  # why missing (None when present)

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from course_lib.autointerp.localmodel import LocalLM
-from course_lib.autointerp.records import Record
+from course_lib.autointerp.records import Record, escape_token
 
 HEADER = "Predict a neuron's activation (0 to {S}, mostly 0) on each token from its explanation.\n\n"
 EXAMPLE = (
@@ -48,10 +48,6 @@ TARGET = (
     "{explanation}\nActivations:\n<start>\n"
 )
 PLACEHOLDER = "unknown"
-
-
-def _escape(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 @dataclasses.dataclass
@@ -77,7 +73,7 @@ class AllAtOnceSimulator:
         """Ids that show ``token_id`` on one line: itself, or its escaped text if it has ``\\n\\t\\r``."""
         if token_id not in self._display:
             s = self.lm.tokenizer.decode([token_id])
-            self._display[token_id] = self.lm.encode(_escape(s)) if any(c in s for c in "\n\t\r") else [token_id]
+            self._display[token_id] = self.lm.encode(escape_token(s)) if any(c in s for c in "\n\t\r") else [token_id]
         return self._display[token_id]
 
     def prompt(self, explanation: str, tokens: Sequence[int]) -> tuple[list[int], list[int]]:

@@ -4,7 +4,7 @@ A :class:`UnitSource` turns token windows ``tokens [batch, pos]`` into unit acti
 ``acts [batch, pos, n_units]``. Three real kinds read one hook point of a transformer-lens bridge
 (so that several sources at the same layer share one forward pass, see :func:`harvest`):
 
-* ``"sae"``      SAE latents: ``z = sae.encode(resid)`` at ``blocks.{L}.hook_resid_post``;
+* ``"sae"``      SAE latents: ``z = autoencoder.encode(resid)`` at ``blocks.{L}.hook_resid_post``;
 * ``"neuron"``   MLP neurons: ``blocks.{L}.mlp.hook_post`` (the activations entering ``W_out``);
 * ``"random"``   random unit directions ``d_j`` in the residual stream (a control):
   ``a_j = resid . d_j``.
@@ -12,9 +12,9 @@ A :class:`UnitSource` turns token windows ``tokens [batch, pos]`` into unit acti
 A fourth, :class:`TokenSource`, needs no model: it fires ``1.0`` exactly on given token ids (the
 known-answer unit of the tests).
 
-Position 0 (BOS) and *massive-activation* tokens (residual norm above ``massive_factor`` x the
-batch median, ~0.02% of SmolLM2's tokens at layer 15, left out of the SAE's training in notebook
-03) get activation 0 for every unit: their values are artefacts of the norm, not of the text.
+Position 0 (BOS) and *massive-activation* tokens (the rule of :func:`course_lib.hooks.keep_positions`,
+which also left them out of the SAE's training in notebook 03) get activation 0 for every unit:
+their values are artefacts of the norm, not of the text.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from course_lib import activations
+from course_lib import hooks
+from course_lib.autointerp.records import UnitKind
+from course_lib.sae.default import DefaultSAE
 
-UNIT_KINDS: tuple[str, ...] = ("sae", "neuron", "random")
+UNIT_KINDS: tuple[str, ...] = ("sae", "neuron", "random")  # the model-backed kinds
 
 
 @dataclasses.dataclass
@@ -39,7 +41,7 @@ class UnitSource:
     ``j`` in its family (latent, neuron or direction number).
     """
 
-    kind: str  # "sae" | "neuron" | "random" | "token"
+    kind: UnitKind  # which family the units belong to
     hook_name: str | None  # hook point read (None: computed from the tokens alone)
     unit_ids: list[int]  # index of each unit in its family
     transform: Callable[[torch.Tensor], torch.Tensor]  # hook activation [b, p, d] -> [b, p, n_units]
@@ -85,20 +87,16 @@ def random_direction_source(model: Any, layer: int, n: int, generator: torch.Gen
                       lambda h: h.float() @ directions.to(h.device), model)
 
 
-def sae_source(model: Any, default_sae: Any, latents: Sequence[int]) -> UnitSource:
-    """Latents ``latents`` of ``default_sae.sae`` (the :class:`course_lib.sae.DefaultSAE` contract)."""
+def sae_source(model: Any, default_sae: DefaultSAE, latents: Sequence[int]) -> UnitSource:
+    """Latents ``latents`` of ``default_sae.sae`` (the course's default SAE, :class:`course_lib.sae.default.DefaultSAE`)."""
     idx = torch.tensor(list(latents))
-    sae = default_sae.sae
+    autoencoder = default_sae.sae
 
     def transform(h: torch.Tensor) -> torch.Tensor:
-        z = sae.encode(h.float().to(next(sae.parameters()).device))
+        z = autoencoder.encode(h.float().to(next(autoencoder.parameters()).device))
         return z[..., idx.to(z.device)].float().to(h.device)
 
     return UnitSource("sae", default_sae.hook_name, [int(i) for i in latents], transform, model)
-
-
-def _layer_of(hook_name: str) -> int:
-    return int(hook_name.split(".")[1])
 
 
 @torch.no_grad()
@@ -106,7 +104,7 @@ def harvest(
     sources: Sequence[UnitSource],
     windows: torch.Tensor,
     batch_size: int = 16,
-    massive_factor: float = 10.0,
+    massive_factor: float = hooks.MASSIVE_FACTOR,
     progress: bool = True,
 ) -> list[torch.Tensor]:
     """Activations of every source over ``windows [n, pos]`` (BOS first): a list of ``[n, pos, n_units]``.
@@ -119,32 +117,15 @@ def harvest(
     if len(models) > 1:
         raise ValueError("all model-backed sources must share one model")
     model = next(iter(models.values()), None)
-    hooks = sorted({s.hook_name for s in sources if s.hook_name is not None})
-    resid_hooks = [h for h in hooks if h.endswith("hook_resid_post")]
+    hook_names = sorted({s.hook_name for s in sources if s.hook_name is not None})
+    resid_hooks = [h for h in hook_names if h.endswith("hook_resid_post")]
     outs: list[list[torch.Tensor]] = [[] for _ in sources]
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    n_layers = int(model.cfg.n_layers) if model is not None else 0
-    stop_at = max(_layer_of(h) for h in hooks) + 1 if hooks else None
-    if stop_at is not None and stop_at >= n_layers:
-        stop_at = None
-    starts = range(0, windows.shape[0], batch_size)
-    grabbed: dict[str, torch.Tensor] = {}
-
-    def grabber(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        def grab(x: torch.Tensor, hook: Any) -> torch.Tensor:
-            grabbed[name] = x.detach()
-            return x
-
-        return grab
-
-    for start in tqdm(starts, desc="harvest", disable=not progress):
+    for start in tqdm(range(0, windows.shape[0], batch_size), desc="harvest", disable=not progress):
         tok = windows[start : start + batch_size].to(device)
-        grabbed.clear()
-        if hooks:
-            model.run_with_hooks(tok, fwd_hooks=[(h, grabber(h)) for h in hooks], stop_at_layer=stop_at,
-                                 return_type=None)
+        grabbed = hooks.grab(model, tok, hook_names) if hook_names else {}
         if resid_hooks:
-            keep = activations.keep_positions(grabbed[resid_hooks[-1]], massive_factor)
+            keep = hooks.keep_positions(grabbed[resid_hooks[-1]], massive_factor)
         else:
             keep = torch.ones(tok.shape, dtype=torch.bool, device=device)
             keep[:, 0] = False

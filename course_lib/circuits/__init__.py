@@ -1,0 +1,55 @@
+"""Notebook 02: weight-sparse transformers and their circuits (after Gao et al., OpenAI, 2025).
+
+``transformer`` (the model), ``training`` (weight-sparse training, cached), ``tasks`` (binary
+next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (circuit size),
+``plots``. The names notebooks use are re-exported here: ``circuits.find_circuit``...
+"""
+
+from course_lib.circuits import edges, plots, pruning, tasks, training, transformer
+from course_lib.circuits.edges import count_edges, edge_list_counts
+from course_lib.circuits.pruning import (
+    Circuit,
+    NodeSite,
+    PruneConfig,
+    all_kept,
+    find_circuit,
+    hard_mask,
+    iter_node_hooks,
+    learn_masks,
+    masks_from_order,
+    node_means,
+    node_sites,
+    node_top_tokens,
+    task_logits,
+    task_loss,
+    task_loss_from_logits,
+    total_nodes,
+)
+from course_lib.circuits.tasks import (
+    TASKS,
+    Example,
+    Task,
+    TaskData,
+    encode_example,
+    make_task_data,
+    single_token_id,
+)
+from course_lib.circuits.training import (
+    CircuitTrainConfig,
+    TrainedModel,
+    checkpoint_nonzero_fraction,
+    eval_loss,
+    load_or_train,
+    train,
+    val_windows,
+)
+from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig, abstopk
+
+__all__ = [
+    "TASKS", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
+    "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
+    "count_edges", "edge_list_counts", "edges", "encode_example", "eval_loss", "find_circuit", "hard_mask",
+    "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
+    "node_sites", "node_top_tokens", "plots", "pruning", "single_token_id", "task_logits", "task_loss",
+    "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows",
+]

@@ -1,0 +1,304 @@
+"""Circuit finding by learned node masks (after Gao et al., 2025).
+
+A node is one channel at one of the model's node hooks (:func:`iter_node_hooks`:
+residual read channels, q/k/v channels, MLP neurons, residual write channels). Each node ``i`` has
+a mask logit ``s_i``; the forward pass uses the hard mask ``m_i = 1[s_i > 0]`` and the backward pass
+pretends ``dm/ds = sigmoid'(s / T) / T`` (a straight-through surrogate). A pruned node is
+mean-ablated: ``a_i <- m_i a_i + (1 - m_i) mean_i`` with ``mean_i`` over corpus text. The masks
+minimise ``task_loss + coef * sum_i m_i``; nodes are then ranked by ``s_i`` and a bisection over
+``k`` finds the smallest top-``k`` set whose task loss reaches ``target_loss``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from course_lib.circuits.edges import count_edges
+from course_lib.circuits.tasks import TaskData
+from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
+
+NodeKind = Literal["attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out", "final_in"]
+
+
+def iter_node_hooks(cfg: SparseTransformerConfig) -> Iterator[tuple[NodeKind, str, int]]:
+    """The pruning's node sites in forward order: ``(kind, hook_name, n_channels)``.
+
+    Kinds: ``attn_in``/``mlp_in``/``final_in`` (residual read channels), ``q``/``k``/``v``
+    (attention channels, ``n_heads * d_head``), ``attn_out``/``mlp_out`` (residual write
+    channels), ``neuron`` (MLP neurons).
+    """
+    d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
+    for layer in range(cfg.n_layers):
+        p = f"blocks.{layer}"
+        yield "attn_in", f"{p}.hook_attn_in", d
+        yield "q", f"{p}.attn.hook_q", hd
+        yield "k", f"{p}.attn.hook_k", hd
+        yield "v", f"{p}.attn.hook_v", hd
+        yield "attn_out", f"{p}.hook_attn_out", d
+        yield "mlp_in", f"{p}.hook_mlp_in", d
+        yield "neuron", f"{p}.mlp.hook_post", cfg.d_mlp
+        yield "mlp_out", f"{p}.hook_mlp_out", d
+    yield "final_in", "hook_final_in", d
+
+
+# --------------------------------------------------------------------------- nodes, means, masks
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSite:
+    kind: NodeKind  # which channels: residual read/write, q/k/v, neuron
+    hook: str  # hook point name
+    layer: int  # block index (n_layers for final_in)
+    size: int  # channels
+
+
+def node_sites(model: SparseTransformer) -> list[NodeSite]:
+    out = []
+    for kind, hook, n in iter_node_hooks(model.cfg):
+        layer = int(hook.split(".")[1]) if hook.startswith("blocks.") else model.cfg.n_layers
+        out.append(NodeSite(kind, hook, layer, n))
+    return out
+
+
+def total_nodes(model: SparseTransformer) -> int:
+    return sum(s.size for s in node_sites(model))
+
+
+@torch.no_grad()
+def node_means(model: SparseTransformer, windows: torch.Tensor, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Mean activation of every node over corpus ``windows [n, seq]``: ``{hook: [channels]}``."""
+    sites = node_sites(model)
+    dev = next(model.parameters()).device
+    sums = {s.hook: torch.zeros(s.size, device=dev) for s in sites}
+    count = 0
+    names = {s.hook for s in sites}
+    for i in range(0, windows.shape[0], batch_size):
+        w = windows[i : i + batch_size].to(dev)
+        _, cache = model.run_with_cache(w, names_filter=lambda n: n in names)
+        for s in sites:
+            sums[s.hook] += cache[s.hook].reshape(-1, s.size).sum(0)
+        count += w.numel()
+    return {k: v / count for k, v in sums.items()}
+
+
+class _HardMask(torch.autograd.Function):
+    """Forward ``1[s > 0]``; backward ``sigmoid'(s / T) / T`` (surrogate gradient)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, temperature: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(logits)
+        ctx.temperature = temperature
+        return (logits > 0).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (logits,) = ctx.saved_tensors
+        sig = torch.sigmoid(logits / ctx.temperature)
+        return grad * sig * (1 - sig) / ctx.temperature, None
+
+
+def hard_mask(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return _HardMask.apply(logits, temperature)
+
+
+def _ablation_hook(mask: torch.Tensor, mean: torch.Tensor):
+    def fn(act: torch.Tensor, hook) -> torch.Tensor:
+        shape = act.shape
+        flat = act.reshape(*shape[:2], -1)
+        return (flat * mask + mean * (1 - mask)).reshape(shape)
+
+    return fn
+
+
+def masked_final_last(
+    model: SparseTransformer, data: TaskData, masks: dict[str, torch.Tensor], means: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Normalised final residual at each prompt's last position ``[n, d_model]`` with nodes masked.
+
+    ``masks[hook]`` is ``[channels]`` in [0, 1] (1 keeps, 0 mean-ablates); hooks not in ``masks`` are kept.
+    """
+    hooks = [(h, _ablation_hook(m, means[h])) for h, m in masks.items()]
+    with model.hooks(fwd_hooks=hooks):
+        final = model(data.tokens, return_type="final")
+    return final[torch.arange(final.shape[0], device=final.device), data.last]
+
+
+def task_logits(
+    model: SparseTransformer, data: TaskData, masks: dict[str, torch.Tensor] | None = None,
+    means: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``[n, 2]`` logits of (correct, wrong) at the last position (optionally with masks)."""
+    final = masked_final_last(model, data, masks or {}, means or {})
+    prev = data.tokens[torch.arange(data.tokens.shape[0], device=data.tokens.device), data.last]
+    return model.unembed_columns(final, prev, data.answer_ids)
+
+
+def task_loss_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Two-token cross-entropy: ``mean softplus(l_wrong - l_correct)``."""
+    return F.softplus(logits[:, 1] - logits[:, 0]).mean()
+
+
+def task_loss(model: SparseTransformer, data: TaskData, masks=None, means=None) -> float:
+    with torch.no_grad():
+        return float(task_loss_from_logits(task_logits(model, data, masks, means)))
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    steps: int = 200  # Adam steps on the mask logits
+    lr: float = 0.05  # Adam learning rate for the mask logits
+    coef: float = 1e-3  # penalty per active node
+    init_logit: float = 1.0  # every node starts kept
+    temperature: float = 1.0  # surrogate sigmoid temperature
+    target_loss: float = 0.15  # task loss the circuit must reach
+    grid_points: int = 24  # kept-node counts evaluated for the loss curve
+
+
+@dataclasses.dataclass
+class Circuit:
+    task: str
+    model_name: str
+    order: list[tuple[str, int]]  # every node (hook, channel), best first (by learned mask logit)
+    curve_k: list[int]  # kept-node counts evaluated
+    curve_loss: list[float]  # train task loss at each count
+    n_nodes: int | None  # smallest k reaching the target (None: not reached)
+    train_loss: float  # task loss of the circuit (or the best k found) on train prompts
+    test_loss: float  # same nodes on the held-out prompts
+    full_loss: float  # task loss of the unpruned model on the test prompts
+    edges: int | None  # nonzero weights between kept nodes
+    kept: dict[str, torch.Tensor]  # {hook: bool [channels]} of the circuit (or best k)
+
+
+def masks_from_order(model: SparseTransformer, order: Sequence[tuple[str, int]], k: int) -> dict[str, torch.Tensor]:
+    """Float masks ``{hook: [channels]}`` keeping the first ``k`` nodes of ``order``."""
+    dev = next(model.parameters()).device
+    masks = {s.hook: torch.zeros(s.size, device=dev) for s in node_sites(model)}
+    for h, c in order[:k]:
+        masks[h][c] = 1.0
+    return masks
+
+
+def learn_masks(
+    model: SparseTransformer, data: TaskData, means: dict[str, torch.Tensor], pcfg: PruneConfig,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Optimise mask logits for ``task_loss + coef * active nodes``; returns ``{hook: logits}``."""
+    sites = node_sites(model)
+    dev = next(model.parameters()).device
+    logits = {s.hook: torch.full((s.size,), pcfg.init_logit, device=dev, requires_grad=True) for s in sites}
+    opt = torch.optim.Adam(logits.values(), lr=pcfg.lr)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for _ in tqdm(range(pcfg.steps), desc=f"masks {data.task}", disable=not progress, leave=False):
+            masks = {h: hard_mask(s, pcfg.temperature) for h, s in logits.items()}
+            final = masked_final_last(model, data, masks, means)
+            prev = data.tokens[torch.arange(data.tokens.shape[0], device=dev), data.last]
+            loss = task_loss_from_logits(model.unembed_columns(final, prev, data.answer_ids))
+            active = sum(m.sum() for m in masks.values())
+            opt.zero_grad(set_to_none=True)
+            (loss + pcfg.coef * active).backward()
+            opt.step()
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return {h: s.detach() for h, s in logits.items()}
+
+
+def _grid(n: int, points: int) -> list[int]:
+    ks = {0, n}
+    for i in range(points):
+        ks.add(int(round(math.exp(math.log(n) * i / (points - 1)))))
+    return sorted(k for k in ks if 0 <= k <= n)
+
+
+def find_circuit(
+    model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
+    means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool = False,
+) -> Circuit:
+    """Learn masks, rank nodes, trace task loss vs kept nodes, bisect for the smallest circuit."""
+    logits = learn_masks(model, train, means, pcfg, progress)
+    flat = [(float(v), h, c) for h, s in logits.items() for c, v in enumerate(s.tolist())]
+    flat.sort(key=lambda t: -t[0])
+    order = [(h, c) for _, h, c in flat]
+    cache: dict[int, float] = {}
+
+    def loss_at(k: int) -> float:
+        if k not in cache:
+            cache[k] = task_loss(model, train, masks_from_order(model, order, k), means)
+        return cache[k]
+
+    n_total = len(order)
+    n_active = sum(int((s > 0).sum()) for s in logits.values())
+    ks = sorted(set(_grid(n_total, pcfg.grid_points)) | {n_active})
+    curve = [loss_at(k) for k in ks]
+    hits = [k for k in ks if loss_at(k) <= pcfg.target_loss]
+    if hits:
+        hi = hits[0]
+        lo = max([k for k in ks if k < hi], default=0)
+        while hi - lo > 1:  # loss(lo) > target >= loss(hi)
+            mid = (lo + hi) // 2
+            if loss_at(mid) <= pcfg.target_loss:
+                hi = mid
+            else:
+                lo = mid
+        k_star: int | None = hi
+        k_used = hi
+    else:
+        k_star = None
+        k_used = min(ks, key=loss_at)
+    masks = masks_from_order(model, order, k_used)
+    kept = {h: m > 0.5 for h, m in masks.items()}
+    return Circuit(
+        task=train.task, model_name=model_name, order=order, curve_k=ks, curve_loss=curve,
+        n_nodes=k_star, train_loss=loss_at(k_used), test_loss=task_loss(model, test, masks, means),
+        full_loss=task_loss(model, test), edges=count_edges(model, kept, train) if k_star is not None else None,
+        kept=kept,
+    )
+
+
+def all_kept(model: SparseTransformer) -> dict[str, torch.Tensor]:
+    """Masks keeping every node ``{hook: bool [channels]}`` (the full model)."""
+    dev = next(model.parameters()).device
+    return {s.hook: torch.ones(s.size, dtype=torch.bool, device=dev) for s in node_sites(model)}
+
+
+@torch.no_grad()
+def node_top_tokens(
+    model: SparseTransformer, windows: torch.Tensor, nodes: Sequence[tuple[str, int]], tokenizer, k: int = 3,
+    batch_size: int = 16,
+) -> dict[tuple[str, int], list[str]]:
+    """For each node ``(hook, channel)``: the ``k`` distinct corpus tokens where it is most positive."""
+    hooks = {h for h, _ in nodes}
+    dev = next(model.parameters()).device
+    acts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    toks = []
+    for i in range(0, windows.shape[0], batch_size):
+        w = windows[i : i + batch_size].to(dev)
+        _, cache = model.run_with_cache(w, names_filter=lambda n: n in hooks)
+        for h in hooks:
+            acts[h].append(cache[h].reshape(w.numel(), -1).cpu())
+        toks.append(w.reshape(-1).cpu())
+    flat_tok = torch.cat(toks)
+    out: dict[tuple[str, int], list[str]] = {}
+    for h, c in nodes:
+        a = torch.cat(acts[h])[:, c]
+        words: list[str] = []
+        for idx in a.argsort(descending=True)[: 20 * k].tolist():
+            s = tokenizer.decode([int(flat_tok[idx])])
+            if s not in words:
+                words.append(s)
+            if len(words) == k:
+                break
+        out[(h, c)] = words
+    return out

@@ -1,0 +1,156 @@
+"""Binary next-token Python tasks for circuit finding (after Gao et al., 2025).
+
+Each task is a template filled with random names and values; a prompt ends just before a token
+that can be one of two answers, and which one is right depends on something earlier in the
+prompt. The *task loss* is the cross-entropy over just the two candidate logits at the last
+position: ``L = mean_i softplus(l_wrong_i - l_correct_i)`` (``ln 2 = 0.693`` is chance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+
+import torch
+
+NAMES = (
+    "name", "value", "data", "result", "items", "key", "path", "line", "text", "count", "total",
+    "config", "node", "entry", "prefix", "label", "msg", "parts", "args", "buf", "out", "res", "obj",
+    "item", "word", "field", "target", "source", "state", "module", "token", "chunk", "row", "col",
+)
+WORDS = (
+    "hello", "world", "foo", "bar", "spam", "eggs", "error", "default", "utf", "ascii", "main", "info",
+    "debug", "value", "name", "file", "test", "data", "title", "none", "empty", "other", "true", "line",
+)
+SEQS = ("items", "lines", "names", "values", "parts", "words", "args", "keys", "rows", "data")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    prompt: str  # text ending just before the answer
+    correct: str  # the right next token (as text)
+    wrong: str  # the other candidate
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str  # short id, e.g. "quote_close"
+    description: str  # one sentence for the notebook
+    answers: tuple[str, str]  # the two candidate tokens (as text)
+    make: Callable[[random.Random, int], Example]  # (rng, class 0/1) -> example
+
+
+def _quote_close(rng: random.Random, cls: int) -> Example:
+    q, other = ("'", '"') if cls == 0 else ('"', "'")
+    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+    return Example(f"{rng.choice(NAMES)} = {q}{words}", q, other)
+
+
+def _bracket_depth(rng: random.Random, cls: int) -> Example:
+    def num() -> str:
+        return str(rng.randint(0, 99))
+
+    if cls == 0:  # depth 1: the list is closed, the line ends
+        body = ", ".join(num() for _ in range(rng.randint(1, 4)))
+        return Example(f"{rng.choice(NAMES)} = [{body}]", "\n", "]")
+    inner = [("[" + ", ".join(num() for _ in range(rng.randint(1, 3))) + "]") for _ in range(rng.randint(1, 3))]
+    return Example(f"{rng.choice(NAMES)} = [{', '.join(inner)}", "]", "\n")
+
+
+def _set_or_string(rng: random.Random, cls: int) -> Example:
+    v, it, seq = rng.choice(NAMES), rng.choice(("x", "s", "item", "part", "w")), rng.choice(SEQS)
+    init = "set()" if cls == 0 else rng.choice(('""', "''"))
+    prompt = f"{v} = {init}\nfor {it} in {seq}:\n    {v}"
+    return Example(prompt, "." if cls == 0 else " +=", " +=" if cls == 0 else ".")
+
+
+def _bracket_type(rng: random.Random, cls: int) -> Example:
+    opener, closer, other = ("(", ")", "]") if cls == 0 else ("[", "]", ")")
+    vals = ", ".join(rng.choice(NAMES) for _ in range(rng.randint(2, 4)))
+    return Example(f"{rng.choice(NAMES)} = {opener}{vals}", closer, other)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("quote_close", "close a string with the quote that opened it: ' vs \"", ("'", '"'), _quote_close),
+        Task(
+            "bracket_depth",
+            "after a ']' is the list still open (one more ']') or finished (newline)?",
+            ("]", "\n"),
+            _bracket_depth,
+        ),
+        Task("set_or_string", "a variable made as set() is used with '.add' ('.'), a string with ' +='",
+             (".", " +="), _set_or_string),
+        Task("bracket_type", "close a tuple with ')' and a list with ']'", (")", "]"), _bracket_type),
+    )
+}
+
+
+@dataclasses.dataclass
+class TaskData:
+    """Tokenised prompts of one task split. Shapes: ``tokens [n, max_len]`` (right-padded with 0)."""
+
+    task: str
+    tokens: torch.Tensor  # [n, max_len] int64
+    last: torch.Tensor  # [n] index of each prompt's last token
+    answer_ids: torch.Tensor  # [n, 2] (correct, wrong) token ids
+    prompts: list[str]
+
+    def to(self, device: torch.device | str) -> TaskData:
+        return dataclasses.replace(
+            self, tokens=self.tokens.to(device), last=self.last.to(device), answer_ids=self.answer_ids.to(device)
+        )
+
+
+def single_token_id(tokenizer, text: str) -> int:
+    """The id of ``text`` if the tokenizer encodes it as exactly one token, else ``ValueError``."""
+    ids = tokenizer.encode(text).ids
+    if len(ids) != 1:
+        raise ValueError(f"answer {text!r} is {len(ids)} tokens {tokenizer.encode(text).tokens}, not one")
+    return ids[0]
+
+
+def encode_example(tokenizer, ex: Example) -> tuple[list[int], int, int]:
+    """Prompt ids and the two answer ids; checks that ``prompt + answer`` tokenizes as
+    ``tokens(prompt) + [answer]`` for both answers (so the answer really is the next token)."""
+    p = tokenizer.encode(ex.prompt).ids
+    out = []
+    for ans in (ex.correct, ex.wrong):
+        a = single_token_id(tokenizer, ans)
+        if tokenizer.encode(ex.prompt + ans).ids != p + [a]:
+            raise ValueError(f"{ex.prompt + ans!r} does not tokenize as prompt + {ans!r}")
+        out.append(a)
+    return p, out[0], out[1]
+
+
+def make_task_data(task: str, tokenizer, n: int, seed: int, split: str) -> TaskData:
+    """``n`` prompts of ``task`` (half per class), ``split`` "train" or "test" (disjoint seeds).
+
+    Prompts whose answer would not be a clean next token (see :func:`encode_example`) are skipped;
+    if more than half are, the task does not fit this tokenizer and ``ValueError`` is raised.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; valid values: 'train', 'test'")
+    t = TASKS[task]
+    rng = random.Random(f"{task}-{split}-{seed}")
+    rows, answers, prompts, tries = [], [], [], 0
+    while len(rows) < n:
+        tries += 1
+        if tries > 2 * n + 20:
+            raise ValueError(f"task {task!r}: too many prompts do not tokenize cleanly")
+        ex = t.make(rng, len(rows) % 2)
+        try:
+            ids, c, w = encode_example(tokenizer, ex)
+        except ValueError:
+            continue
+        rows.append(ids)
+        answers.append((c, w))
+        prompts.append(ex.prompt)
+    width = max(map(len, rows))
+    tokens = torch.zeros(n, width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r)
+    last = torch.tensor([len(r) - 1 for r in rows])
+    return TaskData(task, tokens, last, torch.tensor(answers), prompts)

@@ -1,0 +1,54 @@
+"""Notebook 03: sparse autoencoders on a real LM's residual stream (TopK, Gao et al. 2024; ReLU + L1).
+
+Modules: ``model`` (the SAE and its losses), ``fast_grads`` (the one-GEMM TopK gradients),
+``training`` (steps, loop, cache), ``evaluation`` (reconstruction, sparsity, downstream loss),
+``harvest`` and ``store`` (the on-disk activation store), ``saelens_io`` (SAELens's folder
+layout), ``dashboards`` (feature dashboards), ``plots``, and ``default`` (the course's default SAE,
+which notebook 04 loads). Notebooks write ``from course_lib import sae`` and use ``sae.SAEConfig``,
+``sae.load_or_train``, ``sae.evaluation.reconstruction_metrics``, ``sae.plots.plot_training``...
+"""
+
+from course_lib.sae import (
+    dashboards,
+    default,
+    evaluation,
+    fast_grads,
+    harvest,
+    model,
+    plots,
+    saelens_io,
+    store,
+    training,
+)
+from course_lib.sae.default import DefaultSAE, default_configs, load_or_train_default_sae
+from course_lib.sae.fast_grads import topk_grads_autograd, topk_grads_fast
+from course_lib.sae.harvest import HarvestConfig, load_or_harvest
+from course_lib.sae.model import (
+    KINDS,
+    SAEConfig,
+    SAEKind,
+    SparseAutoencoder,
+    geometric_median,
+    nmse,
+    relu_loss,
+    topk_loss,
+)
+from course_lib.sae.saelens_io import load_saelens, save_saelens
+from course_lib.sae.store import ActivationStore, write_store
+from course_lib.sae.training import (
+    SAETrainConfig,
+    TrainHistory,
+    load_or_train,
+    train_on_store,
+    train_sae,
+    train_step,
+)
+
+__all__ = [
+    "KINDS", "ActivationStore", "DefaultSAE", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
+    "SparseAutoencoder", "TrainHistory", "dashboards", "default", "default_configs", "evaluation", "fast_grads",
+    "geometric_median", "harvest", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
+    "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "store",
+    "topk_grads_autograd", "topk_grads_fast", "topk_loss", "train_on_store", "train_sae", "train_step",
+    "training", "write_store",
+]

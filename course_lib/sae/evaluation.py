@@ -1,0 +1,150 @@
+"""Evaluating SAEs (figures in :mod:`course_lib.sae.plots`): reconstruction (FVU / NMSE, explained variance), sparsity (L0, dead, density), and
+downstream loss with the reconstruction spliced into the model.
+
+Definitions (``x [N, d]`` raw activations, ``x_hat`` the SAE's reconstruction, ``z [N, n]`` latents):
+
+* ``nmse`` (= FVU) ``= sum ||x_hat - x||^2 / sum ||x - mean(x)||^2`` over all tokens (0 perfect,
+  1 = no better than predicting the mean).
+* ``explained_variance`` (SAELens's): mean over tokens of ``1 - ||x - x_hat||^2 / ||x - mean(x)||^2``.
+* ``l0``: mean number of non-zero latents per token; ``density[i]``: share of tokens where latent ``i``
+  fires; ``dead_fraction``: share of latents that never fire on the evaluation tokens.
+* Downstream (on held-out windows): ``CE_clean`` (model as is), ``CE_sae`` (hook replaces the residual
+  with ``x_hat``), ``CE_zero`` (hook replaces it with 0). ``ce_loss_score = (CE_zero - CE_sae) /
+  (CE_zero - CE_clean)`` (1 = as good as clean), ``delta_ce = CE_sae - CE_clean`` (nats/token). BOS and
+  massive-activation tokens (norm > ``massive_factor`` x median), which the SAE never saw, are left
+  as they are in both ablations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from course_lib import hooks
+from course_lib.sae.model import SparseAutoencoder, nmse
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Fraction of variance unexplained ``sum ||x_hat - x||^2 / sum ||x - mean x||^2`` for ``[N, d]``."""
+    return float(nmse(x.double(), x_hat.double()))
+
+
+@torch.no_grad()
+def reconstruction_metrics(autoencoder: SparseAutoencoder, x: torch.Tensor, batch_size: int = 4096) -> dict[str, Any]:
+    """Metrics of ``autoencoder`` on held-out raw activations ``x [N, d_in]`` (encoded in batches).
+
+    Returns nmse, explained_variance, l0, dead_fraction, ``density [n_latents]`` (numpy), n_tokens.
+    """
+    dev = autoencoder.W_dec.device
+    mean = x.double().mean(0).to(dev)
+    err_sum = tot_sum = 0.0
+    ev_sum = 0.0
+    l0_sum = 0.0
+    fires = torch.zeros(autoencoder.cfg.n_latents, dtype=torch.float64, device=dev)
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size].to(dev, torch.float32)
+        z = autoencoder.encode(xb)
+        x_hat = autoencoder.decode(z)
+        err = (x_hat - xb).double().pow(2).sum(1)
+        tot = (xb.double() - mean).pow(2).sum(1)
+        err_sum += float(err.sum())
+        tot_sum += float(tot.sum())
+        ev_sum += float((1 - err / tot.clamp_min(1e-30)).sum())
+        active = z > 0
+        fires += active.double().sum(0)
+        l0_sum += float(active.sum())
+    n = x.shape[0]
+    density = (fires / n).cpu().numpy()
+    return {
+        "nmse": err_sum / max(tot_sum, 1e-30),
+        "explained_variance": ev_sum / n,
+        "l0": l0_sum / n,
+        "dead_fraction": float((density == 0).mean()),
+        "density": density,
+        "n_tokens": n,
+    }
+
+
+def log10_density(density: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """``log10`` of the non-zero densities (dead latents are dropped; count them separately)."""
+    d = np.asarray(density, dtype=np.float64)
+    d = d[d > 0]
+    return np.log10(d if floor is None else np.maximum(d, floor))
+
+
+# --------------------------------------------------------------------------- downstream loss
+
+
+def _ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token CE over predictions made at positions >= 1 (after BOS): sum and count."""
+    pred = logits[:, 1:-1].float()
+    tgt = tokens[:, 2:]
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), tgt.reshape(-1), reduction="sum")
+
+
+@torch.no_grad()
+def downstream_ce(
+    model: Any,
+    autoencoder: SparseAutoencoder,
+    tokens: torch.Tensor,
+    hook_name: str,
+    batch_size: int = 8,
+    massive_factor: float = hooks.MASSIVE_FACTOR,
+    progress: bool = False,
+) -> dict[str, float]:
+    """CE of ``model`` on ``tokens [n_seq, seq_len]`` (BOS first): clean, SAE-spliced, zero-ablated.
+
+    Returns ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_loss_score``, ``delta_ce``, ``n_predictions``,
+    ``n_massive_kept`` (massive tokens left unspliced).
+    """
+    dev = next(model.parameters()).device
+    sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    n_pred = 0
+    n_massive = 0
+
+    def splice(mode: str):
+        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            nonlocal n_massive
+            body = x[:, 1:]
+            keep = hooks.keep_positions(x, massive_factor)[:, 1:]
+            if mode == "sae":
+                new = autoencoder(body.float()).to(x.dtype)
+                n_massive += int((~keep).sum())
+            else:
+                new = torch.zeros_like(body)
+            body = torch.where(keep.unsqueeze(-1), new, body)
+            return torch.cat([x[:, :1], body], dim=1)
+
+        return hook
+
+    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="downstream CE", disable=not progress):
+        batch = tokens[start : start + batch_size].to(dev)
+        sums["clean"] += float(_ce(model(batch, return_type="logits"), batch))
+        for mode in ("sae", "zero"):
+            logits = model.run_with_hooks(batch, fwd_hooks=[(hook_name, splice(mode))], return_type="logits")
+            sums[mode] += float(_ce(logits, batch))
+        n_pred += batch.shape[0] * (batch.shape[1] - 2)
+    ce = {k: v / max(n_pred, 1) for k, v in sums.items()}
+    denom = ce["zero"] - ce["clean"]
+    return {
+        "ce_clean": ce["clean"],
+        "ce_sae": ce["sae"],
+        "ce_zero": ce["zero"],
+        "ce_loss_score": (ce["zero"] - ce["sae"]) / denom if abs(denom) > 1e-12 else math.nan,
+        "delta_ce": ce["sae"] - ce["clean"],
+        "n_predictions": n_pred,
+        "n_massive_kept": n_massive,
+    }
+
+
+def power_law_fit(x: Iterable[float], y: Iterable[float]) -> tuple[float, float]:
+    """Least-squares fit ``y = a * x^b`` in log-log space; returns ``(a, b)`` (``b`` the exponent)."""
+    lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
+    b, log_a = np.polyfit(lx, ly, 1)
+    return float(math.exp(log_a)), float(b)

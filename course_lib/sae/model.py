@@ -1,0 +1,206 @@
+"""Sparse autoencoders on residual-stream activations: TopK (Gao et al. 2024) and a ReLU + L1 baseline.
+
+Model (all in *normalised* units, ``x_n = s * x`` with one constant ``s`` per SAE):
+
+    pre   = W_enc (x_n - b_pre) + b_enc                      [batch, n_latents]
+    z     = ReLU(TopK_k(pre))        (TopK kind)             [batch, n_latents], k non-zeros per row
+    z     = ReLU(pre)                (ReLU kind, L1 penalty)
+    x_hat = W_dec^T z + b_pre                                [batch, d_in]
+
+Shapes: ``W_enc [n_latents, d_in]`` (rows = encoder directions), ``W_dec [n_latents, d_in]`` (rows =
+decoder directions, kept unit norm), ``b_enc [n_latents]``, ``b_pre [d_in]``.
+
+Input normalisation: a constant rescaling ``s = sqrt(d_in) / E||x||`` measured on the training sample
+(as SAELens's ``expected_average_only_in``), so that ``E||x_n|| = sqrt(d_in)`` whatever the layer's
+scale. ``encode``/``decode``/``forward`` take and return RAW activations; ``s`` is applied inside.
+
+Loss (TopK): ``NMSE = sum (x_hat - x_n)^2 / sum (x_n - mean x_n)^2`` (per batch; the FVU) plus
+``aux_coef * AuxK``: the top ``aux_k`` *dead* latents (not fired for ``dead_tokens`` tokens) reconstruct
+the residual ``x_n - x_hat`` (normalised the same way). Init: decoder rows random unit vectors, encoder
+= decoder (tied), ``b_pre`` = geometric median of a sample. After each Adam step decoder rows are
+renormalised; before it, each row's gradient loses its component parallel to the row.
+
+Losses: :func:`topk_loss` and :func:`relu_loss` (dense autograd); the fast sparse gradients of the
+TopK loss are in :mod:`course_lib.sae.fast_grads`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib import runtime
+
+SAEKind = Literal["topk", "relu"]
+KINDS: tuple[str, ...] = get_args(SAEKind)
+
+
+@dataclasses.dataclass(frozen=True)
+class SAEConfig:
+    d_in: int  # width of the activations (576 for SmolLM2's residual stream)
+    n_latents: int  # dictionary size (number of latents / features)
+    kind: SAEKind = "topk"  # "topk" (Gao et al.) or "relu" (ReLU + L1 baseline)
+    k: int = 32  # active latents per token (topk)
+    l1_coef: float = 1e-3  # L1 penalty weight on sum_i z_i (relu; decoder rows are unit norm)
+    aux_k: int | None = None  # dead latents used by AuxK; None = d_in // 2 (as the paper)
+    aux_coef: float = 1.0 / 32.0  # AuxK weight; 0 turns AuxK off
+    dead_tokens: int = 50_000  # a latent not fired for this many training tokens counts as dead
+    tied_init: bool = True  # encoder initialised as the decoder's transpose
+    median_init: bool = True  # b_pre = geometric median of a sample (else b_pre starts at 0)
+
+    def __post_init__(self) -> None:
+        runtime.check_choice("kind", self.kind, KINDS)
+        if self.kind == "topk" and not 0 < self.k <= self.n_latents:
+            raise runtime.ParameterError(f"k={self.k} must be in [1, n_latents={self.n_latents}]")
+
+    @property
+    def k_aux(self) -> int:
+        return self.aux_k if self.aux_k is not None else self.d_in // 2
+
+
+# --------------------------------------------------------------------------- the module
+
+
+def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: ``argmin_y sum_i ||x_i - y||`` for ``x [n, d]`` -> ``[d]``."""
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - y).norm(dim=1).clamp_min(1e-8)
+        y_new = (w[:, None] * x).sum(0) / w.sum()
+        if (y_new - y).norm() <= tol * y.norm().clamp_min(1e-8):
+            return y_new
+        y = y_new
+    return y
+
+
+class SparseAutoencoder(nn.Module):
+    """TopK or ReLU SAE (see the module docstring). ``encode``/``decode`` work on RAW activations."""
+
+    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.cfg = cfg
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        w_dec = torch.randn(cfg.n_latents, cfg.d_in, generator=gen)
+        w_dec /= w_dec.norm(dim=1, keepdim=True)
+        w_enc = w_dec.clone() if cfg.tied_init else torch.randn(cfg.n_latents, cfg.d_in, generator=gen)
+        if not cfg.tied_init:
+            w_enc *= 1.0 / math.sqrt(cfg.d_in)
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents))
+        self.W_dec = nn.Parameter(w_dec)
+        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in))
+        self.register_buffer("scale", torch.ones(()))  # s: x_n = s * x
+
+    # ----- initialisation from data
+    @torch.no_grad()
+    def init_from_sample(self, sample: torch.Tensor) -> None:
+        """Set the normalisation ``s`` (E||s x|| = sqrt(d_in)) and ``b_pre`` from ``sample [n, d_in]``."""
+        sample = sample.to(self.W_dec.device, torch.float32)
+        self.scale.fill_(math.sqrt(self.cfg.d_in) / float(sample.norm(dim=1).mean()))
+        if self.cfg.median_init:
+            self.b_pre.copy_(geometric_median(sample * self.scale))
+
+    # ----- normalised-space maths
+    def pre_acts(self, xn: torch.Tensor) -> torch.Tensor:
+        """``[..., d_in] -> [..., n_latents]``: ``W_enc (x_n - b_pre) + b_enc``."""
+        return F.linear(xn - self.b_pre, self.W_enc, self.b_enc)
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TopK only: ``(values [..., k] >= 0, indices [..., k])`` from raw ``x [..., d_in]``."""
+        vals, idx = self.pre_acts(x.to(self.W_enc.dtype) * self.scale).topk(self.cfg.k, dim=-1, sorted=False)
+        return vals.clamp_min(0), idx
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations ``z [..., n_latents]`` of raw activations ``x [..., d_in]``."""
+        if self.cfg.kind == "relu":
+            return F.relu(self.pre_acts(x.to(self.W_enc.dtype) * self.scale))
+        vals, idx = self.encode_sparse(x)
+        return torch.zeros(*vals.shape[:-1], self.cfg.n_latents, dtype=vals.dtype,
+                           device=vals.device).scatter_(-1, idx, vals)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw-scale reconstruction ``[..., d_in]`` of latents ``z [..., n_latents]``."""
+        return (z @ self.W_dec + self.b_pre) / self.scale
+
+    def decode_sparse(self, vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Raw-scale reconstruction from TopK ``(vals, idx)`` (``[..., k]`` each) via ``embedding_bag``."""
+        shape = vals.shape[:-1]
+        out = F.embedding_bag(idx.reshape(-1, idx.shape[-1]), self.W_dec,
+                              per_sample_weights=vals.reshape(-1, vals.shape[-1]), mode="sum")
+        return ((out + self.b_pre) / self.scale).reshape(*shape, self.cfg.d_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw-scale reconstruction ``x_hat [..., d_in]`` of raw ``x [..., d_in]``."""
+        if self.cfg.kind == "topk":
+            return self.decode_sparse(*self.encode_sparse(x))
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def normalise_decoder_(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def remove_parallel_grad_(self) -> None:
+        """``g_i <- g_i - (g_i . w_i) w_i`` for each decoder row (keeps steps tangent to the sphere)."""
+        g = self.W_dec.grad
+        if g is not None:
+            g.sub_((g * self.W_dec).sum(dim=1, keepdim=True) * self.W_dec)
+
+
+# --------------------------------------------------------------------------- losses and gradients
+
+
+def fvu_denominator(x: torch.Tensor) -> torch.Tensor:
+    """``sum ||x - mean x||^2`` over a batch ``x [N, d]`` (clamped away from 0)."""
+    return (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """NMSE (= FVU, fraction of variance unexplained) of ``x_hat`` for ``x [N, d]``, a 0-d tensor.
+
+    ``sum ||x_hat - x||^2 / sum ||x - mean x||^2``: 0 is perfect, 1 is no better than the mean. The
+    one definition: the training losses, :func:`course_lib.sae.evaluation.fvu` and the benchmark use it.
+    """
+    return (x_hat - x).pow(2).sum() / fvu_denominator(x)
+
+
+def topk_loss(
+    autoencoder: SparseAutoencoder, xn: torch.Tensor, dead: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Dense autograd TopK loss on normalised ``xn [B, d]``: ``NMSE + aux_coef * AuxK``.
+
+    ``dead [n_latents]`` bool marks latents for AuxK (None or none dead: AuxK = 0).
+    """
+    cfg = autoencoder.cfg
+    pre = autoencoder.pre_acts(xn)
+    vals, idx = pre.topk(cfg.k, dim=1)
+    z = torch.zeros_like(pre).scatter(1, idx, F.relu(vals))
+    x_hat = z @ autoencoder.W_dec + autoencoder.b_pre
+    recon = nmse(xn, x_hat)
+    aux = torch.zeros((), device=xn.device)
+    if dead is not None and cfg.aux_coef > 0 and bool(dead.any()):
+        kk = min(cfg.k_aux, int(dead.sum()))
+        masked = pre.masked_fill(~dead, float("-inf"))
+        av, ai = masked.topk(kk, dim=1)
+        z_aux = torch.zeros_like(pre).scatter(1, ai, F.relu(av))
+        target = (xn - x_hat).detach()
+        aux = nmse(target, z_aux @ autoencoder.W_dec)
+    loss = recon + cfg.aux_coef * aux
+    return loss, {"nmse": recon.detach(), "aux": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
+                  "fired": (z > 0).any(0)}
+
+
+def relu_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ReLU baseline: ``NMSE + l1_coef * mean_b sum_i z_bi`` (decoder rows unit norm)."""
+    z = F.relu(autoencoder.pre_acts(xn))
+    x_hat = z @ autoencoder.W_dec + autoencoder.b_pre
+    recon = nmse(xn, x_hat)
+    l1 = z.sum(1).mean()
+    loss = recon + autoencoder.cfg.l1_coef * l1
+    return loss, {"nmse": recon.detach(), "aux": l1.detach(), "l0": (z > 0).sum(1).float().mean(),
+                  "fired": (z > 0).any(0)}

@@ -1,0 +1,156 @@
+"""Figures for notebook 03 (sparse autoencoders). Every function returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from course_lib import hooks
+from course_lib.sae.dashboards import Codes
+from course_lib.sae.evaluation import log10_density, power_law_fit
+
+# --------------------------------------------------------------------------- figures
+
+
+def _fig(figsize: tuple[float, float] = (6, 4)) -> tuple[Figure, Any]:
+    return plt.subplots(figsize=figsize)
+
+
+def _thousands(ax: Any) -> None:
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+
+
+def plot_token_norms(norms: torch.Tensor, massive_factor: float = hooks.MASSIVE_FACTOR, title: str = "") -> Figure:
+    """Histogram (log x) of residual norms ``[b, s]``: BOS (position 0) vs the rest, massive cut marked."""
+    fig, ax = _fig()
+    body = norms[:, 1:].flatten().float().numpy()
+    bos = norms[:, 0].float().numpy()
+    med = float(np.median(body))
+    bins = np.logspace(np.log10(max(body.min(), 1e-3)), np.log10(max(bos.max(), body.max()) * 1.1), 60)
+    ax.hist(body, bins=bins, label="tokens after BOS", color="tab:blue")
+    ax.hist(bos, bins=bins, label="BOS (position 0)", color="tab:red")
+    ax.axvline(massive_factor * med, color="k", ls="--", label=f"{massive_factor:g} x median: massive cut")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("residual-stream norm ||x||")
+    ax.set_ylabel("tokens")
+    ax.set_title(title or "Residual norms: BOS and massive tokens are left out")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_training(history: dict[str, Any], title: str = "") -> Figure:
+    """NMSE (training batches) and dead fraction against training tokens."""
+    fig, ax = _fig()
+    ax.plot(history["tokens"], history["nmse"], color="tab:blue", label="NMSE (train batch)")
+    _thousands(ax)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("NMSE")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(history["tokens"], history["dead_fraction"], color="tab:red", label="dead fraction")
+    ax2.set_ylabel("dead fraction (window)")
+    ax2.set_ylim(0, max(0.05, 1.1 * max(history["dead_fraction"], default=0.0)))
+    ax.set_title(title or "Training the main TopK SAE")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(topk: list[dict[str, Any]], relu: list[dict[str, Any]], width: int) -> Figure:
+    """NMSE against L0 for TopK (label k) and ReLU+L1 (label L1 coefficient) SAEs of one width."""
+    fig, ax = _fig()
+    for rows, name, key, style in ((topk, "TopK", "k", "o-"), (relu, "ReLU + L1", "l1_coef", "s--")):
+        rows = sorted(rows, key=lambda r: r["l0"])
+        ax.plot([r["l0"] for r in rows], [r["nmse"] for r in rows], style, label=name)
+        for r in rows:
+            ax.annotate(f"{key}={r[key]:g}", (r["l0"], r["nmse"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("L0 (active latents per token)")
+    ax.set_ylabel("NMSE (held-out)")
+    ax.set_title(f"Sparsity-reconstruction frontier, {width} latents")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_nmse_vs_width(rows: list[dict[str, Any]], k: int) -> tuple[Figure, float]:
+    """NMSE against number of latents at fixed ``k`` with a power-law fit; returns ``(fig, exponent)``."""
+    fig, ax = _fig()
+    n = np.array([r["n_latents"] for r in rows], float)
+    y = np.array([r["nmse"] for r in rows], float)
+    a, b = power_law_fit(n, y)
+    ax.plot(n, y, "o", label="TopK SAEs")
+    grid = np.logspace(np.log10(n.min()), np.log10(n.max()), 50)
+    ax.plot(grid, a * grid**b, "--", label=f"fit NMSE = {a:.2f} n^{b:.3f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of latents n")
+    ax.set_ylabel("NMSE (held-out)")
+    ax.set_title(f"Scaling the dictionary at fixed k={k}")
+    ax.legend()
+    fig.tight_layout()
+    return fig, b
+
+
+def plot_nmse_vs_k(rows: list[dict[str, Any]], width: int) -> Figure:
+    """NMSE against k at a fixed width."""
+    fig, ax = _fig()
+    rows = sorted(rows, key=lambda r: r["k"])
+    ax.plot([r["k"] for r in rows], [r["nmse"] for r in rows], "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("k (active latents per token)")
+    ax.set_ylabel("NMSE (held-out)")
+    ax.set_title(f"NMSE against k, {width} latents")
+    fig.tight_layout()
+    return fig
+
+
+def plot_dead_over_training(histories: dict[str, dict[str, Any]]) -> Figure:
+    """Dead fraction (latents not fired within the window) against training tokens, one line per run."""
+    fig, ax = _fig()
+    for name, h in histories.items():
+        ax.plot(h["tokens"], h["dead_fraction"], label=name)
+    _thousands(ax)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("dead fraction")
+    ax.set_title("Dead latents during training")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_density_histogram(density: np.ndarray, title: str = "") -> Figure:
+    """Histogram of log10 feature density (dead latents counted in the title)."""
+    fig, ax = _fig()
+    ld = log10_density(density)
+    n_dead = int((np.asarray(density) == 0).sum())
+    ax.hist(ld, bins=40, color="tab:green")
+    ax.set_xlabel("log10 feature density (share of tokens where the latent fires)")
+    ax.set_ylabel("latents")
+    ax.set_title(title or f"Feature density ({n_dead} of {len(density)} latents dead on held-out tokens)")
+    fig.tight_layout()
+    return fig
+
+
+def activation_histogram(codes: Codes, latent: int, bins: int = 30) -> Figure:
+    """Histogram of the latent's non-zero activations."""
+    _, acts = codes.latent(latent)
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    if acts.numel():
+        ax.hist(acts.numpy(), bins=bins, color="tab:orange")
+    ax.set_title(f"latent {latent}: {acts.numel()} activations > 0 of {codes.vals.shape[0]} tokens")
+    ax.set_xlabel("activation (normalised units)")
+    ax.set_ylabel("tokens")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,90 @@
+"""Export and import sparse autoencoders in SAELens's folder layout, to use ours in that ecosystem.
+
+A SAELens SAE is a folder with ``cfg.json`` (architecture, ``d_in``, ``d_sae``, ``k``, hook metadata)
+and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``
+and ``b_dec [d_in]``, acting on raw activations. Our :class:`course_lib.sae.model.SparseAutoencoder` keeps a
+constant input scale ``s`` separately; export folds it into the weights and import unfolds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from course_lib import cache
+from course_lib.sae.model import SAEConfig, SparseAutoencoder
+
+
+def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: str = "", model_name: str = "",
+                 extra_metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/cfg.json`` + ``folder/sae_weights.safetensors`` in SAELens's layout.
+
+    The normalisation is folded into the weights (as SAELens does when it finishes training), so the
+    exported SAE acts on raw activations: ``W_enc' = s W_enc^T [d_in, d_sae]``, ``b_dec' = b_pre / s``,
+    ``W_dec' = W_dec / s [d_sae, d_in]`` and ``normalize_activations = "none"``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    s = float(autoencoder.scale)
+    tensors = {
+        "W_enc": (autoencoder.W_enc.detach().float().cpu() * s).t().contiguous(),
+        "b_enc": autoencoder.b_enc.detach().float().cpu().contiguous(),
+        "W_dec": (autoencoder.W_dec.detach().float().cpu() / s).contiguous(),
+        "b_dec": (autoencoder.b_pre.detach().float().cpu() / s).contiguous(),
+    }
+    cfg = autoencoder.cfg
+    meta = {"model_name": model_name, "hook_name": hook_name, "hook_head_index": None, "prepend_bos": True,
+            "sae_lens_training_version": None, "course_lib": {"sae_config": dataclasses.asdict(cfg)},
+            **(extra_metadata or {})}
+    cfg_json: dict[str, Any] = {
+        "architecture": "topk" if cfg.kind == "topk" else "standard",
+        "d_in": cfg.d_in,
+        "d_sae": cfg.n_latents,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": meta,
+    }
+    if cfg.kind == "topk":
+        cfg_json["k"] = cfg.k
+        cfg_json["rescale_acts_by_decoder_norm"] = False
+    with cache.atomic_path(folder / "sae_weights.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    cache.atomic_write_text(folder / "cfg.json", json.dumps(cfg_json, indent=2))
+    return folder
+
+
+def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """Load a SAELens-layout folder (``topk`` or ``standard``) into a :class:`SparseAutoencoder`.
+
+    The normalisation ``s`` is recovered from the decoder's row norms (``1/s`` when our SAE exported
+    it; 1 for a SAELens SAE with unit-norm decoder rows), and the weights are unfolded back.
+    """
+    folder = Path(folder)
+    cfg_json = json.loads((folder / "cfg.json").read_text())
+    w = load_file(str(folder / "sae_weights.safetensors"))
+    arch = cfg_json.get("architecture", "standard")
+    if arch not in ("topk", "standard"):
+        raise ValueError(f"architecture {arch!r} not supported; valid values: 'topk', 'standard'")
+    ours = (cfg_json.get("metadata") or {}).get("course_lib", {}).get("sae_config", {})
+    d_in, d_sae = int(cfg_json["d_in"]), int(cfg_json["d_sae"])
+    cfg = SAEConfig(**{**ours, "d_in": d_in, "n_latents": d_sae, "kind": "topk" if arch == "topk" else "relu",
+                       "k": int(cfg_json.get("k", ours.get("k", 32)))})
+    W_dec = w["W_dec"].float()
+    norms = W_dec.norm(dim=1)
+    s = float(1.0 / norms.mean()) if norms.numel() else 1.0
+    autoencoder = SparseAutoencoder(cfg)
+    with torch.no_grad():
+        autoencoder.scale.fill_(s)
+        autoencoder.W_dec.copy_(W_dec * s)
+        autoencoder.W_enc.copy_(w["W_enc"].float().t() / s)
+        autoencoder.b_enc.copy_(w["b_enc"].float())
+        autoencoder.b_pre.copy_(w["b_dec"].float() * s)
+    return autoencoder.to(device).eval()

@@ -1,0 +1,175 @@
+"""Checkers for notebook 01's exercises: each runs the learner's function and says what is wrong.
+
+A checker returns a short success message, returns a "not attempted" message when the function
+still raises ``NotImplementedError``, and raises :class:`ExerciseError` (an ``AssertionError``)
+with a diagnosis otherwise: the likely mistake when the answer matches a known wrong variant, else
+the first place where the answer and the reference differ.
+
+Notebook 01 (toy models of superposition): :func:`check_generate_batch`,
+:func:`check_dimensions_per_feature`, :func:`check_feature_dimensionality`,
+:func:`check_topk_per_instance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from course_lib import weight_sparsity
+from course_lib.toy import metrics
+
+
+class ExerciseError(AssertionError):
+    """The learner's answer is wrong; the message says how."""
+
+
+NOT_ATTEMPTED = "not attempted yet: replace `raise NotImplementedError` with your code and run the cell again"
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
+
+
+def _shape_check(name: str, out: object, expected: tuple[int, ...], what: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise ExerciseError(f"{name} should return a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != expected:
+        raise ExerciseError(f"{name} returned shape {tuple(out.shape)}; expected {expected} ({what})")
+    return out
+
+
+def _diagnose(name: str, got: torch.Tensor, ref: torch.Tensor, wrong: dict[str, torch.Tensor]) -> None:
+    if _close(got, ref):
+        return
+    for hint, variant in wrong.items():
+        if _close(got, variant):
+            raise ExerciseError(f"{name}: {hint}")
+    diff = (got.float() - ref.float()).abs()
+    idx = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+    raise ExerciseError(
+        f"{name}: wrong values; e.g. at index {idx} you return {float(got[idx]):.4f}, the reference "
+        f"gives {float(ref[idx]):.4f} (max abs difference {float(diff.max()):.3g})"
+    )
+
+
+def _sample_W(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(3, 4, 7, generator=g) * torch.tensor([0.3, 1.0, 2.0]).view(3, 1, 1)
+
+
+# --------------------------------------------------------------------------- exercise 1
+
+
+def check_generate_batch(fn: Callable[..., torch.Tensor]) -> str:
+    """``fn(feature_probability [I], n_features, batch_size, generator) -> x [I, B, F]``.
+
+    Each entry is present with probability ``p_i`` and then uniform on [0, 1]; else exactly 0.
+    """
+    p = torch.tensor([1.0, 0.5, 0.1])
+    F, B = 6, 4000
+    try:
+        x = fn(p, F, B, torch.Generator().manual_seed(0))
+    except NotImplementedError:
+        return NOT_ATTEMPTED
+    x = _shape_check("generate_batch", x, (3, B, F), "[n_instances, batch_size, n_features]")
+    if x.min() < 0 or x.max() > 1:
+        raise ExerciseError(f"values must lie in [0, 1]; found min {float(x.min()):.3f}, max {float(x.max()):.3f}")
+    frac = (x != 0).float().mean(dim=(1, 2))
+    for i in range(3):
+        if abs(float(frac[i]) - float(p[i])) > 0.03:
+            raise ExerciseError(
+                f"instance {i} has p = {float(p[i])} but {float(frac[i]):.3f} of its entries are nonzero: "
+                "each feature must be present with probability p_i (compare torch.rand < p, with p "
+                "broadcast over the batch and feature dimensions)"
+            )
+    nz = x[x != 0]
+    if abs(float(nz.mean()) - 0.5) > 0.03:
+        raise ExerciseError(
+            f"present features should be uniform on [0, 1] (mean 0.5); their mean is {float(nz.mean()):.3f}. "
+            "Did you use the same random number for 'present?' and the value, without rescaling?"
+        )
+    same_rows = (x[1, :, 0] != 0) == (x[1, :, 1] != 0)
+    if bool(same_rows.all()):
+        raise ExerciseError("features are present or absent together; each (sample, feature) needs its own draw")
+    return "generate_batch: correct (shapes, sparsity per instance and the uniform values all check out)"
+
+
+# --------------------------------------------------------------------------- exercise 2
+
+
+def check_dimensions_per_feature(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    """``fn(W [I, H, F]) -> [I]``: the paper's ``D* = H / ||W||_F^2``."""
+    W = _sample_W()
+    try:
+        got = fn(W.clone())
+    except NotImplementedError:
+        return NOT_ATTEMPTED
+    got = _shape_check("dimensions_per_feature", got, (3,), "one number per instance")
+    ref = metrics.dimensions_per_feature(W, clip=False)
+    fro2 = W.pow(2).sum(dim=(1, 2))
+    _diagnose("dimensions_per_feature", got, ref, {
+        "you divided by ||W||_F, not by its square ||W||_F^2": W.shape[1] / fro2.sqrt(),
+        "you used n_features (W.shape[2]) where the number of hidden dimensions (W.shape[1]) belongs":
+            W.shape[2] / fro2,
+        "you returned ||W||_F^2 / H, the inverse (features per dimension)": fro2 / W.shape[1],
+        "you summed over the instance dimension too: reduce over dims (1, 2) only":
+            W.shape[1] / fro2.sum().expand(3),
+        "that is the clipped variant (min(||W_f||^2, 1)); this exercise asks for the paper's plain formula":
+            metrics.dimensions_per_feature(W, clip=True),
+    })
+    return "dimensions_per_feature: correct"
+
+
+# --------------------------------------------------------------------------- exercise 3
+
+
+def check_feature_dimensionality(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    """``fn(W [I, H, F]) -> [I, F]``: ``D_f = ||W_f||^2 / sum_g (W_f_hat . W_g)^2``."""
+    W = _sample_W(1)
+    try:
+        got = fn(W.clone())
+    except NotImplementedError:
+        return NOT_ATTEMPTED
+    got = _shape_check("feature_dimensionality", got, (3, 7), "[n_instances, n_features]")
+    ref = metrics.feature_dimensionality(W)
+    sq = W.pow(2).sum(1)
+    gram = torch.bmm(W.transpose(1, 2), W)
+    W_hat = W / W.norm(dim=1, keepdim=True)
+    ov = torch.bmm(W_hat.transpose(1, 2), W)
+    _diagnose("feature_dimensionality", got, ref, {
+        "the denominator must use the unit vector W_f_hat = W_f / ||W_f||, not W_f itself": sq / gram.pow(2).sum(-1),
+        "the sum over g must include g = f (the feature's own ||W_f||^2 term)":
+            sq / (ov.pow(2).sum(-1) - torch.diagonal(ov, dim1=1, dim2=2).pow(2)),
+        "square the dot products: sum_g (W_f_hat . W_g)^2": sq / ov.sum(-1),
+        "you normalised over the feature dimension; W_f is a column, its norm runs over dim 1 (hidden)":
+            sq / torch.bmm((W / W.norm(dim=2, keepdim=True)).transpose(1, 2), W).pow(2).sum(-1),
+    })
+    return "feature_dimensionality: correct"
+
+
+# --------------------------------------------------------------------------- exercise 4
+
+
+def check_topk_per_instance(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
+    """``fn(W [I, H, F], k) -> W'``: per instance, keep the k entries of largest |W|, zero the rest."""
+    W = _sample_W(2)
+    k = 5
+    try:
+        got = fn(W.clone(), k)
+    except NotImplementedError:
+        return NOT_ATTEMPTED
+    got = _shape_check("topk_per_instance", got, tuple(W.shape), "same shape as W")
+    counts = (got != 0).flatten(1).sum(1)
+    ref = W * weight_sparsity.topk_mask(W, k, instance_dim=0)
+    if _close(got, ref):
+        return "topk_per_instance: correct (exactly k nonzeros per instance, the largest by magnitude)"
+    if int(counts.sum()) == k:
+        raise ExerciseError("you kept k entries over all instances together; keep k per instance "
+                            "(flatten each instance: W.flatten(1), then topk along dim 1)")
+    if bool((counts != k).any()):
+        raise ExerciseError(f"each instance must keep exactly k={k} nonzeros; yours keep {counts.tolist()}")
+    signed = W * torch.zeros_like(W).flatten(1).scatter_(1, W.flatten(1).topk(k, 1).indices, 1).view_as(W)
+    if _close(got, signed):
+        raise ExerciseError("you kept the largest values, not the largest magnitudes: use W.abs() to rank")
+    raise ExerciseError("right number of nonzeros, but not the entries of largest |W| (or their values changed)")

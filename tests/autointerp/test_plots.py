@@ -1,0 +1,36 @@
+"""Plots and HTML cards from synthetic results (no model needed)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from course_lib.autointerp import plots, records, results  # noqa: E402
+
+
+def _results():
+    rec = records.Record(0, "top", [1, 2, 3], ["a", "\n", "<b>"], [0.0, 1.0, 2.0])
+    rnd = records.Record(1, "random", [4, 5, 6], ["c", "d", "e"], [0.0, 0.0, 0.0])
+    ur = records.UnitRecords("sae/1", "sae", 2.0, [rec], [rec], [rnd])
+    out = []
+    for i, kind in enumerate(("sae", "neuron", "random")):
+        for ex in ("baseline:token-stats", "local:smollm2"):
+            scores = {k: 0.1 * i for k in results.SCORE_KEYS}
+            d = ur.to_dict() | {"kind": kind, "unit": f"{kind}/{i}"}
+            out.append(results.Result(f"{kind}/{i}", kind, ex, "the token a." if i else None,
+                                      None if i else "empty", scores if i else dict.fromkeys(scores),
+                                      d, {"simulated": [[0, 5, 10], [0, 0, 1]]}))
+    return out, ur
+
+
+def test_figures_and_html():
+    res, ur = _results()
+    for fig in (plots.plot_score_distributions(res, "local:smollm2"),
+                plots.plot_explainer_comparison(res),
+                plots.plot_unit_card(res[2]), plots.plot_unit_card(res[0])):
+        assert isinstance(fig, Figure) and fig.axes
+    html = plots.records_html(ur, [[0, 5, 10]], which="test")
+    assert "&lt;b&gt;" in html and "rgba(30,100,255" in html  # escaped, simulated row present

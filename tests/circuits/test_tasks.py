@@ -1,0 +1,37 @@
+"""course_lib.circuits.tasks: prompts whose answer is one clean next token."""
+
+from __future__ import annotations
+
+import pytest
+
+from course_lib import circuits, corpus
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return corpus.train_tokenizer(corpus.config_for("smoke"))
+
+@pytest.mark.parametrize("task", sorted(circuits.TASKS))
+def test_answers_are_single_tokens_and_the_next_token(task, tokenizer):
+    t = circuits.TASKS[task]
+    ids = [circuits.single_token_id(tokenizer, a) for a in t.answers]
+    assert len(set(ids)) == 2
+    data = circuits.make_task_data(task, tokenizer, 40, seed=0, split="train")
+    for prompt, row, last, (c, w) in zip(data.prompts, data.tokens, data.last, data.answer_ids.tolist()):
+        assert {c, w} == set(ids)
+        assert tokenizer.encode(prompt).ids == row[: last + 1].tolist()
+        # the prompt followed by its correct answer tokenizes as prompt tokens + one answer token
+        assert tokenizer.encode(prompt + tokenizer.decode([c])).ids == row[: last + 1].tolist() + [c]
+    # both classes present, balanced
+    correct = data.answer_ids[:, 0]
+    assert (correct == ids[0]).sum() == (correct == ids[1]).sum() == 20
+
+def test_single_token_check_rejects_multi_token_answers(tokenizer):
+    with pytest.raises(ValueError, match="not one"):
+        circuits.single_token_id(tokenizer, "]] and more")
+
+def test_train_and_test_prompts_differ(tokenizer):
+    tr = circuits.make_task_data("quote_close", tokenizer, 32, seed=0, split="train")
+    te = circuits.make_task_data("quote_close", tokenizer, 32, seed=0, split="test")
+    assert tr.prompts != te.prompts
+    assert len(set(tr.prompts) & set(te.prompts)) < 8

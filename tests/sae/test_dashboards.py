@@ -1,0 +1,56 @@
+"""course_lib.sae.dashboards on hand-made codes with known answers: density, top contexts, latents for a token."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from course_lib import sae
+from course_lib.sae.dashboards import Codes
+
+
+def _codes() -> Codes:
+    """4 token rows, k = 2 of 5 latents. Latent 0 fires on rows 0, 1, 3; latent 3 on rows 0 and 2 only."""
+    vals = torch.tensor([[2.0, 1.0], [3.0, 0.0], [0.5, 4.0], [1.0, 0.0]])
+    idx = torch.tensor([[0, 3], [0, 1], [3, 2], [0, 4]], dtype=torch.int32)  # latent 1 and 4: value 0, not firing
+    where = torch.tensor([[0, 1], [0, 2], [1, 1], [1, 2]], dtype=torch.int32)  # (window, position)
+    tokens = torch.tensor([[9, 7, 8], [9, 8, 7]])  # rows -> tokens 7, 8, 8, 7
+    return Codes(vals, idx, where, tokens, n_latents=5)
+
+
+def test_latent_density():
+    c = _codes()
+    assert np.allclose(c.density(), [3 / 4, 0.0, 1 / 4, 2 / 4, 0.0])  # firing = value > 0
+    rows, acts = c.latent(3)
+    assert rows.tolist() == [0, 2] and acts.tolist() == [1.0, 0.5]
+
+
+def test_top_contexts_in_order():
+    c = _codes()
+    assert sae.dashboards.top_examples(c, 0, n=2) == [(1, 3.0), (0, 2.0)]
+    assert sae.dashboards.top_examples(c, 0) == [(1, 3.0), (0, 2.0), (3, 1.0)]
+    assert sae.dashboards.top_examples(c, 4) == []  # never fires
+    assert sae.dashboards.latent_activation_map(c, 3) == {(0, 1): 1.0, (1, 1): 0.5}
+
+
+def test_latents_for_a_token():
+    c = _codes()
+    assert c.token_of_row.tolist() == [7, 8, 8, 7]
+    # token 7 (rows 0, 3): latent 0 mean (2 + 1) / 2 = 1.5, latent 3 mean 1 / 2 = 0.5
+    assert sae.dashboards.latents_for_token(c, 7) == [(0, 1.5), (3, 0.5)]
+    # token 8 (rows 1, 2): latent 2 mean 4 / 2, latent 0 mean 3 / 2, latent 3 mean 0.5 / 2
+    assert sae.dashboards.latents_for_token(c, 8) == [(2, 2.0), (0, 1.5), (3, 0.25)]
+    assert sae.dashboards.latents_for_token(c, 123) == []
+
+
+def test_encode_store_matches_the_sae(tmp_path):
+    m = sae.SparseAutoencoder(sae.SAEConfig(d_in=6, n_latents=10, k=3), torch.Generator().manual_seed(0))
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    store = sae.write_store(tmp_path / "s", x, shard_tokens=16)
+    codes = sae.dashboards.encode_store(m, store, batch_size=7, progress=False)
+    dense = m.encode(x).detach()
+    assert np.allclose(codes.density(), (dense > 0).double().mean(0).numpy())
+    for latent in range(10):
+        rows, acts = codes.latent(latent)
+        assert rows.tolist() == torch.nonzero(dense[:, latent] > 0).flatten().tolist()
+        assert torch.allclose(acts, dense[rows, latent], atol=1e-6)

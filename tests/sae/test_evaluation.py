@@ -1,0 +1,52 @@
+"""course_lib.sae.evaluation: FVU, L0/density/dead, power-law fit, downstream CE splice."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from course_lib import sae
+from course_lib.sae import evaluation
+
+
+def test_fvu_identity_zero_mean_one():
+    x = torch.randn(500, 12) * 3 + 2
+    assert evaluation.fvu(x, x) == 0.0
+    assert math.isclose(evaluation.fvu(x, x.mean(0, keepdim=True).expand_as(x)), 1.0, rel_tol=1e-9)
+    assert evaluation.fvu(x, x + 0.1 * torch.randn_like(x)) > 0
+
+def test_reconstruction_metrics_consistent():
+    m = sae.SparseAutoencoder(sae.SAEConfig(d_in=8, n_latents=32, k=3), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m.b_enc.fill_(50.0)
+        m.b_enc[:4] = 100.0  # latents 0..3 always win the top-3 ... only 3 of them fire
+    x = torch.randn(300, 8)
+    r = evaluation.reconstruction_metrics(m, x, batch_size=64)
+    assert r["l0"] == 3.0
+    assert math.isclose(float(r["density"].sum()), r["l0"], rel_tol=1e-9)
+    assert r["dead_fraction"] >= 28 / 32  # at most 4 latents can fire
+    assert r["n_tokens"] == 300
+    assert np.isfinite(r["nmse"]) and r["explained_variance"] <= 1.0
+
+def test_log10_density_drops_dead():
+    out = evaluation.log10_density(np.array([0.0, 0.1, 0.001]))
+    assert np.allclose(out, [-1.0, -3.0])
+
+def test_power_law_fit():
+    n = np.array([100.0, 200.0, 400.0, 800.0])
+    a, b = evaluation.power_law_fit(n, 3.0 * n**-0.25)
+    assert math.isclose(b, -0.25, abs_tol=1e-9) and math.isclose(a, 3.0, rel_tol=1e-9)
+
+def test_downstream_ce_identity_and_zero(smollm2):
+    tokens = smollm2.to_tokens(["def add(a, b):\n    return a + b\n\nclass Foo:\n    pass\n"])
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    res = evaluation.downstream_ce(smollm2, Identity(), tokens, "blocks.15.hook_resid_post", batch_size=2)
+    assert abs(res["delta_ce"]) < 1e-4
+    assert math.isclose(res["ce_loss_score"], 1.0, abs_tol=1e-3)
+    assert res["ce_zero"] > res["ce_clean"] + 0.5  # deleting the residual stream hurts

@@ -1,0 +1,52 @@
+"""course_lib.sae.model: TopK sparsity, config checks, AuxK, the geometric median."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib import sae
+
+
+def _sae(d=16, n=64, k=4, **kw) -> sae.SparseAutoencoder:
+    m = sae.SparseAutoencoder(sae.SAEConfig(d_in=d, n_latents=n, k=k, **kw), torch.Generator().manual_seed(0))
+    with torch.no_grad():  # move away from the symmetric init so that every term is non-trivial
+        m.W_enc.add_(0.3 * torch.randn(m.W_enc.shape, generator=torch.Generator().manual_seed(1)))
+        m.b_enc.normal_(generator=torch.Generator().manual_seed(2))
+        m.b_pre.normal_(generator=torch.Generator().manual_seed(3))
+        m.scale.fill_(0.5)
+    return m
+
+def test_topk_keeps_exactly_k():
+    m = _sae(k=5)
+    with torch.no_grad():
+        m.b_enc.fill_(100.0)  # every pre-activation positive: exactly k survive
+    z = m.encode(torch.randn(50, 16))
+    assert z.shape == (50, 64)
+    assert ((z > 0).sum(1) == 5).all()
+    m2 = _sae(k=5)
+    z2 = m2.encode(torch.randn(50, 16))
+    assert ((z2 > 0).sum(1) <= 5).all()
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="valid values"):
+        sae.SAEConfig(d_in=4, n_latents=8, kind="gated")
+    with pytest.raises(ValueError):
+        sae.SAEConfig(d_in=4, n_latents=8, k=9)
+
+def test_auxk_zero_without_dead_positive_with_dead():
+    m = _sae()
+    xn = torch.randn(32, 16)
+    _, none = sae.topk_loss(m, xn, torch.zeros(64, dtype=torch.bool))
+    assert float(none["aux"]) == 0.0
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[::2] = True
+    _, some = sae.topk_loss(m, xn, dead)
+    assert float(some["aux"]) > 0.0
+    _, fast = sae.topk_grads_fast(m, xn, dead)
+    assert torch.allclose(fast["aux"], some["aux"], rtol=1e-5)
+
+def test_geometric_median():
+    pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [100.0, 100.0]])
+    med = sae.geometric_median(pts)
+    assert med.norm() < 2.0  # the outlier barely moves it (the mean would be at ~20)

@@ -1,0 +1,37 @@
+"""course_lib.sae.saelens_io: SAELens's folder layout, written and read back."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from course_lib import sae
+
+
+def _sae(d=16, n=64, k=4, **kw) -> sae.SparseAutoencoder:
+    m = sae.SparseAutoencoder(sae.SAEConfig(d_in=d, n_latents=n, k=k, **kw), torch.Generator().manual_seed(0))
+    with torch.no_grad():  # move away from the symmetric init so that every term is non-trivial
+        m.W_enc.add_(0.3 * torch.randn(m.W_enc.shape, generator=torch.Generator().manual_seed(1)))
+        m.b_enc.normal_(generator=torch.Generator().manual_seed(2))
+        m.b_pre.normal_(generator=torch.Generator().manual_seed(3))
+        m.scale.fill_(0.5)
+    return m
+
+def test_saelens_round_trip(tmp_path):
+    for kind in ("topk", "relu"):
+        m = _sae(kind=kind)
+        m.normalise_decoder_()
+        folder = sae.saelens_io.save_saelens(m, tmp_path / kind, hook_name="blocks.3.hook_resid_post", model_name="x")
+        cfg = json.loads((folder / "cfg.json").read_text())
+        assert cfg["d_in"] == 16 and cfg["d_sae"] == 64
+        assert cfg["architecture"] == ("topk" if kind == "topk" else "standard")
+        assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
+        assert (folder / "sae_weights.safetensors").exists()
+        back = sae.saelens_io.load_saelens(folder)
+        assert back.cfg == m.cfg
+        x = torch.randn(20, 16) * 4
+        with torch.no_grad():
+            assert torch.allclose(back(x), m(x), atol=1e-4)
+            assert torch.allclose(back.encode(x), m.encode(x), atol=1e-4)
+            assert torch.allclose(back.scale, m.scale)

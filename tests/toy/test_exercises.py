@@ -1,0 +1,78 @@
+"""course_lib.toy.exercises: the checkers accept the reference and name the mistake in known wrong answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib import toy
+from course_lib.toy import exercises as ex
+
+
+def not_done(*args):
+    raise NotImplementedError
+
+def test_references_pass_and_stubs_are_not_attempted():
+    assert "correct" in ex.check_generate_batch(toy.generate_batch)
+    assert "correct" in ex.check_dimensions_per_feature(lambda W: toy.dimensions_per_feature(W, clip=False))
+    assert "correct" in ex.check_feature_dimensionality(toy.feature_dimensionality)
+
+    def topk(W, k):
+        return W * toy.model.weight_sparsity.topk_mask(W, k, instance_dim=0)
+
+    assert "correct" in ex.check_topk_per_instance(topk)
+    for check in (ex.check_generate_batch, ex.check_dimensions_per_feature, ex.check_feature_dimensionality,
+                  ex.check_topk_per_instance):
+        assert check(not_done) == ex.NOT_ATTEMPTED
+
+def test_generate_batch_mistakes():
+    with pytest.raises(ex.ExerciseError, match="shape"):
+        ex.check_generate_batch(lambda p, n, b, g: torch.rand(b, n, generator=g))
+    with pytest.raises(ex.ExerciseError, match="probability"):
+        ex.check_generate_batch(lambda p, n, b, g: torch.rand(len(p), b, n, generator=g))
+
+    def same_draw(p, n, b, g):  # presence and value from one draw, not rescaled: values too small
+        v = torch.rand(len(p), b, n, generator=g)
+        return v * (v < p.view(-1, 1, 1))
+
+    with pytest.raises(ex.ExerciseError, match="uniform"):
+        ex.check_generate_batch(same_draw)
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda W: W.shape[1] / W.pow(2).sum(dim=(1, 2)).sqrt(), "square"),
+        (lambda W: W.shape[2] / W.pow(2).sum(dim=(1, 2)), "n_features"),
+        (lambda W: W.pow(2).sum(dim=(1, 2)) / W.shape[1], "inverse"),
+        (lambda W: W.pow(2).sum(dim=(1, 2)), "wrong values"),
+        (lambda W: W.pow(2).sum(), "shape"),
+    ],
+)
+def test_dimensions_per_feature_mistakes(wrong, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_dimensions_per_feature(wrong)
+
+def test_feature_dimensionality_mistakes():
+    def unnormalised(W):
+        g = torch.bmm(W.transpose(1, 2), W)
+        return W.pow(2).sum(1) / g.pow(2).sum(-1)
+
+    with pytest.raises(ex.ExerciseError, match="unit vector"):
+        ex.check_feature_dimensionality(unnormalised)
+
+def test_topk_mistakes():
+    def global_topk(W, k):
+        flat = W.flatten()
+        mask = torch.zeros_like(flat)
+        mask[flat.abs().topk(k).indices] = 1
+        return W * mask.view_as(W)
+
+    with pytest.raises(ex.ExerciseError, match="per instance"):
+        ex.check_topk_per_instance(global_topk)
+
+    def signed(W, k):
+        f = W.flatten(1)
+        return (f * torch.zeros_like(f).scatter_(1, f.topk(k, 1).indices, 1)).view_as(W)
+
+    with pytest.raises(ex.ExerciseError, match="magnitudes"):
+        ex.check_topk_per_instance(signed)
