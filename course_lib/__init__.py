@@ -5,4 +5,11 @@ batches), ``lm`` (real LMs offline), ``weight_sparsity`` (top-k projection), and
 package per notebook topic. Import the modules you need: ``from course_lib import runtime``.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+if _os.environ.get("COURSE_LIB_HEADLESS", "") == "1":  # unattended run: text progress bars, no widgets
+    from course_lib.progress import install_headless_tqdm as _install
+
+    _install()

@@ -1,5 +1,5 @@
 """Feature dashboards for TopK SAE latents: contexts with tokens highlighted, quantile examples, the
-activation histogram, and the output tokens a latent promotes or suppresses; plus a browser widget.
+activation histogram, and the output tokens a latent promotes or suppresses (the browser widget is in course_lib.widgets).
 
 Codes: :func:`encode_store` runs the SAE over an activation store once and keeps the sparse codes
 ``vals [N, k]``, ``idx [N, k]`` (int32) and ``where [N, 2]`` (window, position) — ``N*k*8`` bytes, so
@@ -197,41 +197,3 @@ def latents_for_token(codes: Codes, token_id: int, n: int = 10) -> list[tuple[in
     mean = sums / rows.numel()
     top = mean.topk(min(n, codes.n_latents))
     return [(int(i), float(v)) for v, i in zip(top.values, top.indices) if v > 0]
-
-
-def browser(codes: Codes, sae: SparseAutoencoder, tokenizer: Any, w_u: torch.Tensor, start: int = 0) -> Any:
-    """An ipywidgets browser: pick a latent by number, or type a token to list the latents it drives.
-
-    Returns the widget box; its ``show(latent)`` attribute renders a latent (call it once so the output
-    appears under papermill too).
-    """
-    import ipywidgets as W
-    from IPython.display import HTML, display
-
-    latent_box = W.BoundedIntText(value=start, min=0, max=codes.n_latents - 1, description="latent")
-    token_box = W.Text(value="", description="token", placeholder="e.g. ' return'")
-    choices = W.Dropdown(options=[], description="latents")
-    out = W.Output()
-
-    def show(latent: int) -> None:
-        out.clear_output(wait=True)
-        with out:
-            display(HTML(dashboard_html(codes, sae, tokenizer, w_u, int(latent))))
-            fig = activation_histogram(codes, int(latent))
-            display(fig)
-            plt.close(fig)
-
-    def on_token(change: Any) -> None:
-        ids = tokenizer.encode(change["new"], add_special_tokens=False) if change["new"] else []
-        if len(ids) != 1:
-            choices.options = []
-            return
-        found = latents_for_token(codes, ids[0])
-        choices.options = [(f"{i} (mean {v:.2f})", i) for i, v in found]
-
-    latent_box.observe(lambda c: show(c["new"]), names="value")
-    token_box.observe(on_token, names="value")
-    choices.observe(lambda c: c["new"] is not None and latent_box.set_trait("value", c["new"]), names="value")
-    box = W.VBox([W.HBox([latent_box, token_box, choices]), out])
-    box.show = show  # type: ignore[attr-defined]
-    return box
