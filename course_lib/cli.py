@@ -3,26 +3,48 @@
     python -m course_lib.cli run [NOTEBOOK ...] --profile workshop --out outputs
     python -m course_lib.cli report --out outputs
 
-``run`` executes each notebook (default: every ``notebooks/*.ipynb``, in name order) into
-``<out>/<stem>/<stem>.ipynb`` with ``PROFILE``, ``SEED``, ``DEVICE`` and ``OUT_DIR=<out>/<stem>``
-injected, renders it to HTML beside it, records status and wall time in ``<out>/<stem>/run.json``
-and rebuilds ``<out>/index.html``. A failing notebook does not stop the others; the command prints
-the failing cell and its error, and exits 1.
+``run`` executes each notebook (default: every ``notebooks/NN_*.ipynb``; ``02`` selects by number)
+headless (``COURSE_LIB_HEADLESS=1``: widgets render their first view statically, progress bars are
+text) into a temporary folder ``<out>/.<stem>.running`` with ``PROFILE``, ``SEED``, ``DEVICE`` and
+``OUT_DIR`` injected. Only a notebook that succeeds replaces ``<out>/<stem>/``; a failed one leaves
+the previous good outputs in place, adds ``last_failure.json`` beside them (the report shows it as
+a banner) and keeps its partial run in ``<out>/_failed/<stem>/``.
+
+Safety nets: every cell has a timeout from the profile (:data:`CELL_TIMEOUT_S`), and a cell whose
+kernel went idle without its execute reply arriving for :data:`STALL_S` seconds fails as stalled.
+Either failure names the cell's index and source on the console and in the report. While it runs,
+the terminal shows the notebook, the cell, and the library's progress lines (at least every 30 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import html
 import json
+import math
+import os
+import re
+import shutil
 import sys
+import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from course_lib import runtime
 
-KERNEL = "python3"
+KERNEL = "mechinterp-course"  # registered by `make setup`; see Makefile
+CELL_TIMEOUT_S = {"smoke": 300, "workshop": 900, "full": 6 * 3600}
+STALL_S = 60.0
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
+class CellStalled(RuntimeError):
+    """The kernel reported the cell idle, but its execute reply never reached the executor."""
 
 
 @dataclass(frozen=True)
@@ -31,116 +53,488 @@ class NotebookResult:
     ok: bool
     wall_time_s: float
     error: str | None = None  # the failing cell and its error, for the console and the report
+    cell_index: int | None = None  # index of the failing cell in the executed notebook
 
 
 def default_notebooks() -> list[Path]:
     return sorted((runtime.project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _describe_failure(exc: BaseException) -> str:
+def select_notebooks(names: list[str]) -> list[Path]:
+    """Notebook paths from paths, stems or number prefixes (``02``); unknown names raise ValueError."""
+    if not names:
+        return default_notebooks()
+    known = default_notebooks()
+    picked: list[Path] = []
+    for name in names:
+        p = Path(name)
+        if p.suffix == ".ipynb" and p.exists():
+            picked.append(p)
+            continue
+        hits = [nb for nb in known if nb.stem == name or nb.stem.startswith(f"{name}_") or nb.name == name]
+        if not hits:
+            valid = ", ".join(nb.stem[:2] for nb in known)
+            raise ValueError(f"no notebook {name!r}; valid: {valid} (or a path to an .ipynb)")
+        picked += hits
+    return list(dict.fromkeys(picked))
+
+
+# --------------------------------------------------------------------------- executor
+
+
+def _make_engine(stem: str, n_cells: int, echo: Callable[[str], None] | None, stall_s: float, state: dict):
+    """A papermill engine whose nbclient detects stalls and reports each cell as it starts.
+
+    ``state`` receives the index and source of the cell being executed (for failure messages).
+    """
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine
+    from papermill.utils import merge_kwargs, remove_args
+
+    class WatchedClient(PapermillNotebookClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._idle_at: dict[str, float] = {}
+            self._started = time.monotonic()
+
+        def process_message(self, msg: dict, cell: Any, cell_index: int) -> Any:
+            content = msg.get("content", {})
+            if msg.get("msg_type") == "status" and content.get("execution_state") == "idle":
+                self._idle_at[msg.get("parent_header", {}).get("msg_id", "")] = time.monotonic()
+            return super().process_message(msg, cell, cell_index)
+
+        async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+            reply = asyncio.ensure_future(super()._async_poll_for_reply(
+                msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive))
+            while True:
+                done, _ = await asyncio.wait({reply}, timeout=1.0)
+                if done:
+                    return reply.result()
+                idle = self._idle_at.get(msg_id)
+                if idle is not None and time.monotonic() - idle > stall_s:
+                    reply.cancel()
+                    task_poll_kernel_alive.cancel()
+                    raise CellStalled(
+                        f"the kernel finished the cell but its reply never arrived for {stall_s:.0f} s "
+                        "(stall detected; a widget or output capture may be blocking the executor)")
+
+    def on_cell_execute(cell: Any, cell_index: int) -> None:
+        state.update(cell_index=cell_index, source=cell.source)
+        if echo is None or cell.cell_type != "code":
+            return
+        first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+        echo(f"{stem}  cell {cell_index + 1}/{n_cells}  {first[:70]}")
+
+    class WatchedEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                                 kernel_name=kernel_name, log_output=log_output, stdout_file=stdout_file,
+                                 stderr_file=stderr_file, on_cell_execute=on_cell_execute)
+            from papermill.engines import logger
+
+            return WatchedClient(nb_man, log=logger, **final).execute()
+
+    return WatchedEngine
+
+
+def _describe_failure(exc: BaseException, state: dict) -> tuple[str, int | None]:
+    """A console/report description of a failure, and the failing cell's index when known.
+
+    ``state`` holds the cell that was executing (timeouts and stalls carry no cell of their own).
+    """
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(exc, PapermillExecutionError):
         source = "\n".join("    " + line for line in str(exc.source).splitlines()[:25])
-        return (
-            f"cell {exc.cell_index} (execution count {exc.exec_count}) failed:\n{source}\n"
-            f"{exc.ename}: {exc.evalue}"
-        )
-    return f"{type(exc).__name__}: {exc}"
+        return (f"cell {exc.cell_index} (execution count {exc.exec_count}) failed:\n{source}\n"
+                f"{exc.ename}: {exc.evalue}", exc.cell_index)
+    index, source = state.get("cell_index"), state.get("source", "")
+    where = ""
+    if index is not None:
+        src = "\n".join("    " + line for line in source.splitlines()[:25])
+        where = f"cell {index} did not finish:\n{src}\n"
+    kind = "Timeout" if "timeout" in type(exc).__name__.lower() else type(exc).__name__
+    return f"{where}{kind}: {exc}".strip(), index
+
+
+class _ProgressEcho:
+    """Tails the kernel's progress file and echoes new lines to the terminal, prefixed by the notebook."""
+
+    def __init__(self, path: Path, prefix: str, echo: Callable[[str], None]):
+        self.path, self.prefix, self.echo = path, prefix, echo
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _ProgressEcho:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._drain()
+
+    _pos = 0
+
+    def _drain(self) -> None:
+        try:
+            with self.path.open("r", encoding="utf-8", errors="replace") as f:
+                f.seek(self._pos)
+                for line in f.read().splitlines():
+                    self.echo(f"{self.prefix}    {line}")
+                self._pos = f.tell()
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            self._drain()
+
+
+def _prepare(notebook: Path, repeat_tag: tuple[str, int] | None) -> Path:
+    """The notebook to execute: the source, or a copy whose cells tagged ``tag`` repeat ``n`` times."""
+    if repeat_tag is None:
+        return notebook
+    import nbformat
+
+    tag, n = repeat_tag
+    nb = nbformat.read(notebook, as_version=4)
+    cells = []
+    for c in nb.cells:
+        copies = n if tag in c.get("metadata", {}).get("tags", []) else 1
+        for i in range(copies):
+            d = nbformat.from_dict(json.loads(json.dumps(c)))
+            if i:
+                d["id"] = f"{c.get('id', 'c')}-r{i}"[:64]
+            cells.append(d)
+    nb.cells = cells
+    fd, tmp = tempfile.mkstemp(suffix=".ipynb", prefix=f"{notebook.stem}.", dir=notebook.parent)
+    os.close(fd)
+    nbformat.write(nb, tmp)
+    return Path(tmp)
 
 
 def execute_notebook(
-    notebook: Path, out: Path, profile: str, seed: int = 0, device: str = "auto", kernel: str = KERNEL,
-    extra_parameters: dict | None = None, progress: bool = True,
+    notebook: Path, out: Path, profile: str, seed: int = 0, device: str = "auto", kernel: str | None = KERNEL,
+    extra_parameters: dict | None = None, echo: Callable[[str], None] | None = print,
+    cell_timeout_s: float | None = None, stall_s: float = STALL_S, repeat_tag: tuple[str, int] | None = None,
 ) -> NotebookResult:
-    """Run one notebook with papermill into ``out/<stem>/``; never raises for a failing cell."""
-    import papermill
+    """Run one notebook headless into ``out/<stem>/`` (swapped in on success); never raises for a failure.
 
+    ``kernel=None`` uses the notebook's own kernelspec. ``repeat_tag=("widget", 20)`` executes every
+    cell tagged ``widget`` 20 times in a row (the hang test).
+    """
+    import papermill
+    from papermill.engines import papermill_engines
+
+    runtime.check_profile(profile)
     stem = notebook.stem
-    nb_out = (out / stem).resolve()
-    nb_out.mkdir(parents=True, exist_ok=True)
-    executed = nb_out / f"{stem}.ipynb"
-    params = {"PROFILE": profile, "SEED": seed, "DEVICE": device, "OUT_DIR": str(nb_out)}
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    final, work = out / stem, out / f".{stem}.running"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    executed = work / f"{stem}.ipynb"
+    progress_file = work / ".progress.log"
+    params = {"PROFILE": profile, "SEED": seed, "DEVICE": device, "OUT_DIR": str(work)}
     params.update(extra_parameters or {})
+    timeout = cell_timeout_s if cell_timeout_s is not None else CELL_TIMEOUT_S[profile]
+    source = _prepare(notebook, repeat_tag)
+    n_cells = len(json.loads(source.read_text()).get("cells", [])) + 1  # + papermill's injected cell
+    engine = f"course-{stem}"
+    state: dict[str, Any] = {}
+    papermill_engines.register(engine, _make_engine(stem, n_cells, echo, stall_s, state))
+    env_before = {k: os.environ.get(k) for k in (runtime.HEADLESS_ENV, "COURSE_LIB_PROGRESS_FILE")}
+    os.environ[runtime.HEADLESS_ENV] = "1"
+    os.environ["COURSE_LIB_PROGRESS_FILE"] = str(progress_file)
     start = time.perf_counter()
-    error = None
+    error, cell_index = None, None
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed), parameters=params, kernel_name=kernel,
-            cwd=str(notebook.parent), progress_bar=progress, start_timeout=120,
-        )
+        with _ProgressEcho(progress_file, stem, echo or (lambda s: None)):
+            papermill.execute_notebook(
+                str(source), str(executed), parameters=params, kernel_name=kernel, engine_name=engine,
+                cwd=str(notebook.parent), progress_bar=False, start_timeout=120, execution_timeout=timeout,
+            )
     except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
-        error = _describe_failure(exc)
+        error, cell_index = _describe_failure(exc, state)
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if source != notebook:
+            source.unlink(missing_ok=True)
     wall = round(time.perf_counter() - start, 1)
+    progress_file.unlink(missing_ok=True)
     if executed.exists():
-        _render_html(executed)
-    result = NotebookResult(stem=stem, ok=error is None, wall_time_s=wall, error=error)
-    runtime.atomic_write_text(nb_out / "run.json", json.dumps(result.__dict__ | {"profile": profile}, indent=2))
+        render_html(executed, out)
+    result = NotebookResult(stem=stem, ok=error is None, wall_time_s=wall, error=error, cell_index=cell_index)
+    record = asdict(result) | {"profile": profile, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    runtime.atomic_write_text(work / "run.json", json.dumps(record, indent=2))
+    if result.ok:
+        old = out / f".{stem}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        work.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        failed = out / "_failed" / stem
+        shutil.rmtree(failed, ignore_errors=True)
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        work.rename(failed)
+        final.mkdir(exist_ok=True)
+        if not (final / "run.json").exists():  # no good run to keep: record this one
+            runtime.atomic_write_text(final / "run.json", json.dumps(record, indent=2))
+        runtime.atomic_write_text(final / "last_failure.json", json.dumps(record | {"partial_run": str(failed)}, indent=2))
     return result
 
 
-def _render_html(executed: Path) -> None:
+# --------------------------------------------------------------------------- offline HTML
+
+_EXTERNAL = re.compile(
+    r"""(?:<script[^>]*\bsrc\s*=\s*["']?https?://|<link[^>]*\bhref\s*=\s*["']?https?://|<img[^>]*\bsrc\s*=\s*["']?https?://"""
+    r"""|\bimport\s*(?:[\w{}\s,*]+from\s*)?["']https?://|url\(\s*["']?https?://|@import\s+["']https?://)""",
+    re.IGNORECASE,
+)
+
+
+def external_references(page: str) -> list[str]:
+    """Every place in ``page`` that would make a browser fetch something from the network."""
+    return [page[m.start(): m.start() + 120] for m in _EXTERNAL.finditer(page)]
+
+
+def _static_mathjax(out: Path) -> Path | None:
+    """Copy MathJax (from the ``jupyter-server-mathjax`` package in the venv) to ``out/_static/mathjax``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    src = Path(list(spec.submodule_search_locations)[0]) / "static"
+    dst = out / "_static" / "mathjax"
+    if not (dst / "MathJax.js").exists():
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".mathjax."))
+        try:
+            shutil.copytree(src, tmp / "m")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(dst, ignore_errors=True)
+            (tmp / "m").rename(dst)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dst / "MathJax.js"
+
+
+def render_html(executed: Path, out: Path) -> Path | None:
+    """Render ``executed`` to HTML beside it, loading nothing from the network.
+
+    MathJax comes from ``out/_static`` (copied from the venv); require.js and mermaid, which a notebook
+    without live widgets or diagrams never uses, are left out.
+    """
     try:
         import nbformat
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-        runtime.atomic_write_text(executed.with_suffix(".html"), body)
+        mathjax = _static_mathjax(out)
+        exporter = HTMLExporter()
+        nb = nbformat.read(executed, as_version=4)
+        nb.metadata.pop("widgets", None)  # headless runs have no live widget state to restore
+        body, _ = exporter.from_notebook_node(nb)
+        body = re.sub(r'<script[^>]*src="https?://[^"]*require[^"]*"[^>]*>\s*</script>', "", body)
+        body = re.sub(r"<script type=\"module\">(?:(?!</script>).)*?https?://[^<]*mermaid(?:(?!</script>).)*</script>",
+                      "", body, flags=re.DOTALL)
+        if mathjax is not None:
+            rel = os.path.relpath(mathjax, executed.parent).replace(os.sep, "/")
+            body = re.sub(r'src="https?://[^"]*mathjax[^"]*"', f'src="{rel}?config={MATHJAX_CONFIG}"', body)
+        path = executed.with_suffix(".html")
+        runtime.atomic_write_text(path, body)
+        return path
     except Exception:  # noqa: BLE001 - the .ipynb is still linked from the report
-        pass
+        return None
 
 
 # --------------------------------------------------------------------------- report
 
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
-section{border-top:2px solid #ddd;margin-top:2em;padding-top:1em}
-.ok{color:#17803d}.fail{color:#b3261e}pre{background:#f6f6f6;padding:.8em;overflow:auto}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
-figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:520px;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555;text-align:center}
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}nav a{margin-right:1em}
+section{border-top:2px solid #ddd;margin-top:2.5em;padding-top:1em}
+.ok{color:#17803d}.fail{color:#b3261e}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}
+.banner{background:#fdecea;border:1px solid #b3261e;padding:.6em 1em;margin:.6em 0}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee;cursor:zoom-in}
+figcaption{font-size:.9em;color:#444;margin-top:.3em}.summary{max-width:900px}
+details summary{cursor:pointer;color:#555}
 """
 
+# Each paper's headline number beside this run's: (notebook prefix, claim, paper's value, metric getter).
+PAPER_CLAIMS: list[tuple[str, str, str, Callable[[dict], Any]]] = [
+    ("01", "5 features in 2 dims, sparsest: dimensions per feature (pentagon)", "0.4",
+     lambda m: m.get("five_two_dims_per_feature_sparsest")),
+    ("01", "100 -> 20 sweep: sparsities with D* within 0.05 of 1/2 (antipodal pairs)", "sticky at 1/2",
+     lambda m: m.get("big_sweep_instances_near_one_half")),
+    ("02", "circuit edges, dense / weight-sparse (geometric mean over tasks)", "~16x at equal pretraining loss",
+     lambda m: m.get("edge_ratio_dense_over_sparse_geomean", m.get("edge_ratio_geomean"))),
+    ("03", "TopK vs ReLU+L1 NMSE near equal L0", "TopK lower", lambda m: _frontier_pair(m.get("frontier"))),
+    ("03", "NMSE power-law exponent in the number of latents", "negative (NMSE falls with width)",
+     lambda m: m.get("power_law_exponent")),
+    ("04", "explanation scores: SAE latents vs neurons vs random directions", "latents > neurons > random",
+     lambda m: _kind_means(m.get("scores"))),
+]
 
-def _metric_rows(metrics: dict) -> str:
-    rows = []
+
+def _frontier_pair(rows: Any) -> str | None:
+    if not rows:
+        return None
+    topk = [r for r in rows if r.get("k") is not None and r.get("l0") is not None]
+    relu = [r for r in rows if r.get("k") is None and r.get("l0") is not None]
+    if not topk or not relu:
+        return None
+    t, r = min(((t, r) for t in topk for r in relu), key=lambda tr: abs(math.log((tr[0]["l0"] + 1) / (tr[1]["l0"] + 1))))
+    return f"TopK {t['nmse']:.3g} (L0 {t['l0']:.0f}) vs ReLU {r['nmse']:.3g} (L0 {r['l0']:.0f})"
+
+
+def _kind_means(scores: Any) -> str | None:
+    if not isinstance(scores, dict):
+        return None
+    parts = []
+    for explainer, per_kind in scores.items():
+        if not isinstance(per_kind, dict):
+            continue
+        cells = []
+        for kind, entry in per_kind.items():
+            val = (entry.get("correlation_keyword") or {}).get("mean") if isinstance(entry, dict) else None
+            if val is not None:
+                cells.append(f"{kind} {val:.2f}")
+        if cells:
+            parts.append(f"{explainer} (keyword correlation): " + ", ".join(cells))
+    return "; ".join(parts) or None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _metric_rows(metrics: dict) -> tuple[str, str]:
+    """Scalar metrics as a table (rounded), and the structured ones in a collapsed block."""
+    rows, rest = [], {}
     for key, value in metrics.items():
-        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-        if len(text) > 300:
-            text = text[:300] + " ..."
-        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(text)}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+        if isinstance(value, (dict, list)):
+            rest[key] = value
+        else:
+            rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_fmt(value))}</td></tr>")
+    table = "<table>" + "".join(rows) + "</table>" if rows else ""
+    details = ""
+    if rest:
+        text = json.dumps(rest, indent=1)
+        if len(text) > 20_000:
+            text = text[:20_000] + "\n..."
+        details = f"<details><summary>structured metrics ({len(rest)})</summary><pre>{html.escape(text)}</pre></details>"
+    return table, details
+
+
+def notebook_summary(nb_path: Path) -> str:
+    """The first paragraph after the title in the notebook's first markdown cell (plain text)."""
+    try:
+        cells = json.loads(nb_path.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    for c in cells:
+        if c.get("cell_type") != "markdown":
+            continue
+        text = "".join(c.get("source", []))
+        paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip() and not p.strip().startswith("#")]
+        if paras:
+            plain = re.sub(r"[*_`]", "", " ".join(paras[0].split()))
+            return plain
+    return ""
+
+
+def _figures(nb_dir: Path) -> list[dict]:
+    index = nb_dir / "figures" / "index.json"
+    try:
+        entries = [e for e in json.loads(index.read_text()) if (nb_dir / "figures" / e["file"]).exists()]
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = []
+    listed = {e["file"] for e in entries}
+    for f in sorted((nb_dir / "figures").glob("*.png")):
+        if f.name not in listed:
+            entries.append({"name": f.stem, "file": f.name, "caption": f.stem.replace("_", " ")})
+    return entries
 
 
 def build_report(out: Path) -> Path:
-    """Write ``out/index.html``: every notebook's status, profile, wall time, metrics and figures."""
-    sections = []
-    for nb_dir in sorted(p for p in out.iterdir() if p.is_dir() and (p / "run.json").exists()):
+    """Write ``out/index.html``: per notebook in order its summary, status, figures, metrics; paper vs ours."""
+    sources = {nb.stem: nb for nb in default_notebooks()}
+    dirs = sorted(p for p in out.iterdir() if p.is_dir() and (p / "run.json").exists() and not p.name.startswith((".", "_")))
+    sections, claims, nav = [], [], []
+    for nb_dir in dirs:
+        stem = nb_dir.name
         run = json.loads((nb_dir / "run.json").read_text())
         metrics_path = nb_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        status = '<span class="ok">passed</span>' if run["ok"] else '<span class="fail">FAILED</span>'
-        links = [f'<a href="{nb_dir.name}/{nb_dir.name}.ipynb">executed notebook</a>']
-        if (nb_dir / f"{nb_dir.name}.html").exists():
-            links.insert(0, f'<a href="{nb_dir.name}/{nb_dir.name}.html">read it (HTML)</a>')
+        try:
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        except ValueError:
+            metrics = {}
+        failure = None
+        if (nb_dir / "last_failure.json").exists():
+            try:
+                failure = json.loads((nb_dir / "last_failure.json").read_text())
+            except ValueError:
+                failure = {"error": "unreadable last_failure.json"}
+        good = run.get("ok") and run.get("finished") != (failure or {}).get("finished")
+        status = '<span class="ok">passed</span>' if run.get("ok") else '<span class="fail">FAILED</span>'
+        banner = ""
+        if failure:
+            where = f"cell {failure.get('cell_index')}" if failure.get("cell_index") is not None else "a cell"
+            first = (failure.get("error") or "").strip().splitlines()[-1:] or [""]
+            shown = "the outputs below are from the last good run" if good else "no good run yet"
+            banner = (f"<div class='banner'><b>last run failed at {html.escape(where)}</b> "
+                      f"({html.escape(str(failure.get('finished', '')))}): {html.escape(first[0])} — {shown}."
+                      f"<details><summary>details</summary><pre>{html.escape(failure.get('error') or '')}</pre></details></div>")
+        links = [f'<a href="{stem}/{stem}.ipynb">executed notebook</a>']
+        if (nb_dir / f"{stem}.html").exists():
+            links.insert(0, f'<a href="{stem}/{stem}.html">read it (HTML)</a>')
         figs = "".join(
-            f'<figure><a href="{nb_dir.name}/figures/{f.name}"><img src="{nb_dir.name}/figures/{f.name}" '
-            f'alt="{html.escape(f.stem)}"></a><figcaption>{html.escape(f.stem)}</figcaption></figure>'
-            for f in sorted((nb_dir / "figures").glob("*.png"))
-        )
-        error = f"<pre>{html.escape(run['error'])}</pre>" if run.get("error") else ""
+            f'<figure><a href="{stem}/figures/{e["file"]}" target="_blank"><img src="{stem}/figures/{e["file"]}" '
+            f'alt="{html.escape(e["caption"])}" loading="lazy"></a><figcaption>{html.escape(e["caption"])}</figcaption></figure>'
+            for e in _figures(nb_dir))
+        table, details = _metric_rows(metrics)
+        summary = notebook_summary(sources[stem]) if stem in sources else ""
+        nav.append(f'<a href="#{stem}">{html.escape(stem)}</a>')
         sections.append(
-            f"<section><h2>{html.escape(nb_dir.name)} — {status}</h2>"
-            f"<p>profile <b>{html.escape(str(run.get('profile')))}</b>, wall time "
-            f"<b>{run['wall_time_s']} s</b> · {' · '.join(links)}</p>{error}"
-            f"<h3>Metrics</h3>{_metric_rows(metrics) if metrics else '<p>no metrics.json</p>'}"
-            f"<h3>Figures</h3>{figs or '<p>no figures</p>'}</section>"
-        )
+            f"<section id='{stem}'><h2>{html.escape(stem)} — {status}</h2>{banner}"
+            f"<p class='summary'>{html.escape(summary)}</p>"
+            f"<p>profile <b>{html.escape(str(run.get('profile')))}</b>, wall time <b>{run.get('wall_time_s')} s</b>"
+            f" · {' · '.join(links)}</p>"
+            f"<h3>Figures</h3>{figs or '<p>no figures</p>'}"
+            f"<h3>Headline metrics</h3>{table or '<p>no metrics.json</p>'}{details}</section>")
+        for prefix, claim, paper, get in PAPER_CLAIMS:
+            if stem.startswith(prefix + "_"):
+                try:
+                    ours = get(metrics)
+                except Exception:  # noqa: BLE001 - a malformed metric shows as missing
+                    ours = None
+                ours_text = _fmt(ours) if ours is not None else "not in this run"
+                claims.append(f"<tr><td>{html.escape(stem[:2])}</td><td>{html.escape(claim)}</td>"
+                              f"<td>{html.escape(paper)}</td><td>{html.escape(ours_text)}</td></tr>")
+    claims_html = ("<h2>Paper vs this run</h2><table><tr><th>nb</th><th>claim</th><th>paper</th><th>this run</th></tr>"
+                   + "".join(claims) + "</table>") if claims else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Mechanistic interpretability course: "
         f"results</title><style>{_CSS}</style></head><body><h1>Course results</h1>"
-        f"<p class='sub'>generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>{''.join(sections)}</body></html>"
+        f"<p class='sub'>generated {time.strftime('%Y-%m-%d %H:%M:%S')} · {' '.join(nav)}</p>"
+        f"{claims_html}{''.join(sections)}</body></html>"
     )
     path = out / "index.html"
     runtime.atomic_write_text(path, page)
@@ -154,12 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.cli", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="execute notebooks with papermill and build the report")
-    run_p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/NN_*.ipynb")
+    run_p.add_argument("notebooks", nargs="*", help="paths, stems or numbers (02); default: every notebook")
     run_p.add_argument("--profile", default="workshop", choices=runtime.PROFILES)
     run_p.add_argument("--out", type=Path, default=Path("outputs"))
     run_p.add_argument("--seed", type=int, default=0)
     run_p.add_argument("--device", default="auto", choices=runtime.DEVICES)
     run_p.add_argument("--kernel", default=KERNEL)
+    run_p.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default: by profile)")
     rep_p = sub.add_parser("report", help="rebuild <out>/index.html from what is there")
     rep_p.add_argument("--out", type=Path, default=Path("outputs"))
     args = parser.parse_args(argv)
@@ -167,29 +562,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         print(build_report(args.out))
         return 0
-
-    from tqdm.auto import tqdm
-
-    notebooks = args.notebooks or default_notebooks()
+    try:
+        notebooks = select_notebooks([str(n) for n in args.notebooks])
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     if not notebooks:
         print("no notebooks found", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def echo(line: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {line}", flush=True)
+
     results = []
-    bar = tqdm(notebooks, unit="notebook", desc="notebooks", position=0)
-    for nb in bar:
-        bar.set_description(f"{nb.stem} ({args.profile})")
-        res = execute_notebook(nb, args.out, args.profile, args.seed, args.device, args.kernel)
+    for i, nb in enumerate(notebooks, 1):
+        echo(f"=== {nb.stem} ({i}/{len(notebooks)}, profile {args.profile})")
+        res = execute_notebook(nb, args.out, args.profile, args.seed, args.device, args.kernel, echo=echo,
+                               cell_timeout_s=args.cell_timeout)
         results.append(res)
-        mark = "ok" if res.ok else "FAILED"
-        tqdm.write(f"{mark:6s} {res.stem}  {res.wall_time_s:.1f} s")
+        echo(f"{'ok' if res.ok else 'FAILED':6s} {res.stem}  {res.wall_time_s:.1f} s")
         if res.error:
-            tqdm.write(f"--- {res.stem}: {res.error}")
+            print(f"--- {res.stem}: {res.error}", flush=True)
         build_report(args.out)
     report = build_report(args.out)
     failed = [r for r in results if not r.ok]
     print(f"\nreport: {report.resolve()}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    print(f"{len(results) - len(failed)} notebooks passed, {len(failed)} failed, {time.perf_counter() - t0:.0f} s in all")
     for r in failed:
         print(f"\nFAILED {r.stem}:\n{r.error}", file=sys.stderr)
     return 1 if failed else 0

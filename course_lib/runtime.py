@@ -209,15 +209,26 @@ class Run:
         """The value for this run's profile."""
         return by_profile(self.profile, smoke=smoke, workshop=workshop, full=full)
 
-    def save_figure(self, fig: Any, name: str, dpi: int = 110) -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and return the path."""
+    def save_figure(self, fig: Any, name: str, dpi: int = 110, caption: str | None = None) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and return the path.
+
+        ``figures/index.json`` lists the figures in the order they were saved, each with a one-line
+        caption (``caption``, else the figure's titles): the report shows them in that order.
+        """
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         path = self.fig_dir / f"{name}.png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        index_path = self.fig_dir / "index.json"
+        try:
+            index = [e for e in json.loads(index_path.read_text()) if e.get("name") != name]
+        except (OSError, ValueError):
+            index = []
+        index.append({"name": name, "file": path.name, "caption": caption or figure_caption(fig, name)})
+        atomic_write_text(index_path, json.dumps(index, indent=1))
         return path
 
-    def show(self, fig: Any, name: str, dpi: int = 110) -> Path:
+    def show(self, fig: Any, name: str, dpi: int = 110, caption: str | None = None) -> Path:
         """Save ``fig`` as ``figures/<name>.png``, display that PNG once, close the figure; return the path.
 
         The one display idiom of the notebooks: the saved file is what is shown, so the figure is
@@ -226,7 +237,7 @@ class Run:
         import matplotlib.pyplot as plt
         from IPython.display import Image, display
 
-        path = self.save_figure(fig, name, dpi=dpi)
+        path = self.save_figure(fig, name, dpi=dpi, caption=caption)
         plt.close(fig)
         display(Image(filename=str(path)))
         return path
@@ -246,6 +257,17 @@ class Run:
         path = self.out_dir / "metrics.json"
         atomic_write_text(path, json.dumps(jsonable(payload), indent=2, sort_keys=False))
         return path
+
+
+def figure_caption(fig: Any, fallback: str = "") -> str:
+    """One line describing ``fig``: its suptitle, else its axes' titles joined, else ``fallback``."""
+    sup = getattr(fig, "_suptitle", None)
+    text = sup.get_text().strip() if sup is not None else ""
+    if not text:
+        titles = [ax.get_title().strip() for ax in getattr(fig, "axes", [])]
+        text = " · ".join(dict.fromkeys(t for t in titles if t))
+    text = " ".join(text.split())
+    return (text[:220] + "...") if len(text) > 220 else (text or fallback.replace("_", " "))
 
 
 def project_root() -> Path:

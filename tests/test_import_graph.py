@@ -1,6 +1,6 @@
 """The library's import graph: dependencies flow one way, with no cycles and no imports hidden in functions.
 
-Layers: infrastructure (runtime, cache, corpus, lm, hooks, weight_sparsity) -> lesson packages (lens, toy,
+Layers: infrastructure (runtime, cache, corpus, lm, hooks, weight_sparsity, explorer, progress) -> lesson packages (lens, toy,
 circuits, sae) -> autointerp (which reads the course's default SAE). Edges are computed from the source
 with ``ast``: ``from course_lib.x import y`` is an edge to ``course_lib.x.y`` when that is a module, else
 to ``course_lib.x``.
@@ -14,7 +14,7 @@ from pathlib import Path
 import course_lib
 
 ROOT = Path(course_lib.__file__).resolve().parent
-INFRASTRUCTURE = {"runtime", "cache", "corpus", "lm", "hooks", "weight_sparsity"}
+INFRASTRUCTURE = {"runtime", "cache", "corpus", "lm", "hooks", "weight_sparsity", "explorer", "progress"}
 LESSONS = {"lens", "toy", "circuits", "sae"}
 RUNNER = {"cli"}  # the notebook runner: imports what it runs, nothing imports it
 
@@ -51,12 +51,16 @@ def _imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
             return [_target(f"{node.module}.{a.name}") for a in node.names]
         return []
 
-    for node in tree.body:
-        top.update(names(node))
+    in_functions: set[int] = set()
     for fn in ast.walk(tree):
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for node in ast.walk(fn):
-                nested += [(node.lineno, n) for n in names(node)]
+                if id(node) not in in_functions:
+                    in_functions.add(id(node))
+                    nested += [(node.lineno, n) for n in names(node)]
+    for node in ast.walk(tree):
+        if id(node) not in in_functions:
+            top.update(names(node))
     return top, nested
 
 

@@ -1,9 +1,10 @@
-"""Every notebook runs end to end under papermill in the smoke profile, offline.
+"""Every notebook runs end to end in the smoke profile, offline, under the same runner as `make run`.
 
 The kernel starts with tests/netguard on PYTHONPATH: every network connection fails and is logged,
 and the test fails if anything tried. Each notebook gets its own empty artifact cache, so each one
-proves it builds what it needs by itself (standalone, in any order). Notebooks must be stored without
-outputs.
+proves it builds what it needs by itself (standalone, in any order). Every cell tagged ``widget`` is
+executed WIDGET_REPEATS times in a row (the hang test: none may stall). Notebooks must be stored
+without outputs.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_lib import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 GUARD = Path(__file__).resolve().parent / "netguard"
-CELL_TIMEOUT_S = 600  # a smoke cell takes seconds; a stuck kernel must fail the test, not hang CI
+WIDGET_REPEATS = 20
+REPORT_DIR = Path(os.environ.get("COURSE_TEST_OUTPUTS", ROOT / "outputs" / "_smoke_tests"))
 
 
 def test_there_are_notebooks():
@@ -35,43 +39,66 @@ def test_notebook_stored_without_outputs(nb_path):
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     for name in ("PROFILE", "SEED", "OUT_DIR", "DEVICE"):
         assert f"{name} =" in params[0].source
+    assert nb.metadata["kernelspec"]["name"] == "mechinterp-course"
+    assert any("widget" in c.metadata.get("tags", []) for c in nb.cells), "every notebook has a tagged widget cell"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter_line(nb_path):
+    from papermill.translators import PythonTranslator
+
+    params = next(c for c in nbformat.read(nb_path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    inferred = {p.name for p in PythonTranslator.inspect(params)}
+    assigned = {line.split("=")[0].strip() for line in params.source.splitlines()
+                if "=" in line and not line.lstrip().startswith("#")}
+    assert assigned <= inferred, f"papermill cannot parse: {assigned - inferred}"
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_profile_offline(nb_path, tmp_path, monkeypatch):
-    import papermill
-
     log = tmp_path / "network.log"
     log.touch()
     monkeypatch.setenv("COURSE_NETGUARD_LOG", str(log))
     monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path / "cache"))  # nothing left by other notebooks
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(GUARD), os.environ.get("PYTHONPATH")])))
-    out_dir = tmp_path / nb_path.stem
-    papermill.execute_notebook(
-        str(nb_path), str(tmp_path / nb_path.name), kernel_name="python3", cwd=str(nb_path.parent),
-        parameters={"PROFILE": "smoke", "SEED": 0, "OUT_DIR": str(out_dir), "DEVICE": "cpu"},
-        progress_bar=False, start_timeout=120, execution_timeout=CELL_TIMEOUT_S,
-    )
+    res = cli.execute_notebook(nb_path, REPORT_DIR, "smoke", device="cpu", kernel=None, echo=None,
+                               repeat_tag=("widget", WIDGET_REPEATS))
+    assert res.ok, res.error
+    out_dir = REPORT_DIR / nb_path.stem
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["profile"] == "smoke"
+    assert metrics["dtype"] in ("float32", "bfloat16")
     assert list((out_dir / "figures").glob("*.png")), "the notebook saved no figure"
     assert log.read_text() == "", f"the notebook tried to use the network:\n{log.read_text()}"
+    executed = nbformat.read(out_dir / f"{nb_path.stem}.ipynb", as_version=4)
+    widget_cells = [c for c in executed.cells if "widget" in c.metadata.get("tags", [])]
+    assert len(widget_cells) >= WIDGET_REPEATS
+    for c in widget_cells:  # headless: a static view, never a live widget view
+        assert c.outputs, "a widget cell showed nothing"
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.outputs)
+    html_page = (out_dir / f"{nb_path.stem}.html").read_text()
+    assert cli.external_references(html_page) == []
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("nb_path", NOTEBOOKS[:1], ids=lambda p: p.stem)
-def test_bad_profile_fails_in_the_validation_cell(nb_path, tmp_path):
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("bad", [
+    {"PROFILE": "quick"}, {"DEVICE": "tpu"}, {"DEVICE": "cuda"}, {"OUT_DIR": "/proc/no/such/dir"},
+], ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()))
+def test_bad_input_fails_in_the_validation_cell(nb_path, bad, tmp_path):
+    import torch
 
-    with pytest.raises(PapermillExecutionError) as err:
-        papermill.execute_notebook(
-            str(nb_path), str(tmp_path / "out.ipynb"), kernel_name="python3", cwd=str(nb_path.parent),
-            parameters={"PROFILE": "quick", "OUT_DIR": str(tmp_path / "o")}, progress_bar=False,
-        )
-    assert err.value.ename == "ParameterError"
-    assert "smoke, workshop, full" in err.value.evalue
-    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
-    failing = [c for c in executed.cells if c.cell_type == "code" and any(o.get("ename") for o in c.outputs)]
-    assert "start_run" in failing[0].source  # it failed in the validation cell, before any compute
+    if bad.get("DEVICE") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    params = {"PROFILE": "smoke", "SEED": 0, "DEVICE": "cpu", "OUT_DIR": str(tmp_path / "o"), **bad}
+    res = cli.execute_notebook(nb_path, tmp_path / "out", "smoke", kernel=None, echo=None, extra_parameters=params)
+    assert not res.ok
+    assert "ParameterError" in res.error, res.error
+    name, value = next(iter(bad.items()))
+    assert name in res.error
+    if name in ("PROFILE", "DEVICE"):
+        assert "valid" in res.error
+    if name == "PROFILE":
+        assert "smoke, workshop, full" in res.error
+    assert "start_run" in res.error  # it failed in the validation cell, before any compute

@@ -89,13 +89,20 @@ def explanation_messages(ur: UnitRecords, max_records: int | None = None,
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
+def _unquote(s: str) -> str:
+    """Drop one pair of quotes wrapping the whole answer; quotes inside it (``the token "("``) stay."""
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'" and s[1:-1].count(s[0]) % 2 == 0:
+        return s[1:-1].strip()
+    return s
+
+
 def parse_explanation(raw: str) -> tuple[str | None, str | None]:
     """``(text, None)`` or ``(None, reason)`` from a model's answer (prefix and quotes stripped)."""
     s = raw.strip()
     low = s.lower()
     if PREFIX in low:
         s = s[low.index(PREFIX) + len(PREFIX):]
-    s = s.strip().split("\n")[0].strip().strip('"').strip()
+    s = _unquote(s.strip().split("\n")[0].strip())
     if not s:
         return None, "empty"
     if not re.search(r"[A-Za-z]", s):

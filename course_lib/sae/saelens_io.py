@@ -1,4 +1,4 @@
-"""Export and import sparse autoencoders in SAELens's folder layout, to use ours in that ecosystem.
+"""Export and import sparse autoencoders in SAELens's (version 6) folder layout, to use ours in that ecosystem.
 
 A SAELens SAE is a folder with ``cfg.json`` (architecture, ``d_in``, ``d_sae``, ``k``, hook metadata)
 and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``
@@ -19,6 +19,11 @@ from safetensors.torch import load_file, save_file
 from course_lib import cache
 from course_lib.sae.model import SAEConfig, SparseAutoencoder
 
+# The cfg.json layout we write: SAELens >= 6 reads ``metadata.sae_lens_version`` to choose its loader;
+# without it (or below 6.0) it takes the pre-6.0 path, which rebuilds ``metadata`` from top-level keys
+# and so drops our nested hook_name and model_name.
+SAELENS_FORMAT_VERSION = "6.0.0"
+
 
 def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: str = "", model_name: str = "",
                  extra_metadata: dict[str, Any] | None = None) -> Path:
@@ -38,8 +43,9 @@ def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: 
         "b_dec": (autoencoder.b_pre.detach().float().cpu() / s).contiguous(),
     }
     cfg = autoencoder.cfg
-    meta = {"model_name": model_name, "hook_name": hook_name, "hook_head_index": None, "prepend_bos": True,
-            "sae_lens_training_version": None, "course_lib": {"sae_config": dataclasses.asdict(cfg)},
+    meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
+            "model_name": model_name, "hook_name": hook_name, "hook_head_index": None, "prepend_bos": True,
+            "course_lib": {"sae_config": dataclasses.asdict(cfg)},
             **(extra_metadata or {})}
     cfg_json: dict[str, Any] = {
         "architecture": "topk" if cfg.kind == "topk" else "standard",
@@ -88,3 +94,18 @@ def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> Spar
         autoencoder.b_enc.copy_(w["b_enc"].float())
         autoencoder.b_pre.copy_(w["b_dec"].float() * s)
     return autoencoder.to(device).eval()
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    """The hook metadata of a SAELens-layout folder (``hook_name``, ``model_name``...), as SAELens reads it.
+
+    SAELens >= 6 files (``sae_lens_version`` >= 6, top level or in ``metadata``) keep it in ``metadata``;
+    older files keep it at the top level (``hook_point`` was the old name of ``hook_name``).
+    """
+    cfg_json = json.loads((Path(folder) / "cfg.json").read_text())
+    meta = cfg_json.get("metadata") or {}
+    version = str(cfg_json.get("sae_lens_version") or meta.get("sae_lens_version") or "0")
+    if int(version.split(".")[0] or 0) >= 6:
+        return dict(meta)
+    old = {("hook_name" if k == "hook_point" else k): v for k, v in cfg_json.items() if k != "metadata"}
+    return {k: old.get(k) for k in ("model_name", "hook_name", "hook_head_index", "prepend_bos")}

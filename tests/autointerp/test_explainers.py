@@ -87,3 +87,11 @@ def test_simulator_probabilities_are_normalised(def_unit, local_lm):
     assert np.allclose(probs[0].sum(-1), 1.0, atol=1e-5)
     seqs, reads = sim.prompts("x", def_unit.test[:1])
     assert all(seqs[0][p] == sim.tab[-1] for p in reads[0])  # read exactly at each <TAB>
+
+
+def test_parse_explanation_keeps_quotes_inside_the_answer():
+    from course_lib.autointerp.explainers import parse_explanation
+
+    assert parse_explanation('the token "("')[0] == 'the token "("'
+    assert parse_explanation('"the token "(""')[0] == 'the token "("'
+    assert parse_explanation('"opening brackets."')[0] == "opening brackets."

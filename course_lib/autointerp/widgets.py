@@ -1,0 +1,81 @@
+"""Notebook 04's "explain it yourself" explorer: type an explanation, score it like the model's (:mod:`course_lib.explorer`)."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from course_lib.autointerp.pipeline import Scorers, explain_text
+from course_lib.autointerp.plots import records_html
+from course_lib.autointerp.records import UnitRecords
+from course_lib.autointerp.results import SCORE_KEYS, Result
+from course_lib.explorer import Explorer, view_widgets
+
+
+class ExplainExplorer(Explorer):
+    """Pick a unit, read its train records, type an explanation, score it against the model's own."""
+
+    def __init__(self, unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
+                 reference_name: str, text: str = 'the token "("'):
+        self.units, self.scorers = unit_records, scorers
+        self.reference, self.reference_name = reference, reference_name
+        self.unit, self.text = next(iter(unit_records)), text
+        self.render_scores(self.unit, text)
+
+    def records_view(self, unit: str) -> str:
+        return f"<b>{html.escape(unit)}</b> train records:" + records_html(self.units[unit])
+
+    def render_scores(self, unit: str, text: str) -> None:
+        self.unit, self.text = unit, text
+        ur = self.units[unit]
+        mine = self.scorers.score(explain_text(text, unit), ur)
+        theirs = self.reference.get(unit)
+
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{fmt(mine.scores[k])}</td>"
+            f"<td>{fmt(None if theirs is None else theirs.scores[k])}</td></tr>" for k in SCORE_KEYS)
+        yours = html.escape(mine.explanation) if mine.explanation else f"[missing: {mine.reason}]"
+        ref = html.escape(theirs.explanation) if theirs is not None and theirs.explanation else "-"
+        self.html = (self.records_view(unit)
+                     + f"<p>you: <i>{yours}</i><br>{html.escape(self.reference_name)}: <i>{ref}</i></p>"
+                     f"<table><tr><th>score</th><th>you</th><th>{html.escape(self.reference_name)}</th></tr>{rows}</table>"
+                     "test records with your simulation:"
+                     + records_html(ur, mine.extra.get("simulated"), which="test"))
+
+    def build(self) -> Any:
+        import ipywidgets as W
+
+        pick = W.Dropdown(options=list(self.units), value=self.unit, description="unit")
+        text = W.Text(value=self.text, description="find ...", layout=W.Layout(width="70%"))
+        button = W.Button(description="Score", button_style="primary")
+        status = W.HTML()
+        html_w, img_w = view_widgets(self)
+
+        def on_unit(change: Any) -> None:  # records at once; scores on demand
+            html_w.value = self.records_view(change["new"]) + "<p><i>press Score to score your explanation</i></p>"
+
+        def on_score(*_: object) -> None:
+            status.value = "<i>scoring...</i>"
+            button.disabled = True
+            try:
+                start = time.perf_counter()
+                self.render_scores(pick.value, text.value)
+                html_w.value = self.html
+                status.value = f"<small>scored in {time.perf_counter() - start:.1f} s</small>"
+            finally:
+                button.disabled = False
+
+        pick.observe(on_unit, names="value")
+        button.on_click(on_score)
+        return W.VBox([W.HBox([pick, button, status]), text, html_w])
+
+
+def explain_explorer(unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
+                     reference_name: str, text: str = 'the token "("') -> ExplainExplorer:
+    """Notebook 04's "explain it yourself" explorer (see :class:`ExplainExplorer`)."""
+    return ExplainExplorer(unit_records, scorers, reference, reference_name, text)
