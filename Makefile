@@ -1,5 +1,6 @@
 # Every target sets itself up: a fresh machine needs only python3.
 #   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
+#               (make run NOTEBOOKS=02 reruns one notebook; PROFILE=smoke|workshop|full)
 #   make test   ruff + unit tests + every notebook under papermill (smoke profile)
 #   make lab    JupyterLab on the course kernel
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
@@ -10,6 +11,8 @@ PIP := $(PY) -m pip
 # Extra pip arguments for torch only, e.g. a CPU-only wheel index on a Linux box without a GPU.
 TORCH_PIP_ARGS ?=
 PROFILE ?= workshop
+# Which notebooks `make run` executes: numbers or stems, e.g. `make run NOTEBOOKS="02 04"` (default: all).
+NOTEBOOKS ?=
 STAMP := $(VENV)/.installed
 # torch's OpenMP threads spin-wait by default; on a busy 2-core machine that made small training
 # steps up to 10x slower (notebook 02). Passive waiting costs nothing measurable when idle.
@@ -32,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m course_lib.cli run --profile $(PROFILE) --out outputs
+	$(PY) -m course_lib.cli run $(NOTEBOOKS) --profile $(PROFILE) --out outputs
 
 test: $(STAMP)
 	$(PY) -m ruff check course_lib tests bench

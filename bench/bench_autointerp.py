@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--records", type=int, default=10)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     args = ap.parse_args()
 
     lm = localmodel.load_local_lm("smollm2", dtype=args.dtype)

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     args = ap.parse_args()
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"

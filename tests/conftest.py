@@ -8,10 +8,17 @@ own version string) stays in the user's model cache, shared between sessions.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where the notebook tests write their smoke outputs (the runner's layout), read by the report test.
+SMOKE_OUTPUTS = Path(os.environ.get("COURSE_TEST_OUTPUTS", ROOT / "outputs" / "_smoke_tests"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="course-lib-test-cache-"))
 if "COURSE_LIB_MODEL_CACHE" not in os.environ:
@@ -34,3 +41,24 @@ def smollm2():
     from course_lib import lm
 
     return lm.load_lm("smollm2", dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smoke_outputs() -> Path:
+    return SMOKE_OUTPUTS
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium (Playwright cannot download its own browsers here).
+
+    Missing: the test is skipped with the install command, except under CI (``CI=true``), where it
+    fails: `.ci/run` installs the browser.
+    """
+    path = os.environ.get("COURSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        msg = "Chromium not found: install it with `sudo apt-get install -y chromium` (Debian/Ubuntu)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " - CI must run the browser tests")
+        pytest.skip(msg)
+    return path

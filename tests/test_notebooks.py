@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import SMOKE_OUTPUTS as REPORT_DIR
 
 from course_lib import cli
 
@@ -22,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 GUARD = Path(__file__).resolve().parent / "netguard"
 WIDGET_REPEATS = 20
-REPORT_DIR = Path(os.environ.get("COURSE_TEST_OUTPUTS", ROOT / "outputs" / "_smoke_tests"))
 
 
 def test_there_are_notebooks():
