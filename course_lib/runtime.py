@@ -13,6 +13,12 @@ per artifact, named ``<kind>/<key>`` where ``key`` hashes the artifact's config 
 string of the code that built it, so a code change never serves a stale artifact. Each folder
 holds a ``manifest.json`` (written last) with the size and SHA-256 of every file; a folder whose
 files do not match it (a truncated or corrupt write, a half-finished build) is deleted and rebuilt.
+A build runs in a hidden temporary folder ``<kind>/.<key>.tmp-<pid>-<host>.<random>``; one left by
+a killed build (its process is dead, or it is older than :data:`STALE_TMP_S` when it comes from
+another machine or an older version) is removed by the next build of that kind.
+
+Files and folders are created with the user's normal permissions (the umask decides), so an
+instructor can share ``outputs/`` or a warm cache.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import hashlib
 import json
 import os
 import random
+import re
+import secrets
 import shutil
-import tempfile
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -39,12 +47,18 @@ DTYPE_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 CACHE_ENV = "COURSE_LIB_CACHE"
 HEADLESS_ENV = "COURSE_LIB_HEADLESS"  # "1" when no front end is attached (the runner and the tests set it)
 MODEL_CACHE_ENV = "COURSE_LIB_MODEL_CACHE"
+SEED_MAX = 2**32 - 1  # seeds are in [0, SEED_MAX] (numpy's range)
+STALE_TMP_S = 6 * 3600.0  # a build folder whose owner cannot be checked is stale after this long
 
 T = TypeVar("T")
 
 
 class ParameterError(ValueError):
     """A notebook parameter is invalid. The message names the valid values."""
+
+
+class CacheNotWritable(PermissionError):
+    """The artifact cache cannot be written; the message names the variables that move it."""
 
 
 # --------------------------------------------------------------------------- parameters
@@ -102,8 +116,11 @@ def by_profile(profile: str, *, smoke: T, workshop: T, full: T) -> T:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed ``random``, numpy and torch (CPU and CUDA); return a torch generator seeded too."""
-    check_type("SEED", seed, int)
+    """Seed ``random``, numpy and torch (CPU and CUDA); return a torch generator seeded too.
+
+    ``seed`` must be in ``[0, SEED_MAX]`` (:class:`ParameterError` otherwise).
+    """
+    check_range("SEED", check_type("SEED", seed, int), 0, SEED_MAX)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -248,10 +265,12 @@ def start_run(
     A relative ``out_dir`` is taken relative to :func:`project_root`, so ``"outputs/00_x"`` lands
     in the same place whether the notebook runs in JupyterLab or under papermill.
 
-    Raises :class:`ParameterError` (naming the valid values) before any compute.
+    Raises :class:`ParameterError` (naming the valid values) before any compute, also when
+    ``out_dir`` cannot be created or written.
     """
     check_profile(profile)
     check_type("SEED", seed, int)
+    check_range("SEED", seed, 0, SEED_MAX)  # type: ignore[arg-type]
     check_type("OUT_DIR", out_dir, (str, Path))
     check_type("DEVICE", device, str)
     check_type("DTYPE", dtype, str)
@@ -261,7 +280,12 @@ def start_run(
     out = Path(out_dir)  # type: ignore[arg-type]
     if not out.is_absolute():  # same place from JupyterLab (cwd notebooks/) and from papermill
         out = project_root() / out
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        _new_temp_file(out / "figures", ".write-test.", "").unlink()
+    except OSError as e:
+        raise ParameterError(f"OUT_DIR={out_dir!r}: cannot write to {out} ({e.strerror or e}); "
+                             "valid values: a folder path you can write to") from None
     return Run(profile=profile, seed=seed, out_dir=out, device=dev, generator=gen,  # type: ignore[arg-type]
                dtype=resolved, threads=configure_threads())
 
@@ -286,6 +310,33 @@ def jsonable(obj: Any) -> Any:
 # --------------------------------------------------------------------------- atomic writes
 
 
+def _new_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file ``folder/<prefix><random><suffix>`` and return its path.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the mode is the user's default (0666 minus umask).
+    """
+    for _ in range(100):
+        name = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def _new_temp_dir(folder: Path, prefix: str) -> Path:
+    """Create a new empty folder ``folder/<prefix><random>`` with the user's default mode (0777 minus umask)."""
+    for _ in range(100):
+        name = folder / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(name, 0o777)
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic).
@@ -294,9 +345,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -329,8 +378,23 @@ def cache_dir() -> Path:
         import platformdirs
 
         root = Path(platformdirs.user_cache_dir("mechinterp-course"))
-    root.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(root)
     return root
+
+
+def _not_writable(folder: Path, err: OSError) -> CacheNotWritable:
+    return CacheNotWritable(
+        f"cannot write to the cache folder {folder} ({err.strerror or err}). Point the environment "
+        f"variable {CACHE_ENV} (artifacts) or {MODEL_CACHE_ENV} (converted models) at a folder you "
+        "can write to, e.g. export COURSE_LIB_CACHE=$HOME/.cache/mechinterp-course")
+
+
+def _make_cache_folder(folder: Path) -> None:
+    """``mkdir -p folder``, or :class:`CacheNotWritable` naming the cache variables."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _not_writable(folder, e) from None
 
 
 def model_cache_dir() -> Path:
@@ -340,7 +404,7 @@ def model_cache_dir() -> Path:
     """
     env = os.environ.get(MODEL_CACHE_ENV)
     root = Path(env).expanduser() if env else cache_dir() / "models"
-    root.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(root)
     return root
 
 
@@ -386,7 +450,9 @@ def load_or_build(
     ``build(tmp_folder)`` writes the artifact's files into an empty temporary folder; this function
     then writes the manifest and renames the folder into place, so readers only ever see complete
     artifacts. A folder that fails :func:`verify_artifact` (corrupt, truncated, half-built) is
-    deleted and rebuilt.
+    deleted and rebuilt. Before building, stale temporary folders of this kind (left by killed
+    builds: see :func:`remove_stale_builds`) are removed. An unwritable cache raises
+    :class:`CacheNotWritable` (naming ``COURSE_LIB_CACHE``) before ``build`` runs.
     """
     root = cache_dir() if root is None else root
     final = root / kind / config_hash(config, version)
@@ -394,8 +460,12 @@ def load_or_build(
         if verify_artifact(final):
             return final
         shutil.rmtree(final, ignore_errors=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    _make_cache_folder(final.parent)
+    remove_stale_builds(final.parent)
+    try:
+        tmp = _new_temp_dir(final.parent, f".{final.name}.tmp-{os.getpid()}-{_HOST}.")
+    except OSError as e:
+        raise _not_writable(final.parent, e) from None
     try:
         build(tmp)
         files = {
@@ -414,6 +484,61 @@ def load_or_build(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"^\.[0-9a-f]{16}\.(?:tmp-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.)?[A-Za-z0-9_]+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's), or cannot tell: assume alive
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for p in folder.rglob("*"):
+        try:
+            times.append(p.lstat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def remove_stale_builds(kind_folder: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Delete the temporary build folders in ``kind_folder`` that no live build uses; return them.
+
+    A folder named ``.<key>.tmp-<pid>-<host>.<random>`` from this machine is stale when process
+    ``pid`` is dead. One from another machine (a shared cache) or in the older ``.<key>.<random>``
+    form is stale when nothing in it changed for ``max_age_s`` seconds. A live builder's folder is
+    never touched; errors (a concurrent cleaner, a read-only cache) are ignored.
+    """
+    removed = []
+    try:
+        entries = list(kind_folder.iterdir())
+    except OSError:
+        return removed
+    for tmp in entries:
+        m = _TMP_NAME.match(tmp.name)
+        if not m or not tmp.is_dir() or tmp.is_symlink():
+            continue
+        try:
+            if m["pid"] is not None and m["host"] == _HOST:
+                stale = int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+            else:
+                stale = time.time() - _newest_mtime(tmp) > max_age_s
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not tmp.exists():
+                removed.append(tmp)
+    return removed
 
 
 def _as_dict(config: Any) -> Any:
