@@ -5,9 +5,13 @@ per artifact, named ``<kind>/<key>`` where ``key`` hashes the artifact's config 
 string of the code that built it, so a code change never serves a stale artifact. Each folder
 holds a ``manifest.json`` (written last) with the size and SHA-256 of every file; a folder whose
 files do not match it (a truncated or corrupt write, a half-finished build) is deleted and rebuilt.
+A build runs in a hidden temporary folder ``<kind>/.<key>.tmp-<pid>-<host>.<random>``; one left by
+a killed build (its process is dead, or it is older than :data:`STALE_TMP_S` when it comes from
+another machine or an older version) is removed by the next build of that kind.
 
 Files are written atomically (:func:`atomic_path`: a temporary file beside the target, renamed
-onto it on success), so a reader never sees half a file.
+onto it on success), so a reader never sees half a file. Files and folders are created with the
+user's normal permissions (the umask decides), so an instructor can share ``outputs/`` or a warm cache.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,11 @@ import torch
 
 CACHE_ENV = "COURSE_LIB_CACHE"
 MODEL_CACHE_ENV = "COURSE_LIB_MODEL_CACHE"
+STALE_TMP_S = 6 * 3600.0  # a build folder whose owner cannot be checked is stale after this long
+
+
+class CacheNotWritable(PermissionError):
+    """The artifact cache cannot be written; the message names the variables that move it."""
 
 
 def jsonable(obj: Any) -> Any:
@@ -50,6 +62,33 @@ def jsonable(obj: Any) -> Any:
 # --------------------------------------------------------------------------- atomic writes
 
 
+def _new_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file ``folder/<prefix><random><suffix>`` and return its path.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the mode is the user's default (0666 minus umask).
+    """
+    for _ in range(100):
+        name = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def _new_temp_dir(folder: Path, prefix: str) -> Path:
+    """Create a new empty folder ``folder/<prefix><random>`` with the user's default mode (0777 minus umask)."""
+    for _ in range(100):
+        name = folder / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(name, 0o777)
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic).
@@ -58,9 +97,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -93,8 +130,23 @@ def cache_dir() -> Path:
         import platformdirs
 
         root = Path(platformdirs.user_cache_dir("mechinterp-course"))
-    root.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(root)
     return root
+
+
+def _not_writable(folder: Path, err: OSError) -> CacheNotWritable:
+    return CacheNotWritable(
+        f"cannot write to the cache folder {folder} ({err.strerror or err}). Point the environment "
+        f"variable {CACHE_ENV} (artifacts) or {MODEL_CACHE_ENV} (converted models) at a folder you "
+        "can write to, e.g. export COURSE_LIB_CACHE=$HOME/.cache/mechinterp-course")
+
+
+def _make_cache_folder(folder: Path) -> None:
+    """``mkdir -p folder``, or :class:`CacheNotWritable` naming the cache variables."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _not_writable(folder, e) from None
 
 
 def model_cache_dir() -> Path:
@@ -104,7 +156,7 @@ def model_cache_dir() -> Path:
     """
     env = os.environ.get(MODEL_CACHE_ENV)
     root = Path(env).expanduser() if env else cache_dir() / "models"
-    root.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(root)
     return root
 
 
@@ -150,7 +202,9 @@ def load_or_build(
     ``build(tmp_folder)`` writes the artifact's files into an empty temporary folder; this function
     then writes the manifest and renames the folder into place, so readers only ever see complete
     artifacts. A folder that fails :func:`verify_artifact` (corrupt, truncated, half-built) is
-    deleted and rebuilt.
+    deleted and rebuilt. Before building, stale temporary folders of this kind (left by killed
+    builds: see :func:`remove_stale_builds`) are removed. An unwritable cache raises
+    :class:`CacheNotWritable` (naming ``COURSE_LIB_CACHE``) before ``build`` runs.
     """
     root = cache_dir() if root is None else root
     final = root / kind / config_hash(config, version)
@@ -158,8 +212,12 @@ def load_or_build(
         if verify_artifact(final):
             return final
         shutil.rmtree(final, ignore_errors=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    _make_cache_folder(final.parent)
+    remove_stale_builds(final.parent)
+    try:
+        tmp = _new_temp_dir(final.parent, f".{final.name}.tmp-{os.getpid()}-{_HOST}.")
+    except OSError as e:
+        raise _not_writable(final.parent, e) from None
     try:
         build(tmp)
         files = {
@@ -178,6 +236,61 @@ def load_or_build(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"^\.[0-9a-f]{16}\.(?:tmp-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.)?[A-Za-z0-9_]+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's), or cannot tell: assume alive
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for p in folder.rglob("*"):
+        try:
+            times.append(p.lstat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def remove_stale_builds(kind_folder: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Delete the temporary build folders in ``kind_folder`` that no live build uses; return them.
+
+    A folder named ``.<key>.tmp-<pid>-<host>.<random>`` from this machine is stale when process
+    ``pid`` is dead. One from another machine (a shared cache) or in the older ``.<key>.<random>``
+    form is stale when nothing in it changed for ``max_age_s`` seconds. A live builder's folder is
+    never touched; errors (a concurrent cleaner, a read-only cache) are ignored.
+    """
+    removed = []
+    try:
+        entries = list(kind_folder.iterdir())
+    except OSError:
+        return removed
+    for tmp in entries:
+        m = _TMP_NAME.match(tmp.name)
+        if not m or not tmp.is_dir() or tmp.is_symlink():
+            continue
+        try:
+            if m["pid"] is not None and m["host"] == _HOST:
+                stale = int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+            else:
+                stale = time.time() - _newest_mtime(tmp) > max_age_s
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not tmp.exists():
+                removed.append(tmp)
+    return removed
 
 
 def _as_dict(config: Any) -> Any:

