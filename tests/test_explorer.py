@@ -25,6 +25,7 @@ def test_headless_shows_static_html_and_png(monkeypatch):
     shown = []
     monkeypatch.setattr(explorer, "display", lambda obj: shown.append(obj))
     monkeypatch.setenv("COURSE_LIB_HEADLESS", "1")
+    plt.close("all")  # figures other tests left open
     probe = _Probe()
     assert probe.png[:4] == b"\x89PNG" and not plt.get_fignums()  # rendered and closed
     probe._ipython_display_()
