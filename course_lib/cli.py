@@ -41,6 +41,7 @@ KERNEL = "mechinterp-course"  # registered by `make setup`; see Makefile
 CELL_TIMEOUT_S = {"smoke": 300, "workshop": 900, "full": 6 * 3600}
 STALL_S = 60.0
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+_MATHJAX_FONTS = '"HTML-CSS": {availableFonts: ["STIX", "TeX"], preferredFont: "STIX", webFont: null, imageFont: null}, MathMenu: {showFontMenu: false},'
 
 
 class CellStalled(RuntimeError):
@@ -194,8 +195,8 @@ class _ProgressEcho:
             self._drain()
 
 
-def _prepare(notebook: Path, repeat_tag: tuple[str, int] | None) -> Path:
-    """The notebook to execute: the source, or a copy whose cells tagged ``tag`` repeat ``n`` times."""
+def _prepare(notebook: Path, repeat_tag: tuple[str, int] | None, work: Path) -> Path:
+    """The notebook to execute: the source, or a copy in ``work`` whose cells tagged ``tag`` repeat ``n`` times."""
     if repeat_tag is None:
         return notebook
     import nbformat
@@ -211,10 +212,9 @@ def _prepare(notebook: Path, repeat_tag: tuple[str, int] | None) -> Path:
                 d["id"] = f"{c.get('id', 'c')}-r{i}"[:64]
             cells.append(d)
     nb.cells = cells
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", prefix=f"{notebook.stem}.", dir=notebook.parent)
-    os.close(fd)
+    tmp = work / f".{notebook.stem}.source.ipynb"  # never beside the notebooks: a killed run leaves nothing there
     nbformat.write(nb, tmp)
-    return Path(tmp)
+    return tmp
 
 
 def execute_notebook(
@@ -242,7 +242,7 @@ def execute_notebook(
     params = {"PROFILE": profile, "SEED": seed, "DEVICE": device, "OUT_DIR": str(work)}
     params.update(extra_parameters or {})
     timeout = cell_timeout_s if cell_timeout_s is not None else CELL_TIMEOUT_S[profile]
-    source = _prepare(notebook, repeat_tag)
+    source = _prepare(notebook, repeat_tag, work)
     n_cells = len(json.loads(source.read_text()).get("cells", [])) + 1  # + papermill's injected cell
     engine = f"course-{stem}"
     state: dict[str, Any] = {}
@@ -350,6 +350,8 @@ def render_html(executed: Path, out: Path) -> Path | None:
         if mathjax is not None:
             rel = os.path.relpath(mathjax, executed.parent).replace(os.sep, "/")
             body = re.sub(r'src="https?://[^"]*mathjax[^"]*"', f'src="{rel}?config={MATHJAX_CONFIG}"', body)
+            # the packaged MathJax ships STIX-Web fonts only (no TeX web fonts): ask for those
+            body = body.replace("messageStyle: 'none',", "messageStyle: 'none',\n                " + _MATHJAX_FONTS, 1)
         path = executed.with_suffix(".html")
         runtime.atomic_write_text(path, body)
         return path
@@ -507,7 +509,7 @@ def build_report(out: Path) -> Path:
             links.insert(0, f'<a href="{stem}/{stem}.html">read it (HTML)</a>')
         figs = "".join(
             f'<figure><a href="{stem}/figures/{e["file"]}" target="_blank"><img src="{stem}/figures/{e["file"]}" '
-            f'alt="{html.escape(e["caption"])}" loading="lazy"></a><figcaption>{html.escape(e["caption"])}</figcaption></figure>'
+            f'alt="{html.escape(e["caption"])}">/a><figcaption>{html.escape(e["caption"])}</figcaption></figure>'
             for e in _figures(nb_dir))
         table, details = _metric_rows(metrics)
         summary = notebook_summary(sources[stem]) if stem in sources else ""
