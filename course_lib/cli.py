@@ -380,7 +380,7 @@ PAPER_CLAIMS: list[tuple[str, str, str, Callable[[dict], Any]]] = [
     ("01", "100 -> 20 sweep: sparsities with D* within 0.05 of 1/2 (antipodal pairs)", "sticky at 1/2",
      lambda m: m.get("big_sweep_instances_near_one_half")),
     ("02", "circuit edges, dense / weight-sparse (geometric mean over tasks)", "~16x at equal pretraining loss",
-     lambda m: m.get("edge_ratio_dense_over_sparse_geomean", m.get("edge_ratio_geomean"))),
+     lambda m: _edge_ratio(m)),
     ("03", "TopK vs ReLU+L1 NMSE near equal L0", "TopK lower", lambda m: _frontier_pair(m.get("frontier"))),
     ("03", "NMSE power-law exponent in the number of latents", "negative (NMSE falls with width)",
      lambda m: m.get("power_law_exponent")),
@@ -390,14 +390,28 @@ PAPER_CLAIMS: list[tuple[str, str, str, Callable[[dict], Any]]] = [
 
 
 def _frontier_pair(rows: Any) -> str | None:
+    """The TopK and ReLU+L1 SAEs of the frontier whose L0 are closest (log scale), side by side."""
     if not rows:
         return None
-    topk = [r for r in rows if r.get("k") is not None and r.get("l0") is not None]
-    relu = [r for r in rows if r.get("k") is None and r.get("l0") is not None]
+    topk = [r for r in rows if r.get("kind") == "topk" and r.get("l0")]
+    relu = [r for r in rows if r.get("kind") == "relu" and r.get("l0")]
     if not topk or not relu:
         return None
-    t, r = min(((t, r) for t in topk for r in relu), key=lambda tr: abs(math.log((tr[0]["l0"] + 1) / (tr[1]["l0"] + 1))))
+    t, r = min(((t, r) for t in topk for r in relu), key=lambda tr: abs(math.log(tr[0]["l0"] / tr[1]["l0"])))
     return f"TopK {t['nmse']:.3g} (L0 {t['l0']:.0f}) vs ReLU {r['nmse']:.3g} (L0 {r['l0']:.0f})"
+
+
+def _edge_ratio(m: dict) -> str | None:
+    """Dense/sparse circuit-edge ratio: the matched-loss one when the run has it, else the geometric mean
+    of the per-task ratios (labelled as not matched)."""
+    if m.get("edge_ratio_matched_loss") is not None:
+        return f"{m['edge_ratio_matched_loss']:.3g}x at matched loss"
+    per = m.get("dense_sparse_edge_ratio") or {}
+    vals = [v for task in per.values() if isinstance(task, dict) for v in task.values() if v]
+    if not vals:
+        return None
+    gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
+    return f"{gm:.3g}x over {len(vals)} (task, model) pairs, not at matched loss"
 
 
 def _kind_means(scores: Any) -> str | None:
@@ -530,7 +544,9 @@ def build_report(out: Path) -> Path:
                 ours_text = _fmt(ours) if ours is not None else "not in this run"
                 claims.append(f"<tr><td>{html.escape(stem[:2])}</td><td>{html.escape(claim)}</td>"
                               f"<td>{html.escape(paper)}</td><td>{html.escape(ours_text)}</td></tr>")
-    claims_html = ("<h2>Paper vs this run</h2><table><tr><th>nb</th><th>claim</th><th>paper</th><th>this run</th></tr>"
+    profiles = sorted({json.loads((d / "run.json").read_text()).get("profile", "?") for d in dirs})
+    claims_html = (f"<h2>Paper vs this run</h2><p>profile: {html.escape(', '.join(profiles))}; a number here is "
+                   "read from that notebook's metrics.json, so it is exactly what the executed notebook shows.</p><table><tr><th>nb</th><th>claim</th><th>paper</th><th>this run</th></tr>"
                    + "".join(claims) + "</table>") if claims else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Mechanistic interpretability course: "

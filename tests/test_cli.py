@@ -133,3 +133,13 @@ def test_select_notebooks_by_number_and_clear_error():
     assert [p.stem[:2] for p in cli.select_notebooks(["02"])] == ["02"]
     with pytest.raises(ValueError, match="valid: 00, 01"):
         cli.select_notebooks(["99"])
+
+
+def test_paper_vs_ours_reads_the_runs_metrics():
+    rows = [{"kind": "topk", "k": 32, "l0": 32.0, "nmse": 0.3}, {"kind": "relu", "k": 32, "l0": 40.0, "nmse": 0.9},
+            {"kind": "relu", "k": 32, "l0": 400.0, "nmse": 0.2}]
+    assert cli._frontier_pair(rows) == "TopK 0.3 (L0 32) vs ReLU 0.9 (L0 40)"
+    assert cli._frontier_pair([{"k": 8, "l0": 8, "nmse": 1}]) is None
+    ratios = {"dense_sparse_edge_ratio": {"a": {"s": 2.0, "t": None}, "b": {"s": 8.0}}}
+    assert cli._edge_ratio(ratios) == "4x over 2 (task, model) pairs, not at matched loss"
+    assert cli._edge_ratio({"edge_ratio_matched_loss": 16.0}) == "16x at matched loss"
