@@ -34,3 +34,22 @@ def test_headless_shows_static_html_and_png(monkeypatch):
     monkeypatch.setenv("COURSE_LIB_HEADLESS", "0")
     probe._ipython_display_()
     assert _Probe.built == 1 and shown[-1] == "live controls"
+
+
+def test_first_view_is_rendered_once_per_inputs_and_arguments():
+    calls = []
+
+    class _Counting(explorer.Explorer):
+        def __init__(self, model, arg):
+            explorer.first_view(self, (model,), (arg,), lambda: self.render(arg))
+
+        def render(self, arg):
+            calls.append(arg)
+            self.html = f"view {arg}"
+
+    model, other = object(), object()
+    assert _Counting(model, 1).html == "view 1"
+    assert _Counting(model, 1).html == "view 1" and calls == [1]  # remembered
+    _Counting(model, 2)
+    _Counting(other, 1)  # another object: rendered again, even with equal arguments
+    assert calls == [1, 2, 1]

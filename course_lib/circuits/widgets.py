@@ -10,7 +10,7 @@ import torch
 
 from course_lib.circuits.plots import node_label, plot_wiring
 from course_lib.circuits.pruning import node_sites, task_loss
-from course_lib.explorer import Explorer, fig_png, set_view, view_widgets
+from course_lib.explorer import Explorer, fig_png, first_view, set_view, view_widgets
 
 
 class CircuitExplorer(Explorer):
@@ -21,7 +21,8 @@ class CircuitExplorer(Explorer):
                  top_tokens: Mapping[str, Mapping[tuple[str, int], list[str]]] | None = None):
         self.models, self.results, self.data, self.means = models, results, data, means
         self.top_tokens = top_tokens or {}
-        self.render(next(iter(results)), next(iter(data)), ())
+        first_view(self, (models, results, data, means, top_tokens), (),
+                   lambda: self.render(next(iter(results)), next(iter(data)), ()))
 
     def node_options(self, name: str, task: str) -> list[tuple[str, tuple[str, int]]]:
         """Every kept node of the circuit as ``(label, (hook, channel))``."""

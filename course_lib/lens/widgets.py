@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from course_lib.explorer import Explorer, set_view, view_widgets
+from course_lib.explorer import Explorer, first_view, set_view, view_widgets
 from course_lib.lens.predictions import logit_lens, top_next_tokens
 
 
@@ -14,7 +14,7 @@ class PromptExplorer(Explorer):
 
     def __init__(self, model: Any, prompt: str = "The capital of France is", k: int = 8):
         self.model, self.k = model, k
-        self.render(prompt)
+        first_view(self, (model,), (prompt, k), lambda: self.render(prompt))
 
     def render(self, prompt: str) -> None:
         preds = top_next_tokens(self.model, prompt, self.k)

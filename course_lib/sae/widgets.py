@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from course_lib.explorer import Explorer, fig_png, set_view, view_widgets
+from course_lib.explorer import Explorer, fig_png, first_view, set_view, view_widgets
 from course_lib.sae.dashboards import Codes, dashboard_html, latents_for_token
 from course_lib.sae.model import SparseAutoencoder
 from course_lib.sae.plots import activation_histogram
@@ -17,7 +17,7 @@ class LatentBrowser(Explorer):
 
     def __init__(self, codes: Codes, autoencoder: SparseAutoencoder, tokenizer: Any, w_u: torch.Tensor, start: int = 0):
         self.codes, self.autoencoder, self.tokenizer, self.w_u = codes, autoencoder, tokenizer, w_u
-        self.render(start)
+        first_view(self, (codes, autoencoder, tokenizer, w_u), (start,), lambda: self.render(start))
 
     def render(self, latent: int) -> None:
         self.latent = int(latent)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from course_lib.explorer import Explorer, set_view, view_widgets
+from course_lib.explorer import Explorer, first_view, set_view, view_widgets
 from course_lib.toy.metrics import dimensions_per_feature, features_represented
 from course_lib.toy.model import ToyConfig, ToyTrainConfig, importances, train_new
 from course_lib.toy.plots import widget_view
@@ -35,7 +35,7 @@ class ToyExplorer(Explorer):
         self.settings = settings
         self.figure: Figure | None = None
         self.seconds = 0.0
-        self.render(settings)
+        first_view(self, (), (train_config, seed, str(device), settings), lambda: self.render(settings))
 
     def render(self, s: ToySettings) -> None:
         start = time.perf_counter()
