@@ -33,7 +33,7 @@ def test_format_record_repeats_sparse_nonzeros():
 
 @pytest.fixture(scope="module")
 def local_lm():
-    return localmodel.load_local_lm("smollm2", dtype="bfloat16", device="cpu")
+    return localmodel.load_local_lm("smollm2", dtype="auto", device="cpu")
 
 
 @pytest.fixture(scope="module")
