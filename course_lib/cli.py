@@ -221,11 +221,14 @@ def execute_notebook(
     notebook: Path, out: Path, profile: str, seed: int = 0, device: str = "auto", kernel: str | None = KERNEL,
     extra_parameters: dict | None = None, echo: Callable[[str], None] | None = print,
     cell_timeout_s: float | None = None, stall_s: float = STALL_S, repeat_tag: tuple[str, int] | None = None,
+    headless: bool = True,
 ) -> NotebookResult:
     """Run one notebook headless into ``out/<stem>/`` (swapped in on success); never raises for a failure.
 
     ``kernel=None`` uses the notebook's own kernelspec. ``repeat_tag=("widget", 20)`` executes every
-    cell tagged ``widget`` 20 times in a row (the hang test).
+    cell tagged ``widget`` 20 times in a row (the hang test). ``headless=False`` lets explorers build
+    their live widgets (as in JupyterLab) although no front end is attached: the tests use it to show
+    that live widgets do not stall the executor either.
     """
     import papermill
     from papermill.engines import papermill_engines
@@ -248,7 +251,7 @@ def execute_notebook(
     state: dict[str, Any] = {}
     papermill_engines.register(engine, _make_engine(stem, n_cells, echo, stall_s, state))
     env_before = {k: os.environ.get(k) for k in (runtime.HEADLESS_ENV, "COURSE_LIB_PROGRESS_FILE")}
-    os.environ[runtime.HEADLESS_ENV] = "1"
+    os.environ[runtime.HEADLESS_ENV] = "1" if headless else "0"
     os.environ["COURSE_LIB_PROGRESS_FILE"] = str(progress_file)
     start = time.perf_counter()
     error, cell_index = None, None

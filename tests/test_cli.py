@@ -143,3 +143,44 @@ def test_paper_vs_ours_reads_the_runs_metrics():
     ratios = {"dense_sparse_edge_ratio": {"a": {"s": 2.0, "t": None}, "b": {"s": 8.0}}}
     assert cli._edge_ratio(ratios) == "4x over 2 (task, model) pairs, not at matched loss"
     assert cli._edge_ratio({"edge_ratio_matched_loss": 16.0}) == "16x at matched loss"
+
+
+LIVE_EXPLORER = """
+import matplotlib.pyplot as plt
+from IPython.display import display
+from course_lib import explorer
+
+class Live(explorer.Explorer):
+    def __init__(self, i):
+        fig, ax = plt.subplots(); ax.plot([0, i])
+        self.html, self.png = f"<b>view {i}</b>", explorer.fig_png(fig)
+
+    def build(self):
+        import ipywidgets as W
+        html_w, img_w = explorer.view_widgets(self)
+        button = W.Button(description="go")
+        button.on_click(lambda *_: explorer.set_view(self, html_w, img_w))
+        explorer.set_view(self, html_w, img_w)  # an update as a click would make
+        return W.VBox([button, html_w, img_w])
+
+N_SHOWN = globals().get("N_SHOWN", 0) + 1
+display(Live(N_SHOWN))
+"""
+
+
+def test_live_widget_cells_repeated_never_stall(tmp_path):
+    # With a front end (headless=False) explorers build real ipywidgets; the cell is executed 30 times
+    # under the runner's executor: no Output capture, so nothing may stall it.
+    nb = nbformat.read(_write_nb(tmp_path / "01_live.ipynb", "N_SHOWN = 0", LIVE_EXPLORER,
+                                 "import json; json.dump({'shown': N_SHOWN}, open(OUT_DIR + '/metrics.json', 'w'))"),
+                       as_version=4)
+    nb.cells[3].metadata["tags"] = ["widget"]
+    nbformat.write(nb, tmp_path / "01_live.ipynb")
+    res = cli.execute_notebook(tmp_path / "01_live.ipynb", tmp_path / "out", "smoke", kernel="python3", echo=None,
+                               repeat_tag=("widget", 30), headless=False, stall_s=20, cell_timeout_s=60)
+    assert res.ok, res.error
+    assert json.loads((tmp_path / "out" / "01_live" / "metrics.json").read_text())["shown"] == 30
+    executed = nbformat.read(tmp_path / "out" / "01_live" / "01_live.ipynb", as_version=4)
+    views = [o for c in executed.cells for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 30  # live widget views, one per execution
