@@ -96,8 +96,13 @@ def model_name(fraction: float) -> str:
 def build_reference_set(
     out: str | Path, mcfg: SparseTransformerConfig, tcfg: CircuitTrainConfig, levels: list[float],
     train_stream: torch.Tensor, val_stream: torch.Tensor, command: str, progress: bool = False,
+    data_key: dict | None = None,
 ) -> dict:
-    """Train a dense model and one sparse model per kept fraction in ``levels``; write them and the manifest."""
+    """Train a dense model and one sparse model per kept fraction in ``levels``; write them and the manifest.
+
+    ``data_key`` (e.g. the profile and the token count of the corpus) is stored so that a set trained on
+    another corpus or tokenizer (the default corpus is the running Python's standard library) is not loaded.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models = []
@@ -117,20 +122,23 @@ def build_reference_set(
             "val_loss": vloss, "log": log,
             "nonzero_fraction": weight_sparsity.nonzero_fraction(model.sparsified_parameters().values()),
         })
-    manifest = {"format": FORMAT, "model": dataclasses.asdict(mcfg), "command": command, "machine": _machine(),
-                "models": models}
+    manifest = {"format": FORMAT, "model": dataclasses.asdict(mcfg), "data": data_key, "command": command,
+                "machine": _machine(), "models": models}
     cache.atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
 def load_reference_set(folder: str | Path, mcfg: SparseTransformerConfig, device: torch.device | str = "cpu",
-                       ) -> list[TrainedModel] | None:
-    """The models of a shipped set (dense first), or ``None`` when ``folder`` holds no set for ``mcfg``."""
+                       data_key: dict | None = None) -> list[TrainedModel] | None:
+    """The models of a shipped set (dense first), or ``None`` when ``folder`` holds no set for ``mcfg``
+    (or, when ``data_key`` is given, for other data)."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         return None
     manifest = json.loads((folder / MANIFEST).read_text())
     if manifest.get("model") != json.loads(json.dumps(dataclasses.asdict(mcfg))):
+        return None
+    if data_key is not None and manifest.get("data") != json.loads(json.dumps(data_key)):
         return None
     out = []
     for m in manifest["models"]:
@@ -161,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     batch = {"smoke": 8, "workshop": 16, "full": 32}[a.profile]
     _, train_stream, val_stream = corpus.data_streams(a.profile)
     command = "python -m course_lib.circuits.checkpoints " + " ".join(sys.argv[1:] if argv is None else argv)
+    data_key = {"profile": a.profile, "tokens": int(train_stream.numel())}  # as notebook 02's DATA_KEY
     build_reference_set(a.out, mcfg, CircuitTrainConfig(steps=steps, batch_size=batch, seed=a.seed), a.levels,
-                        train_stream, val_stream, command, progress=True)
+                        train_stream, val_stream, command, progress=True, data_key=data_key)
     return 0
 
 

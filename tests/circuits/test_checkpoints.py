@@ -36,7 +36,8 @@ def test_reference_set_is_deterministic_and_loads(tmp_path):
     tcfg = circuits.CircuitTrainConfig(steps=6, batch_size=2, eval_windows=2)
     g = torch.Generator().manual_seed(0)
     train_stream, val_stream = torch.randint(0, 64, (500,), generator=g), torch.randint(0, 64, (200,), generator=g)
-    a = checkpoints.build_reference_set(tmp_path / "a", mcfg, tcfg, [0.2], train_stream, val_stream, "cmd a")
+    a = checkpoints.build_reference_set(tmp_path / "a", mcfg, tcfg, [0.2], train_stream, val_stream, "cmd a",
+                                        data_key={"tokens": 500})
     checkpoints.build_reference_set(tmp_path / "b", mcfg, tcfg, [0.2], train_stream, val_stream, "cmd b")
     for m in a["models"]:
         sa = checkpoints.load_compact(tmp_path / "a" / m["file"])
@@ -52,5 +53,7 @@ def test_reference_set_is_deterministic_and_loads(tmp_path):
     assert [m.name for m in models] == ["dense", "sparse 0.2"]
     assert models[1].val_loss == man["models"][1]["val_loss"]
     assert checkpoints.load_reference_set(tmp_path / "missing", mcfg) is None
+    assert checkpoints.load_reference_set(tmp_path / "a", mcfg, data_key={"tokens": 500}) is not None
+    assert checkpoints.load_reference_set(tmp_path / "a", mcfg, data_key={"tokens": 501}) is None  # other corpus
     other = circuits.SparseTransformerConfig(d_vocab=64, d_model=32, n_layers=1, d_mlp=32, n_ctx=8)
     assert checkpoints.load_reference_set(tmp_path / "a", other) is None
