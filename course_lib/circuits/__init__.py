@@ -5,7 +5,7 @@ next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (c
 ``plots``. The names notebooks use are re-exported here: ``circuits.find_circuit``...
 """
 
-from course_lib.circuits import edges, plots, pruning, tasks, training, transformer, widgets
+from course_lib.circuits import checkpoints, edges, plots, pruning, tasks, training, transformer, widgets
 from course_lib.circuits.edges import count_edges, edge_list_counts
 from course_lib.circuits.pruning import (
     Circuit,
@@ -20,10 +20,14 @@ from course_lib.circuits.pruning import (
     node_means,
     node_sites,
     node_top_tokens,
+    random_circuit_losses,
+    readable_token,
+    shuffled_labels,
     task_logits,
     task_loss,
     task_loss_from_logits,
     total_nodes,
+    zero_means,
 )
 from course_lib.circuits.tasks import (
     TASKS,
@@ -46,10 +50,11 @@ from course_lib.circuits.training import (
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig, abstopk
 
 __all__ = [
-    "TASKS", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
+    "TASKS", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
     "count_edges", "edge_list_counts", "edges", "encode_example", "eval_loss", "find_circuit", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
     "node_sites", "node_top_tokens", "plots", "widgets", "pruning", "single_token_id", "task_logits", "task_loss",
-    "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows",
+    "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows", "random_circuit_losses",
+    "shuffled_labels", "zero_means", "readable_token",
 ]

@@ -139,93 +139,193 @@ def _node_key(hook: str, c: int) -> tuple[str, int]:
     return hook, c
 
 
+ROLE = {
+    "attn_in": "attn read", "q": "query", "k": "key", "v": "value", "attn_out": "attn write", "mlp_in": "MLP read",
+    "neuron": "MLP neuron", "mlp_out": "MLP write", "final_in": "unembed read",
+}
+
+
 def node_label(site: pruning.NodeSite, c: int, d_head: int) -> str:
+    """A node's role: ``L0 query h1.3`` (layer, role, head.channel), ``L1 MLP neuron 17``, ``unembed read 5``."""
     if site.kind in ("q", "k", "v"):
-        return f"L{site.layer} {site.kind} h{c // d_head}.{c % d_head}"
+        return f"L{site.layer} {ROLE[site.kind]} h{c // d_head}.{c % d_head}"
     if site.kind == "final_in":
         return f"unembed read {c}"
-    return f"L{site.layer} {site.kind} {c}"
+    return f"L{site.layer} {ROLE[site.kind]} {c}"
+
+
+Node = tuple[str, int]
+
+
+@torch.no_grad()
+def wiring_edges(
+    model: SparseTransformer, nodes: Sequence[Node], answer_ids: Sequence[int], edge_threshold: float = 0.0,
+) -> list[tuple[Node, Node, float, str]]:
+    """Edges between ``nodes`` and the answer logits ``("answer", token id)``: ``(src, dst, weight, style)``.
+
+    Styles: ``"w"`` a weight with ``|w| >= edge_threshold`` (W_Q/W_K/W_V, W_O, W_in, W_out, W_U),
+    ``"resid"`` a write channel to a later read of the same channel (weight 1), ``"attn"`` a kept
+    query/key channel to the kept value channels of its head (it sets where they read from).
+    """
+    sites = {s.hook: s for s in pruning.node_sites(model)}
+    order = {h: i for i, h in enumerate(sites)}
+    by_hook: dict[str, list[int]] = {}
+    for h, c in nodes:
+        by_hook.setdefault(h, []).append(c)
+    out: list[tuple[Node, Node, float, str]] = []
+
+    def weights(src: str, dst: str, W: torch.Tensor) -> None:
+        for c1 in by_hook.get(src, []):
+            for c2 in by_hook.get(dst, []):
+                w = float(W[c1, c2])
+                if w != 0 and abs(w) >= edge_threshold:
+                    out.append(((src, c1), (dst, c2), w, "w"))
+
+    dh = model.cfg.d_head
+    for layer, block in enumerate(model.blocks):
+        p = f"blocks.{layer}"
+        weights(f"{p}.hook_attn_in", f"{p}.attn.hook_q", block.attn.W_Q)
+        weights(f"{p}.hook_attn_in", f"{p}.attn.hook_k", block.attn.W_K)
+        weights(f"{p}.hook_attn_in", f"{p}.attn.hook_v", block.attn.W_V)
+        weights(f"{p}.attn.hook_v", f"{p}.hook_attn_out", block.attn.W_O)
+        weights(f"{p}.hook_mlp_in", f"{p}.mlp.hook_post", block.mlp.W_in)
+        weights(f"{p}.mlp.hook_post", f"{p}.hook_mlp_out", block.mlp.W_out)
+        for kind in ("q", "k"):
+            for c1 in by_hook.get(f"{p}.attn.hook_{kind}", []):
+                for c2 in by_hook.get(f"{p}.attn.hook_v", []):
+                    if c1 // dh == c2 // dh:
+                        out.append(((f"{p}.attn.hook_{kind}", c1), (f"{p}.attn.hook_v", c2), 1.0, "attn"))
+    for h1, cs in by_hook.items():
+        if sites[h1].kind not in ("attn_out", "mlp_out"):
+            continue
+        for h2, cs2 in by_hook.items():
+            if sites[h2].kind in ("attn_in", "mlp_in", "final_in") and order[h2] > order[h1]:
+                out += [((h1, c), (h2, c), 1.0, "resid") for c in cs if c in cs2]
+    for c in by_hook.get("hook_final_in", []):
+        for a in answer_ids:
+            w = float(model.W_U[c, a])
+            if w != 0 and abs(w) >= edge_threshold:
+                out.append((("hook_final_in", c), ("answer", int(a)), w, "w"))
+    return out
+
+
+def connected_to_answers(edges: Sequence[tuple[Node, Node, float, str]]) -> set[Node]:
+    """Nodes with a directed path to an ``("answer", id)`` node (the answers included)."""
+    into: dict[Node, list[Node]] = {}
+    for a, b, _, _ in edges:
+        into.setdefault(b, []).append(a)
+    seen = {b for _, b, _, _ in edges if b[0] == "answer"}
+    stack = list(seen)
+    while stack:
+        for a in into.get(stack.pop(), []):
+            if a not in seen:
+                seen.add(a)
+                stack.append(a)
+    return seen
 
 
 def plot_wiring(
-    model: SparseTransformer, circuit: pruning.Circuit, top_tokens: Mapping[tuple[str, int], list[str]] | None = None,
-    max_nodes: int = 60, title: str | None = None,
+    model: SparseTransformer, circuit: pruning.Circuit, top_tokens: Mapping[Node, list[str]] | None = None,
+    max_nodes: int = 40, title: str | None = None, edge_threshold: float = 0.0, data=None, tokenizer=None,
 ) -> Figure:
-    """Wiring diagram: kept nodes in columns (layer x node kind), lines for nonzero weights between them.
+    """Wiring diagram of a circuit: nodes connected through to the answer logits, in columns by layer and kind.
 
-    Each node is labelled with its site and channel and, if given, the corpus tokens that activate it most.
-    Line width and opacity follow |weight|; residual-stream edges (write -> later read) are dotted.
+    Drawn: the ``max_nodes`` highest-ranked kept nodes that have a path to the answer logits (the two answers
+    of ``data``, else every token that a kept unembedding read channel writes above the threshold). Lines:
+    weights with ``|w| >= edge_threshold`` (red +, blue -, width by |w|), dotted residual links, dashed grey
+    query/key -> value links of one head. Each node is labelled with its role and, if given, the corpus
+    tokens it fires on most. Labels do not overlap (the figure grows with the number of nodes).
     """
     sites = pruning.node_sites(model)
     site_of = {s.hook: s for s in sites}
-    kept = [(h, int(c)) for h, m in circuit.kept.items() for c in torch.nonzero(m).flatten().tolist()]
-    kept = sorted(kept, key=lambda hc: circuit.order.index(hc) if hc in circuit.order else 0)[:max_nodes]
-    keptset = set(kept)
-    cols_per_layer = 6
-    pos: dict[tuple[str, int], tuple[float, float]] = {}
-    by_col: dict[float, list[tuple[str, int]]] = {}
-    for h, c in kept:
-        s = site_of[h]
-        col = s.layer * cols_per_layer + (KIND_COLUMN.get(s.kind, 0) if s.kind != "final_in" else 0)
-        by_col.setdefault(col, []).append((h, c))
-    for col, nodes in by_col.items():
-        nodes.sort(key=lambda hc: (list(site_of).index(hc[0]), hc[1]))
-        for i, n in enumerate(nodes):
-            pos[n] = (col, -(i - (len(nodes) - 1) / 2))
-    height = max([len(v) for v in by_col.values()] + [4])
-    fig, ax = plt.subplots(figsize=(min(20, max(10, 1.9 * len(by_col) + 2)), max(4, 0.5 * height + 1.5)))
-    # weight edges
-    for layer, block in enumerate(model.blocks):
-        p = f"blocks.{layer}"
-        pairs = [
-            (f"{p}.hook_attn_in", f"{p}.attn.hook_q", block.attn.W_Q),
-            (f"{p}.hook_attn_in", f"{p}.attn.hook_k", block.attn.W_K),
-            (f"{p}.hook_attn_in", f"{p}.attn.hook_v", block.attn.W_V),
-            (f"{p}.attn.hook_v", f"{p}.hook_attn_out", block.attn.W_O),
-            (f"{p}.hook_mlp_in", f"{p}.mlp.hook_post", block.mlp.W_in),
-            (f"{p}.mlp.hook_post", f"{p}.hook_mlp_out", block.mlp.W_out),
-        ]
-        for src, dst, W in pairs:
-            Wd = W.detach().cpu()
-            wmax = float(Wd.abs().max()) or 1.0
-            for (h1, c1) in [n for n in kept if n[0] == src]:
-                for (h2, c2) in [n for n in kept if n[0] == dst]:
-                    w = float(Wd[c1, c2])
-                    if w != 0:
-                        x1, y1 = pos[(h1, c1)]
-                        x2, y2 = pos[(h2, c2)]
-                        ax.plot([x1, x2], [y1, y2], color="tab:red" if w > 0 else "tab:blue",
-                                alpha=min(1, 0.15 + abs(w) / wmax), lw=0.5 + 2 * abs(w) / wmax, zorder=1)
-    order_hooks = list(site_of)
-    for (h1, c1) in kept:
-        k1 = site_of[h1].kind
-        if k1 not in ("attn_out", "mlp_out"):
+    kept = circuit.kept_nodes[:max_nodes]
+    if data is not None:
+        answers = sorted({int(a) for a in torch.unique(data.answer_ids).tolist()})
+    else:
+        answers = sorted({int(a) for c in [c for h, c in kept if h == "hook_final_in"]
+                          for a in torch.nonzero(model.W_U[c].abs() >= max(edge_threshold, 1e-12)).flatten().tolist()})[:4]
+    edges = wiring_edges(model, kept, answers, edge_threshold)
+    conn = connected_to_answers(edges)
+    drawn = [n for n in kept if n in conn] + [("answer", a) for a in answers if ("answer", a) in conn]
+    edges = [e for e in edges if e[0] in conn and e[1] in conn]
+
+    def col_key(n: Node) -> tuple[int, int]:
+        if n[0] == "answer":
+            return (model.cfg.n_layers + 1, 0)
+        s = site_of[n[0]]
+        return (s.layer, KIND_COLUMN.get(s.kind, 0))
+
+    cols = sorted({col_key(n) for n in drawn})
+    col_index = {k: i for i, k in enumerate(cols)}
+    by_col: dict[int, list[Node]] = {}
+    for n in drawn:
+        by_col.setdefault(col_index[col_key(n)], []).append(n)
+    pos: dict[Node, tuple[float, float]] = {}
+    for col, ns in by_col.items():
+        ns.sort(key=lambda n: (n[0], n[1]))
+        for i, n in enumerate(ns):
+            pos[n] = (float(col), -(i - (len(ns) - 1) / 2))
+    height = max([len(v) for v in by_col.values()] + [3])
+    fig, ax = plt.subplots(figsize=(max(8.0, 2.7 * len(cols) + 1.5), max(3.5, 0.55 * height + 1.6)))
+    wmax = max([abs(w) for _, _, w, st in edges if st == "w"] + [1e-12])
+    for a, b, w, st in edges:
+        (x1, y1), (x2, y2) = pos[a], pos[b]
+        if st == "w":
+            ax.plot([x1, x2], [y1, y2], color="tab:red" if w > 0 else "tab:blue",
+                    alpha=min(1.0, 0.25 + abs(w) / wmax), lw=0.5 + 2.5 * abs(w) / wmax, zorder=1)
+        else:
+            ax.plot([x1, x2], [y1, y2], color="gray", ls=":" if st == "resid" else "--", lw=0.8, zorder=1)
+    for n, (x, y) in pos.items():
+        if n[0] == "answer":
+            ax.scatter([x], [y], s=90, marker="s", color="gold", zorder=3, edgecolor="k", lw=0.5)
+            tok = tokenizer.decode([n[1]]) if tokenizer is not None else str(n[1])
+            ax.text(x + 0.08, y, f"logit of {pruning.readable_token(tok)!r}" if tokenizer else f"logit of token {tok}",
+                    fontsize=7, va="center", zorder=4)
             continue
-        for (h2, c2) in kept:
-            if c2 == c1 and site_of[h2].kind in ("attn_in", "mlp_in", "final_in") and \
-                    order_hooks.index(h2) > order_hooks.index(h1) and (h2, c2) in keptset:
-                x1, y1 = pos[(h1, c1)]
-                x2, y2 = pos[(h2, c2)]
-                ax.plot([x1, x2], [y1, y2], color="gray", ls=":", lw=0.8, zorder=1)
-    for (h, c), (x, y) in pos.items():
-        s = site_of[h]
+        s = site_of[n[0]]
         ax.scatter([x], [y], s=60, color=KIND_COLOR[s.kind], zorder=3, edgecolor="k", lw=0.5)
-        label = node_label(s, c, model.cfg.d_head)
-        if top_tokens and (h, c) in top_tokens:
-            label += "\n" + " ".join(repr(t)[1:-1] for t in top_tokens[(h, c)][:3])
-        ax.text(x + 0.12, y, label, fontsize=6.5, va="center", zorder=4)
+        label = node_label(s, n[1], model.cfg.d_head)
+        if top_tokens and n in top_tokens:
+            label += "\nfires on: " + " ".join(pruning.readable_token(t) for t in top_tokens[n][:3])
+        ax.text(x + 0.08, y, label, fontsize=7, va="center", zorder=4,
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
     for kind, color in KIND_COLOR.items():
-        ax.scatter([], [], color=color, label=kind, edgecolor="k", lw=0.5)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, title="node kind")
+        ax.scatter([], [], color=color, label=ROLE[kind], edgecolor="k", lw=0.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, title="node role")
+    ax.set_xlim(-0.3, len(cols) - 0.2)
+    ax.set_ylim(-(height - 1) / 2 - 0.7, (height - 1) / 2 + 0.7)
     ax.set_xticks([])
     ax.set_yticks([])
     for sp in ax.spines.values():
         sp.set_visible(False)
-    ax.set_xlabel("layer 0 (attention -> MLP) -> layer 1 ... -> unembedding;  red/blue: +/- weight, dotted: residual")
+    ax.set_xlabel(f"layer 0 -> ... -> answer logits;  lines: |weight| >= {edge_threshold:g} (red +, blue -), "
+                  "dotted: residual stream, dashed: query/key -> value of one head")
     n_all = sum(int(m.sum()) for m in circuit.kept.values())
-    extra = "" if len(kept) == n_all else f" (the {len(kept)} highest-ranked of {n_all})"
-    size = (f"{circuit.edges} edges" if circuit.n_nodes is not None
-            else f"target not reached; best {len(kept)}-node set shown, task loss {circuit.train_loss:.2f}")
-    ax.set_title(title or f"Circuit for {circuit.task} in {circuit.model_name}: {n_all} nodes{extra}, {size}")
+    n_drawn = len([n for n in drawn if n[0] != "answer"])
+    extra = "" if n_drawn == n_all else f"; {n_drawn} of {n_all} drawn (those connected to the answers)"
+    size = (f"{circuit.n_nodes} nodes, {circuit.edges} edges, held-out loss {circuit.test_loss:.2f}" if circuit.valid
+            else f"no held-out-valid circuit; best {n_all}-node set, held-out loss {circuit.test_loss:.2f}")
+    ax.set_title(title or f"{circuit.task} in {circuit.model_name}: {size}{extra}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(front: Mapping) -> Figure:
+    """Validation loss (x) against circuit edges (y, log): one curve for dense, one per kept fraction."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    groups: dict[float, list[tuple[float, float, str]]] = {}
+    for name, p in front["points"].items():
+        if p["edges"]:
+            groups.setdefault(p["fraction"], []).append((p["val_loss"], p["edges"], name))
+    for frac, pts in sorted(groups.items(), reverse=True):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="dense" if frac >= 1 else f"keep {frac:g}",
+                color="black" if frac >= 1 else None)
+    ax.set(yscale="log", xlabel="validation loss (nats/token)", ylabel="circuit edges (geometric mean over tasks)")
+    n_t = len(front["tasks"])
+    ax.set_title(f"Frontier over {n_t} task(s) every model solves" if n_t else
+                 "Frontier: no task has a held-out-valid circuit in every model", fontsize=9)
+    if groups:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

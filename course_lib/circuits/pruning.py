@@ -6,7 +6,16 @@ a mask logit ``s_i``; the forward pass uses the hard mask ``m_i = 1[s_i > 0]`` a
 pretends ``dm/ds = sigmoid'(s / T) / T`` (a straight-through surrogate). A pruned node is
 mean-ablated: ``a_i <- m_i a_i + (1 - m_i) mean_i`` with ``mean_i`` over corpus text. The masks
 minimise ``task_loss + coef * sum_i m_i``; nodes are then ranked by ``s_i`` and a bisection over
-``k`` finds the smallest top-``k`` set whose task loss reaches ``target_loss``.
+``k`` finds the smallest top-``k`` set whose task loss on the *train* prompts reaches ``target_loss``.
+
+A circuit counts only if it also works on held-out prompts: :class:`Circuit` ``valid`` is true when the
+same node set reaches the target on the test prompts, and ``n_nodes``/``edges`` are reported only then.
+A task is ``solved`` by a model when its unpruned held-out task loss is at most ``solved_loss`` (well
+below chance, ``ln 2``), so that pruning cannot be what makes the model do the task.
+
+Controls (after the 2026 critiques): :func:`zero_means` (zero instead of mean ablation),
+:func:`shuffled_labels` (a nonsense task: answers permuted across prompts) and
+:func:`random_circuit_losses` (size-matched random node sets).
 """
 
 from __future__ import annotations
@@ -162,6 +171,7 @@ class PruneConfig:
     temperature: float = 1.0  # surrogate sigmoid temperature
     target_loss: float = 0.15  # task loss the circuit must reach
     grid_points: int = 24  # kept-node counts evaluated for the loss curve
+    solved_loss: float = 0.5  # a model solves a task when its unpruned held-out task loss is at most this
 
 
 @dataclasses.dataclass
@@ -171,12 +181,24 @@ class Circuit:
     order: list[tuple[str, int]]  # every node (hook, channel), best first (by learned mask logit)
     curve_k: list[int]  # kept-node counts evaluated
     curve_loss: list[float]  # train task loss at each count
-    n_nodes: int | None  # smallest k reaching the target (None: not reached)
-    train_loss: float  # task loss of the circuit (or the best k found) on train prompts
+    n_nodes: int | None  # circuit size in nodes, only when valid (held-out loss reaches the target), else None
+    train_loss: float  # task loss of the kept nodes (train bisection result, or the best k) on train prompts
     test_loss: float  # same nodes on the held-out prompts
     full_loss: float  # task loss of the unpruned model on the test prompts
-    edges: int | None  # nonzero weights between kept nodes
-    kept: dict[str, torch.Tensor]  # {hook: bool [channels]} of the circuit (or best k)
+    edges: int | None  # nonzero weights between kept nodes, only when valid
+    kept: dict[str, torch.Tensor]  # {hook: bool [channels]} of the kept nodes (train bisection result, or best k)
+    train_nodes: int | None = None  # smallest k reaching the target on the train prompts (None: not reached)
+    full_train_loss: float = float("nan")  # task loss of the unpruned model on the train prompts
+    target_loss: float = float("nan")  # the target used
+    solved: bool = False  # the unpruned model's held-out loss is at most solved_loss
+    valid: bool = False  # train_nodes found and the same nodes reach the target on held-out prompts
+
+    @property
+    def kept_nodes(self) -> list[tuple[str, int]]:
+        """The kept ``(hook, channel)`` pairs, best-ranked first."""
+        rank = {n: i for i, n in enumerate(self.order)}
+        nodes = [(h, int(c)) for h, m in self.kept.items() for c in torch.nonzero(m).flatten().tolist()]
+        return sorted(nodes, key=lambda n: rank.get(n, len(rank)))
 
 
 def masks_from_order(model: SparseTransformer, order: Sequence[tuple[str, int]], k: int) -> dict[str, torch.Tensor]:
@@ -259,12 +281,59 @@ def find_circuit(
         k_used = min(ks, key=loss_at)
     masks = masks_from_order(model, order, k_used)
     kept = {h: m > 0.5 for h, m in masks.items()}
+    test_loss = task_loss(model, test, masks, means)
+    full_loss = task_loss(model, test)
+    valid = k_star is not None and test_loss <= pcfg.target_loss
     return Circuit(
         task=train.task, model_name=model_name, order=order, curve_k=ks, curve_loss=curve,
-        n_nodes=k_star, train_loss=loss_at(k_used), test_loss=task_loss(model, test, masks, means),
-        full_loss=task_loss(model, test), edges=count_edges(model, kept, train) if k_star is not None else None,
-        kept=kept,
+        n_nodes=k_star if valid else None, train_loss=loss_at(k_used), test_loss=test_loss,
+        full_loss=full_loss, edges=count_edges(model, kept, train) if valid else None,
+        kept=kept, train_nodes=k_star, full_train_loss=task_loss(model, train), target_loss=pcfg.target_loss,
+        solved=full_loss <= pcfg.solved_loss, valid=valid,
     )
+
+
+def zero_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Zeros shaped like ``means``: passing them as means makes pruning *zero*-ablate instead."""
+    return {h: torch.zeros_like(m) for h, m in means.items()}
+
+
+def shuffled_labels(data: TaskData, seed: int = 0) -> TaskData:
+    """A nonsense task: the ``(correct, wrong)`` answer pairs permuted across prompts.
+
+    The prompts no longer determine the answer, so no circuit should reach a low loss on
+    held-out prompts; one that does on train prompts has memorised or been created by pruning.
+    """
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(data.answer_ids.shape[0], generator=g).to(data.answer_ids.device)
+    return dataclasses.replace(data, task=f"{data.task} (shuffled)", answer_ids=data.answer_ids[perm])
+
+
+@torch.no_grad()
+def random_circuit_losses(
+    model: SparseTransformer, data: TaskData, n_nodes: int, means: dict[str, torch.Tensor], draws: int = 8,
+    seed: int = 0,
+) -> list[float]:
+    """Task loss on ``data`` of ``draws`` random node sets of ``n_nodes`` nodes (the rest ablated to ``means``).
+
+    The size-matched control: a found circuit should do much better than a random set of its size.
+    """
+    sites = node_sites(model)
+    everything = [(s.hook, c) for s in sites for c in range(s.size)]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(draws):
+        idx = torch.randperm(len(everything), generator=g)[:n_nodes].tolist()
+        out.append(task_loss(model, data, masks_from_order(model, [everything[i] for i in idx], n_nodes), means))
+    return out
+
+
+_VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\u0120": "\u2423", "\u010a": "\u21b5", "\u0109": "\u21e5"}
+
+
+def readable_token(text: str) -> str:
+    """A token as a person reads it: BPE markers (``Ġ`` space, ``Ċ`` newline) and whitespace as visible signs."""
+    return "".join(_VISIBLE.get(ch, ch) for ch in text)
 
 
 def all_kept(model: SparseTransformer) -> dict[str, torch.Tensor]:
@@ -278,7 +347,8 @@ def node_top_tokens(
     model: SparseTransformer, windows: torch.Tensor, nodes: Sequence[tuple[str, int]], tokenizer, k: int = 3,
     batch_size: int = 16,
 ) -> dict[tuple[str, int], list[str]]:
-    """For each node ``(hook, channel)``: the ``k`` distinct corpus tokens where it is most positive."""
+    """For each node ``(hook, channel)``: the ``k`` distinct corpus tokens where it is most positive
+    (made readable by :func:`readable_token`)."""
     hooks = {h for h, _ in nodes}
     dev = next(model.parameters()).device
     acts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
@@ -295,7 +365,7 @@ def node_top_tokens(
         a = torch.cat(acts[h])[:, c]
         words: list[str] = []
         for idx in a.argsort(descending=True)[: 20 * k].tolist():
-            s = tokenizer.decode([int(flat_tok[idx])])
+            s = readable_token(tokenizer.decode([int(flat_tok[idx])]))
             if s not in words:
                 words.append(s)
             if len(words) == k:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from course_lib.circuits.plots import node_label, plot_wiring
-from course_lib.circuits.pruning import node_sites, task_loss
+from course_lib.circuits.pruning import node_sites, readable_token, task_loss
 from course_lib.explorer import Explorer, fig_png, first_view, set_view, view_widgets
 
 
@@ -28,8 +28,14 @@ class CircuitExplorer(Explorer):
         """Every kept node of the circuit as ``(label, (hook, channel))``."""
         c = self.results[name][task]
         sites = {s.hook: s for s in node_sites(self.models[name])}
-        return [(node_label(sites[h], ch, self.models[name].cfg.d_head), (h, ch))
-                for h, m in c.kept.items() for ch in torch.nonzero(m).flatten().tolist()]
+        top = self.top_tokens.get(name, {})
+        out = []
+        for h, ch in c.kept_nodes:
+            label = node_label(sites[h], ch, self.models[name].cfg.d_head)
+            if (h, ch) in top:
+                label += " | fires on: " + " ".join(readable_token(t) for t in top[(h, ch)][:3])
+            out.append((label, (h, ch)))
+        return out
 
     def render(self, name: str, task: str, off: tuple[tuple[str, int], ...]) -> None:
         model, c = self.models[name], self.results[name][task]
@@ -39,11 +45,11 @@ class CircuitExplorer(Explorer):
             masks[h][ch] = 0.0
         loss = task_loss(model, self.data[task], masks, self.means[name])
         kept_n = sum(int(m.sum()) for m in c.kept.values())
-        size = f"{c.edges} edges" if c.n_nodes is not None else "target not reached, best set shown"
+        size = f"{c.edges} edges" if c.valid else "no held-out-valid circuit, best set shown"
         self.html = (f"<p><b>{html.escape(task)}</b> in <b>{html.escape(name)}</b>: circuit {kept_n} nodes, "
                      f"{size}; switched off {len(off)} -> task loss <b>{loss:.3f}</b> on held-out prompts "
                      f"(circuit {c.test_loss:.3f}, full model {c.full_loss:.3f}, chance 0.693)</p>")
-        self.png = fig_png(plot_wiring(model, c, self.top_tokens.get(name), max_nodes=40))
+        self.png = fig_png(plot_wiring(model, c, self.top_tokens.get(name), max_nodes=40, data=self.data[task]))
 
     def build(self) -> Any:
         import ipywidgets as W

@@ -38,3 +38,18 @@ def test_edge_count_dense_and_sparse(model):
     kept2["blocks.0.mlp.hook_post"][5] = False
     lost = d + d  # W_in column and W_out row of neuron 5
     assert circuits.count_edges(model, kept2) == circuits.count_edges(model, kept) - lost
+
+
+def test_frontier_interpolates_along_the_dense_curve():
+    from course_lib.circuits.edges import frontier
+
+    val = {"d1": 3.0, "d2": 4.0, "s": 3.5, "s2": 5.0}
+    frac = {"d1": 1.0, "d2": 1.0, "s": 0.1, "s2": 0.1}
+    edges = {"d1": {"a": 400, "b": 100}, "d2": {"a": 100, "b": 25}, "s": {"a": 10, "b": 10}, "s2": {"a": 5, "b": None}}
+    f = frontier(val, frac, edges)
+    assert f["tasks"] == ["a"]  # b has no circuit in s2
+    assert abs(f["points"]["d1"]["edges"] - 400) < 1e-9
+    assert abs(f["ratio"]["s"] - 20.0) < 1e-6  # geometric interpolation: 200 at loss 3.5, over 10
+    assert f["ratio"]["s2"] is None  # outside the dense range: not measurable
+    one = frontier({"d": 3.0, "s": 3.0}, {"d": 1.0, "s": 0.5}, {"d": {"a": 9}, "s": {"a": 3}})
+    assert one["ratio"]["s"] is None  # a single dense model: no curve to interpolate

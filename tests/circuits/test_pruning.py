@@ -78,16 +78,102 @@ def test_find_circuit_meets_target_or_says_not(model, tokenizer, windows):
     n = circuits.total_nodes(model)
     assert len(c.order) == n and len(set(c.order)) == n
     assert c.curve_k[0] == 0 and c.curve_k[-1] == n
-    assert sum(int(m.sum()) for m in c.kept.values()) == (c.n_nodes if c.n_nodes is not None else c.curve_k[
+    assert sum(int(m.sum()) for m in c.kept.values()) == (c.train_nodes if c.train_nodes is not None else c.curve_k[
         c.curve_loss.index(min(c.curve_loss))])
-    if c.n_nodes is not None:
+    # reported only when the held-out loss reaches the target too
+    assert c.valid == (c.train_nodes is not None and c.test_loss <= 0.6)
+    assert (c.n_nodes is not None) == c.valid and (c.edges is not None) == c.valid
+    assert c.solved == (c.full_loss <= pcfg.solved_loss)
+    if c.train_nodes is not None:
         assert c.train_loss <= 0.6
         assert c.edges is not None and c.edges <= circuits.count_edges(model, circuits.all_kept(model), tr)
-        if c.n_nodes > 0:  # one node fewer (the bisection's lower neighbour) misses the target
-            masks = circuits.masks_from_order(model, c.order, c.n_nodes - 1)
+        if c.train_nodes > 0:  # one node fewer (the bisection's lower neighbour) misses the target
+            masks = circuits.masks_from_order(model, c.order, c.train_nodes - 1)
             assert circuits.task_loss(model, tr, masks, means) > 0.6
     assert math.isfinite(c.test_loss) and math.isfinite(c.full_loss)
 
 def test_prune_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         circuits.PruneConfig().steps = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- known-answer tests
+
+
+def _planted(n: int, seed: int, split: str, d_vocab: int = 16) -> circuits.TaskData:
+    """One-token prompts: token 1 -> answer 3, token 2 -> answer 4 (half each)."""
+    g = torch.Generator().manual_seed(hash((seed, split)) % 2**31)
+    cls = torch.randperm(n, generator=g) % 2
+    tokens = (1 + cls)[:, None]
+    answers = torch.stack([torch.where(cls == 0, 3, 4), torch.where(cls == 0, 4, 3)], 1)
+    return circuits.TaskData("planted", tokens, torch.zeros(n, dtype=torch.long), answers, [str(int(t)) for t in tokens])
+
+
+@pytest.fixture(scope="module")
+def planted_model():
+    """A hand-built model whose task depends on exactly two nodes: unembedding read channels 0 and 1.
+
+    Every weight is zero except: token 1 writes residual channel 0, token 2 channel 1, every token
+    writes channel 5 (a constant that keeps RMSNorm finite); W_U maps channel 0 to answer 3 and
+    channel 1 to answer 4. Blocks add nothing, so every other node is irrelevant.
+    """
+    cfg = circuits.SparseTransformerConfig(d_vocab=16, d_model=32, n_layers=1, d_mlp=32, n_ctx=8)
+    m = circuits.SparseTransformer(cfg)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "ln" not in name:
+                p.zero_()
+        m.W_E[:, 5] = 1.0
+        m.W_E[1, 0] = 1.0
+        m.W_E[2, 1] = 1.0
+        m.W_U[0, 3] = 1.0
+        m.W_U[1, 4] = 1.0
+    return m.eval()
+
+
+def test_planted_two_node_circuit_is_found_exactly(planted_model):
+    m = planted_model
+    tr, te = _planted(32, 0, "train"), _planted(32, 0, "test")
+    means = circuits.node_means(m, torch.full((4, 8), 7))  # token 7: neither feature, mean 0 on channels 0/1
+    assert circuits.task_loss(m, te) < 0.05
+    pcfg = circuits.PruneConfig(steps=60, grid_points=8, target_loss=0.1, coef=1e-2)
+    c = circuits.find_circuit(m, "planted", tr, te, means, pcfg)
+    assert c.solved and c.valid
+    assert c.n_nodes == 2
+    assert set(c.kept_nodes) == {("hook_final_in", 0), ("hook_final_in", 1)}
+    assert c.edges == 2 and c.test_loss <= 0.1
+    # size-matched random circuits almost never hit those two nodes: their loss stays high
+    rand = circuits.random_circuit_losses(m, te, 2, means, draws=8)
+    assert min(rand) > 0.3
+
+
+def test_nonsense_task_fails_on_held_out_prompts(planted_model):
+    m = planted_model
+    tr = circuits.shuffled_labels(_planted(32, 0, "train"), seed=1)
+    te = circuits.shuffled_labels(_planted(32, 0, "test"), seed=2)
+    assert tr.task == "planted (shuffled)"
+    assert sorted(map(tuple, tr.answer_ids.tolist())) == sorted(map(tuple, _planted(32, 0, "train").answer_ids.tolist()))
+    means = circuits.node_means(m, torch.full((4, 8), 7))
+    c = circuits.find_circuit(m, "planted", tr, te, means, circuits.PruneConfig(steps=40, grid_points=8, target_loss=0.3))
+    assert not c.valid and c.n_nodes is None and c.edges is None
+    assert c.test_loss > 0.3
+
+
+def test_zero_means_make_zero_ablation(model, tokenizer, windows):
+    data = circuits.make_task_data("quote_close", tokenizer, 8, seed=0, split="train")
+    zeros = circuits.zero_means(circuits.node_means(model, windows))
+    assert all(float(v.abs().sum()) == 0 for v in zeros.values())
+    off = {h: torch.zeros_like(v) for h, v in zeros.items()}
+    logits = circuits.task_logits(model, data, off, zeros)
+    want = model.b_U[data.answer_ids]  # every read channel zero: only the bias is left
+    assert torch.allclose(logits, want, atol=1e-5)
+
+
+def test_random_circuit_losses_are_size_matched_and_deterministic(model, tokenizer, windows):
+    data = circuits.make_task_data("quote_close", tokenizer, 8, seed=0, split="test")
+    means = circuits.node_means(model, windows)
+    a = circuits.random_circuit_losses(model, data, 10, means, draws=3, seed=4)
+    assert a == circuits.random_circuit_losses(model, data, 10, means, draws=3, seed=4) and len(a) == 3
+    n = circuits.total_nodes(model)
+    full = circuits.random_circuit_losses(model, data, n, means, draws=1)
+    assert full[0] == pytest.approx(circuits.task_loss(model, data), abs=1e-5)
