@@ -17,14 +17,11 @@ from collections.abc import Callable
 import torch
 
 from course_lib import weight_sparsity
+from course_lib.exercises import NOT_ATTEMPTED, ExerciseError
 from course_lib.toy import metrics
 
-
-class ExerciseError(AssertionError):
-    """The learner's answer is wrong; the message says how."""
-
-
-NOT_ATTEMPTED = "not attempted yet: replace `raise NotImplementedError` with your code and run the cell again"
+__all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_dimensions_per_feature", "check_feature_dimensionality",
+           "check_generate_batch", "check_topk_per_instance"]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
