@@ -76,7 +76,7 @@ def use(name: str, learner: F, reference: F, checker: Callable[[F], str], use_re
     message = checker(probe)  # type: ignore[arg-type]
     if message == NOT_ATTEMPTED:
         hint = f" ({hints[0]})" if hints and hints[0] else ""
-        raise ExerciseError(f"{name}: {NOT_ATTEMPTED}{hint}; or set USE_REFERENCE_SOLUTIONS = True in the "
+        raise ExerciseError(f"{name}: {NOT_ATTEMPTED}{hint}; or set USE_REFERENCE_SOLUTIONS to True in the "
                             "parameters cell to run on the reference solution")
     print(message)
     return learner

@@ -43,7 +43,7 @@ def test_learner_notebook_stops_at_the_first_stub_with_the_checkers_message(nb_p
     assert not res.ok
     first = _exercise_names(nb_path)[0]
     assert "ExerciseError" in res.error and f"{first}: {exercises.NOT_ATTEMPTED}" in res.error, res.error
-    assert "hint: " in res.error and "USE_REFERENCE_SOLUTIONS = True" in res.error
+    assert "hint: " in res.error and "set USE_REFERENCE_SOLUTIONS to True" in res.error
 
 
 @pytest.mark.notebook

@@ -133,3 +133,10 @@ def test_every_learner_stub_is_reported_not_attempted_with_its_hint(stem, checks
         assert check(stubs[name]) == exercises.NOT_ATTEMPTED
         with pytest.raises(exercises.ExerciseError, match=rf"{name}: not attempted.*hint: "):
             exercises.use(name, stubs[name], None, check)
+
+
+@pytest.mark.parametrize("folder", ["notebooks", "exercises"])
+def test_no_notebook_turns_reference_solutions_on_by_default(folder):
+    for path in sorted((ROOT / folder).glob("*.ipynb")):
+        assert "USE_REFERENCE_SOLUTIONS = True" not in path.read_text(), (
+            f"{folder}/{path.name}: the learner's code must be what runs; fall back per run, not by default")

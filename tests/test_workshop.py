@@ -75,3 +75,10 @@ def test_unpack_refuses_entries_outside_the_cache(tmp_path, monkeypatch):
 def test_command_line_check_reports_the_repository_state(capsys):
     assert workshop.main(["exercises", "--check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_makefile_workshop_targets_set_themselves_up():
+    text = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    for target in ("exercises", "reset", "pack-cache", "unpack-cache"):
+        assert f"\n{target}: $(STAMP)\n" in text, f"`make {target}` must depend on $(STAMP) (setup)"
+        assert f"course_lib.workshop {target}" in text

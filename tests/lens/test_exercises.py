@@ -57,6 +57,7 @@ def _zero(index):
     (_zero(lambda h: (slice(None), h)), "position"),
     (_zero(lambda h: (..., h)), "d_head"),
     (_zero(lambda h: (slice(None),)), "every head"),
+    (_zero(lambda h: (h % 2,)), "batch element"),
     (lambda z, hook, head: z, "nothing was ablated"),
 ])
 def test_head_ablation_mistakes(wrong, hint):

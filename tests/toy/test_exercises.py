@@ -126,3 +126,20 @@ def test_toy_model_trains_on_a_given_data_generator():
         toy.ToyModel(toy.ToyConfig(n_features=5, d_hidden=2, n_instances=1, kind="abs"), torch.tensor([1.0]),
                      toy.importances(5, 0.9, 1), data_fn=data)
     assert model.data_fn is data
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda W: W.shape[1] / W.pow(2).sum().expand(W.shape[0]), "instance dimension"),
+    (lambda W: toy.dimensions_per_feature(W, clip=True), "clipped"),
+])
+def test_dimensions_per_feature_more_mistakes(wrong, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_dimensions_per_feature(wrong)
+
+
+def test_feature_dimensionality_wrong_norm_dimension():
+    def wrong_dim(W):
+        return W.pow(2).sum(1) / torch.bmm((W / W.norm(dim=2, keepdim=True)).transpose(1, 2), W).pow(2).sum(-1)
+
+    with pytest.raises(ex.ExerciseError, match="dim 1"):
+        ex.check_feature_dimensionality(wrong_dim)
