@@ -2,7 +2,7 @@
 #   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
 #               (make run NOTEBOOKS=02 reruns one notebook; PROFILE=smoke|workshop|full)
 #   make test   ruff + unit tests + every notebook under papermill (smoke profile)
-#   make lab    JupyterLab on the course kernel
+#   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
 #   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
 #   make reset NB=01    restore one learner notebook from the generated version (edits backed up in outputs/)
@@ -19,6 +19,7 @@ PROFILE ?= workshop
 NOTEBOOKS ?=
 # `make reset NB=01`: which learner notebook to restore; `make pack-cache` / `unpack-cache`: the archive.
 NB ?=
+LAB_DIR ?= notebooks
 CACHE_ARCHIVE ?= mechinterp-cache.tar.gz
 STAMP := $(VENV)/.installed
 # torch's OpenMP threads spin-wait by default; on a busy 2-core machine that made small training
@@ -49,7 +50,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(LAB_DIR)
 
 bench: $(STAMP)
 	bash bench/run_all.sh $(PY)

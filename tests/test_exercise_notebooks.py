@@ -35,6 +35,16 @@ def test_learner_notebooks_exist_and_have_exercises():
         assert len(_exercise_names(p)) >= 4, p.name
 
 
+@pytest.mark.parametrize("nb_path", LEARNER, ids=lambda p: p.stem)
+def test_learner_notebook_is_stored_like_the_source(nb_path):
+    nb = json.loads(nb_path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "mechinterp-course"
+    assert not any(c.get("outputs") or c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in nb["cells"]) == 1
+    assert any("widget" in c["metadata"].get("tags", []) for c in nb["cells"])
+    assert "# BEGIN SOLUTION" not in nb_path.read_text()
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb_path", LEARNER, ids=lambda p: p.stem)
 def test_learner_notebook_stops_at_the_first_stub_with_the_checkers_message(nb_path, tmp_path, monkeypatch):
