@@ -205,6 +205,7 @@ def _cpu_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
+@torch.enable_grad()  # trains even where a caller (or a library it loaded) turned gradients off globally
 def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None = None) -> list[float]:
     """Train all instances together with Adam; return the summed loss every ~1% of training.
 
