@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION(?: hint: (?P<hint>.*))?$")
@@ -47,6 +49,47 @@ class ExerciseError(AssertionError):
 
 class MarkerError(ValueError):
     """A source cell's solution markers are malformed (unclosed, nested, or without a hint)."""
+
+
+# --------------------------------------------------------------------------- helpers for the lessons' checkers
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
+    """Same shape and equal within ``tol`` (relative and absolute)."""
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
+
+
+def tensor_of(name: str, out: object, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """The learner's return value as a tensor of ``shape``, else :class:`ExerciseError` saying what it was.
+
+    For ``shape == ()`` a Python number or a one-element tensor is accepted.
+    """
+    if out is None:
+        raise ExerciseError(f"{name} returned None: return the result (a missing `return`?)")
+    if shape == () and isinstance(out, (int, float)):
+        out = torch.tensor(float(out))
+    if not isinstance(out, torch.Tensor):
+        raise ExerciseError(f"{name} should return a torch.Tensor, got {type(out).__name__}")
+    if shape == () and out.numel() == 1:
+        out = out.reshape(())
+    if tuple(out.shape) != shape:
+        raise ExerciseError(f"{name} returned shape {tuple(out.shape)}; expected {shape} ({what})")
+    return out
+
+
+def diagnose(name: str, got: torch.Tensor, ref: torch.Tensor, wrong: dict[str, torch.Tensor]) -> None:
+    """Return if ``got`` matches ``ref``; else raise the hint of the known wrong variant it matches, or say where it differs."""
+    if close(got, ref):
+        return
+    for hint, variant in wrong.items():
+        if close(got, variant):
+            raise ExerciseError(f"{name}: {hint}")
+    diff = (got.float() - ref.float()).abs()
+    idx = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+    raise ExerciseError(
+        f"{name}: wrong values; e.g. at index {idx} you return {float(got[idx]):.4f}, the reference "
+        f"gives {float(ref[idx]):.4f} (max abs difference {float(diff.max()):.3g})"
+    )
 
 
 # --------------------------------------------------------------------------- using the learner's code

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from course_lib.exercises import NOT_ATTEMPTED, ExerciseError
+from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, close, diagnose, tensor_of
 from course_lib.lens import predictions
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_head_ablation_hook", "check_logit_lens_probs",
@@ -27,30 +27,6 @@ __all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_head_ablation_hook", "check_
 
 class _Hook:  # stands in for transformer-lens' HookPoint argument
     name = "blocks.0.hook_test"
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
-
-
-def _tensor(name: str, out: object, shape: tuple[int, ...], what: str) -> torch.Tensor:
-    if out is None:
-        raise ExerciseError(f"{name} returned None: return the new activation (a hook's return value replaces it)")
-    if not isinstance(out, torch.Tensor):
-        raise ExerciseError(f"{name} should return a torch.Tensor, got {type(out).__name__}")
-    if tuple(out.shape) != shape:
-        raise ExerciseError(f"{name} returned shape {tuple(out.shape)}; expected {shape} ({what})")
-    return out
-
-
-def _match(name: str, got: torch.Tensor, ref: torch.Tensor, wrong: dict[str, torch.Tensor]) -> None:
-    if _close(got, ref):
-        return
-    for hint, variant in wrong.items():
-        if _close(got, variant):
-            raise ExerciseError(f"{name}: {hint}")
-    diff = (got.float() - ref.float()).abs()
-    raise ExerciseError(f"{name}: wrong values (max abs difference from the reference {float(diff.max()):.3g})")
 
 
 # --------------------------------------------------------------------------- exercise 1
@@ -67,8 +43,8 @@ def check_zero_ablation_hook(fn: Callable[[torch.Tensor, object], torch.Tensor])
     if got is None and bool((act == 0).all()):
         raise ExerciseError("zero_ablation_hook zeroed the activation in place and returned None: that happens "
                             "to work in transformer-lens, but return the new tensor (torch.zeros_like)")
-    got = _tensor("zero_ablation_hook", got, tuple(act.shape), "the activation's own shape")
-    if _close(got, original):
+    got = tensor_of("zero_ablation_hook", got, tuple(act.shape), "the activation's own shape")
+    if close(got, original):
         raise ExerciseError("zero_ablation_hook returned the activation unchanged: nothing was ablated")
     if bool((got[..., 0] == 0).all()) and not bool((got == 0).all()):
         raise ExerciseError("zero_ablation_hook zeroed only part of the activation; zero every entry")
@@ -88,7 +64,7 @@ def check_head_ablation_hook(fn: Callable[[torch.Tensor, object, int], torch.Ten
         got = fn(z.clone(), _Hook(), head)
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _tensor("head_ablation_hook", got, tuple(z.shape), "[batch, pos, head_index, d_head], like z")
+    got = tensor_of("head_ablation_hook", got, tuple(z.shape), "[batch, pos, head_index, d_head], like z")
     ref = z.clone()
     ref[:, :, head] = 0
     pos = z.clone()
@@ -97,7 +73,7 @@ def check_head_ablation_hook(fn: Callable[[torch.Tensor, object, int], torch.Ten
     last[..., head] = 0
     batch = z.clone()
     batch[head % z.shape[0]] = 0
-    _match("head_ablation_hook", got, ref, {
+    diagnose("head_ablation_hook", got, ref, {
         "you zeroed a position (dim 1), not a head: hook_z is [batch, pos, head_index, d_head], heads are dim 2":
             pos,
         "you zeroed one entry of d_head in every head (z[..., head]); zero the head's whole slice z[:, :, head]":
@@ -129,7 +105,7 @@ def check_token_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
     got = got.reshape(())
     ref = predictions.token_loss(logits, tokens)
     logp = logits.float().log_softmax(-1)
-    _match("token_loss", got, ref, {
+    diagnose("token_loss", got, ref, {
         "no shift: the logits at position t predict token t+1; compare logits[:, :-1] with tokens[:, 1:]":
             -logp.gather(-1, tokens[..., None]).mean(),
         "shifted the wrong way: logits[:, :-1] (positions 0..T-2) predict tokens[:, 1:]":
@@ -170,9 +146,9 @@ def check_logit_lens_probs(fn: Callable[[torch.Tensor, Callable, Callable], torc
         got = fn(resid.clone(), ln_final, unembed)
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _tensor("logit_lens_probs", got, (4, 9), "[n_layers, d_vocab]")
+    got = tensor_of("logit_lens_probs", got, (4, 9), "[n_layers, d_vocab]")
     logits = unembed(ln_final(resid))
-    _match("logit_lens_probs", got, logits.softmax(-1), {
+    diagnose("logit_lens_probs", got, logits.softmax(-1), {
         "you skipped the final norm: apply ln_final before unembed, as the model does after its last block":
             unembed(resid).softmax(-1),
         "you returned logits; the lens reads probabilities (softmax over the vocabulary)": logits,

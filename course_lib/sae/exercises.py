@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from course_lib.exercises import NOT_ATTEMPTED, ExerciseError
+from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, diagnose, tensor_of
 from course_lib.sae import model
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "auxk_loss", "check_auxk_loss", "check_ce_loss_score",
@@ -39,32 +39,6 @@ def auxk_loss(pre_acts: torch.Tensor, dead: torch.Tensor, residual: torch.Tensor
     return model.nmse(residual, z_aux @ W_dec)
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
-
-
-def _as_tensor(name: str, out: object, shape: tuple[int, ...], what: str) -> torch.Tensor:
-    if isinstance(out, (int, float)) and shape == ():
-        out = torch.tensor(float(out))
-    if not isinstance(out, torch.Tensor):
-        raise ExerciseError(f"{name} should return a torch.Tensor, got {type(out).__name__}")
-    if out.numel() == 1 and shape == ():
-        out = out.reshape(())
-    if tuple(out.shape) != shape:
-        raise ExerciseError(f"{name} returned shape {tuple(out.shape)}; expected {shape} ({what})")
-    return out
-
-
-def _match(name: str, got: torch.Tensor, ref: torch.Tensor, wrong: dict[str, torch.Tensor]) -> None:
-    if _close(got, ref):
-        return
-    for hint, variant in wrong.items():
-        if _close(got, variant):
-            raise ExerciseError(f"{name}: {hint}")
-    diff = (got.float() - ref.float()).abs()
-    raise ExerciseError(f"{name}: wrong values (max abs difference from the reference {float(diff.max()):.3g})")
-
-
 # --------------------------------------------------------------------------- exercise 1
 
 
@@ -81,14 +55,14 @@ def check_topk_activation(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> st
     if isinstance(got, tuple):
         raise ExerciseError("topk_activation returned a tuple (values, indices?): scatter the values back into a "
                             "[N, n_latents] tensor of zeros")
-    got = _as_tensor("topk_activation", got, tuple(pre.shape), "[N, n_latents]: zeros except the kept latents")
+    got = tensor_of("topk_activation", got, tuple(pre.shape), "[N, n_latents]: zeros except the kept latents")
     ref = topk_activation(pre, k)
     vals, idx = pre.topk(k, dim=-1)
     col = torch.zeros_like(pre)
     cv, ci = pre.topk(k, dim=0)
     col.scatter_(0, ci, F.relu(cv))
     _, ai = pre.abs().topk(k, dim=-1)
-    _match("topk_activation", got, ref, {
+    diagnose("topk_activation", got, ref, {
         "no ReLU: negative pre-activations among the top k must become 0 (a row can have fewer than k active)":
             torch.zeros_like(pre).scatter(-1, idx, vals),
         "you took the top k over the batch (dim 0); each token keeps its own k latents (dim -1)": col,
@@ -111,10 +85,10 @@ def check_nmse(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
         got = fn(x.clone(), x_hat.clone())
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _as_tensor("nmse", got, (), "one number")
+    got = tensor_of("nmse", got, (), "one number")
     ref = model.nmse(x, x_hat)
     err = (x_hat - x).pow(2).sum()
-    _match("nmse", got, ref, {
+    diagnose("nmse", got, ref, {
         "the denominator must be the variance around the mean, sum ||x - mean(x)||^2, not sum ||x||^2":
             err / x.pow(2).sum(),
         "you returned the explained variance (1 - FVU); NMSE is the unexplained fraction": 1 - ref,
@@ -143,7 +117,7 @@ def check_auxk_loss(fn: Callable[..., torch.Tensor]) -> str:
         got = fn(pre.clone(), dead.clone(), residual.clone(), W_dec.clone(), k_aux)
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _as_tensor("auxk_loss", got, (), "one number")
+    got = tensor_of("auxk_loss", got, (), "one number")
     ref = auxk_loss(pre, dead, residual, W_dec, k_aux)
     _, idx_all = pre.topk(k_aux, dim=-1)
     z_all = torch.zeros_like(pre).scatter(-1, idx_all, F.relu(pre.gather(-1, idx_all)))
@@ -151,7 +125,7 @@ def check_auxk_loss(fn: Callable[..., torch.Tensor]) -> str:
     mv, mi = masked.topk(k_aux, dim=-1)
     z_norelu = torch.zeros_like(pre).scatter(-1, mi, mv)
     z_aux = torch.zeros_like(pre).scatter(-1, mi, F.relu(mv))
-    _match("auxk_loss", got, ref, {
+    diagnose("auxk_loss", got, ref, {
         "you used all latents; AuxK picks the top k_aux among the *dead* ones (mask the live ones with -inf)":
             model.nmse(residual, z_all @ W_dec),
         "no ReLU on the auxiliary activations": model.nmse(residual, z_norelu @ W_dec),
@@ -171,9 +145,9 @@ def check_ce_loss_score(fn: Callable[[float, float, float], float]) -> str:
         got = fn(clean, spliced, zero)
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _as_tensor("ce_loss_score", got, (), "one number")
+    got = tensor_of("ce_loss_score", got, (), "one number")
     ref = torch.tensor((zero - spliced) / (zero - clean))
-    _match("ce_loss_score", got, ref, {
+    diagnose("ce_loss_score", got, ref, {
         "you returned the fraction of the loss *lost* (1 - score); the score is 1 for a perfect SAE":
             1 - ref,
         "the denominator is the zero-ablation gap CE_zero - CE_clean": torch.tensor((zero - spliced) / zero),
