@@ -2,8 +2,12 @@
 #   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
 #               (make run NOTEBOOKS=02 reruns one notebook; PROFILE=smoke|workshop|full)
 #   make test   ruff + unit tests + every notebook under papermill (smoke profile)
-#   make lab    JupyterLab on the course kernel
+#   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
+#   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
+#   make reset NB=01    restore one learner notebook from the generated version (edits backed up in outputs/)
+#   make pack-cache     archive the warm cache for learners (CACHE_ARCHIVE=mechinterp-cache.tar.gz)
+#   make unpack-cache CACHE_ARCHIVE=...   install such an archive on a learner's machine
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,6 +17,10 @@ TORCH_PIP_ARGS ?=
 PROFILE ?= workshop
 # Which notebooks `make run` executes: numbers or stems, e.g. `make run NOTEBOOKS="02 04"` (default: all).
 NOTEBOOKS ?=
+# `make reset NB=01`: which learner notebook to restore; `make pack-cache` / `unpack-cache`: the archive.
+NB ?=
+LAB_DIR ?= notebooks
+CACHE_ARCHIVE ?= mechinterp-cache.tar.gz
 STAMP := $(VENV)/.installed
 # torch's OpenMP threads spin-wait by default; on a busy 2-core machine that made small training
 # steps up to 10x slower (notebook 02). Passive waiting costs nothing measurable when idle.
@@ -20,7 +28,7 @@ OMP_WAIT_POLICY ?= PASSIVE
 TOKENIZERS_PARALLELISM ?= false
 export OMP_WAIT_POLICY TOKENIZERS_PARALLELISM
 
-.PHONY: setup run test lab bench clean
+.PHONY: setup run test lab bench exercises reset pack-cache unpack-cache clean
 .DEFAULT_GOAL := run
 
 $(STAMP): pyproject.toml constraints.txt Makefile
@@ -42,10 +50,23 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(LAB_DIR)
 
 bench: $(STAMP)
 	bash bench/run_all.sh $(PY)
+
+exercises: $(STAMP)
+	$(PY) -m course_lib.workshop exercises
+
+reset: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make reset NB=01"; exit 2; }
+	$(PY) -m course_lib.workshop reset $(NB)
+
+pack-cache: $(STAMP)
+	$(PY) -m course_lib.workshop pack-cache $(CACHE_ARCHIVE)
+
+unpack-cache: $(STAMP)
+	$(PY) -m course_lib.workshop unpack-cache $(CACHE_ARCHIVE)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

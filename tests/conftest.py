@@ -62,3 +62,13 @@ def chromium_path() -> str:
             pytest.fail(msg + " - CI must run the browser tests")
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _autograd_on():
+    """Each test starts with autograd on: something an earlier test loads turns it off globally (seen on main:
+    tests/toy's backward() calls failed after tests/sae and tests/test_*.py), and a test must not depend on order."""
+    import torch
+
+    torch.set_grad_enabled(True)
+    yield

@@ -1,6 +1,7 @@
 """The library's import graph: dependencies flow one way, with no cycles and no imports hidden in functions.
 
-Layers: infrastructure (runtime, cache, corpus, lm, hooks, weight_sparsity, explorer, progress) -> lesson packages (lens, toy,
+Layers: infrastructure (runtime, cache, corpus, lm, hooks, weight_sparsity, explorer, progress, exercises,
+workshop) -> lesson packages (lens, toy,
 circuits, sae) -> autointerp (which reads the course's default SAE). Edges are computed from the source
 with ``ast``: ``from course_lib.x import y`` is an edge to ``course_lib.x.y`` when that is a module, else
 to ``course_lib.x``.
@@ -14,7 +15,8 @@ from pathlib import Path
 import course_lib
 
 ROOT = Path(course_lib.__file__).resolve().parent
-INFRASTRUCTURE = {"runtime", "cache", "corpus", "lm", "hooks", "weight_sparsity", "explorer", "progress"}
+INFRASTRUCTURE = {"runtime", "cache", "corpus", "lm", "hooks", "weight_sparsity", "explorer", "progress", "exercises",
+                  "workshop"}
 LESSONS = {"lens", "toy", "circuits", "sae"}
 RUNNER = {"cli"}  # the notebook runner: imports what it runs, nothing imports it
 

@@ -10,7 +10,7 @@ answer. Per-token loss: ``-log softmax(logits)[t, token_{t+1}]``, averaged over 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,11 +40,15 @@ def top_next_tokens(model, prompt: str, k: int = 10) -> list[Prediction]:
 
 
 @torch.no_grad()
-def logit_lens(model, prompt: str, k: int = 1) -> tuple[list[list[Prediction]], torch.Tensor]:
+def logit_lens(
+    model, prompt: str, k: int = 1, probs_fn: Callable | None = None
+) -> tuple[list[list[Prediction]], torch.Tensor]:
     """Top-``k`` predictions at the last position read from every layer's ``resid_post``.
 
     Returns ``(per_layer, final_token_prob)``: ``per_layer[l]`` is the top-k list after block ``l``
     and ``final_token_prob[l]`` the probability, at layer ``l``, of the model's final top token.
+    ``probs_fn(resid [n_layers, d_model], ln_final, unembed) -> [n_layers, d_vocab]`` replaces
+    :func:`logit_lens_probs` (notebook 00's exercise).
     """
     toks = _tokens(model, prompt)
     n = model.cfg.n_layers
@@ -52,7 +56,7 @@ def logit_lens(model, prompt: str, k: int = 1) -> tuple[list[list[Prediction]], 
     logits, cache = model.run_with_cache(toks, names_filter=lambda name: name in names)
     final_top = int(logits[0, -1].argmax())
     resid = torch.stack([cache[name][0, -1] for name in names])  # [n_layers, d_model]
-    probs = model.unembed(model.ln_final(resid[:, None, :]))[:, 0].float().softmax(-1)  # [n_layers, vocab]
+    probs = (probs_fn or logit_lens_probs)(resid, model.ln_final, model.unembed).float()  # [n_layers, vocab]
     per_layer = []
     for layer in range(n):
         top = probs[layer].topk(k)
@@ -60,6 +64,23 @@ def logit_lens(model, prompt: str, k: int = 1) -> tuple[list[list[Prediction]], 
             [Prediction(model.to_string(int(i)), int(i), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
         )
     return per_layer, probs[:, final_top].cpu()
+
+
+def logit_lens_probs(resid: torch.Tensor, ln_final: Callable, unembed: Callable) -> torch.Tensor:
+    """``softmax(unembed(ln_final(resid)))``: ``resid [n_layers, d_model] -> [n_layers, d_vocab]``."""
+    return unembed(ln_final(resid[:, None, :]))[:, 0].float().softmax(-1)
+
+
+def zero_ablation_hook(activation: torch.Tensor, hook) -> torch.Tensor:  # noqa: ARG001 - hook signature
+    """A transformer-lens hook that replaces the activation by zeros."""
+    return torch.zeros_like(activation)
+
+
+def head_ablation_hook(z: torch.Tensor, hook, head: int) -> torch.Tensor:  # noqa: ARG001 - hook signature
+    """Zero one attention head's output ``z [batch, pos, head_index, d_head]`` (use with functools.partial)."""
+    z = z.clone()
+    z[:, :, head] = 0
+    return z
 
 
 @torch.no_grad()
@@ -79,21 +100,19 @@ def token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def ablation_losses(
-    model, tokens: torch.Tensor, layers: Sequence[int], components: Sequence[str] = ("attn", "mlp")
+    model, tokens: torch.Tensor, layers: Sequence[int], components: Sequence[str] = ("attn", "mlp"),
+    hook: Callable = zero_ablation_hook, loss_fn: Callable = token_loss,
 ) -> dict[str, list[float]]:
-    """Loss after zero-ablating each component's output (``hook_attn_out`` / ``hook_mlp_out``).
+    """Loss after ablating each component's output (``hook_attn_out`` / ``hook_mlp_out``) with ``hook``.
 
     Returns ``{"clean": [loss], "attn": [loss per layer], "mlp": [...]}`` for the given layers.
+    ``hook`` (default: zero-ablation) and ``loss_fn`` can be the learner's own (notebook 00's exercises).
     """
-    out: dict[str, list[float]] = {"clean": [float(token_loss(model(tokens), tokens))]}
-
-    def zero(act, hook):  # noqa: ARG001 - transformer-lens hook signature
-        return torch.zeros_like(act)
-
+    out: dict[str, list[float]] = {"clean": [float(loss_fn(model(tokens), tokens))]}
     for comp in components:
         losses = []
         for layer in layers:
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_{comp}_out", zero)])
-            losses.append(float(token_loss(logits, tokens)))
+            logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_{comp}_out", hook)])
+            losses.append(float(loss_fn(logits, tokens)))
         out[comp] = losses
     return out

@@ -12,6 +12,7 @@ from course_lib.sae import (
     dashboards,
     default,
     evaluation,
+    exercises,
     fast_grads,
     harvest,
     model,
@@ -47,7 +48,7 @@ from course_lib.sae.training import (
 
 __all__ = [
     "KINDS", "ActivationStore", "DefaultSAE", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
-    "SparseAutoencoder", "TrainHistory", "dashboards", "default", "default_configs", "evaluation", "fast_grads",
+    "SparseAutoencoder", "TrainHistory", "dashboards", "default", "default_configs", "evaluation", "exercises", "fast_grads",
     "geometric_median", "harvest", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
     "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "store",
     "topk_grads_autograd", "topk_grads_fast", "topk_loss", "train_on_store", "train_sae", "train_step",

@@ -17,40 +17,11 @@ from collections.abc import Callable
 import torch
 
 from course_lib import weight_sparsity
+from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, close, diagnose, tensor_of
 from course_lib.toy import metrics
 
-
-class ExerciseError(AssertionError):
-    """The learner's answer is wrong; the message says how."""
-
-
-NOT_ATTEMPTED = "not attempted yet: replace `raise NotImplementedError` with your code and run the cell again"
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
-
-
-def _shape_check(name: str, out: object, expected: tuple[int, ...], what: str) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor):
-        raise ExerciseError(f"{name} should return a torch.Tensor, got {type(out).__name__}")
-    if tuple(out.shape) != expected:
-        raise ExerciseError(f"{name} returned shape {tuple(out.shape)}; expected {expected} ({what})")
-    return out
-
-
-def _diagnose(name: str, got: torch.Tensor, ref: torch.Tensor, wrong: dict[str, torch.Tensor]) -> None:
-    if _close(got, ref):
-        return
-    for hint, variant in wrong.items():
-        if _close(got, variant):
-            raise ExerciseError(f"{name}: {hint}")
-    diff = (got.float() - ref.float()).abs()
-    idx = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
-    raise ExerciseError(
-        f"{name}: wrong values; e.g. at index {idx} you return {float(got[idx]):.4f}, the reference "
-        f"gives {float(ref[idx]):.4f} (max abs difference {float(diff.max()):.3g})"
-    )
+__all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_dimensions_per_feature", "check_feature_dimensionality",
+           "check_generate_batch", "check_topk_per_instance"]
 
 
 def _sample_W(seed: int = 0) -> torch.Tensor:
@@ -72,7 +43,7 @@ def check_generate_batch(fn: Callable[..., torch.Tensor]) -> str:
         x = fn(p, F, B, torch.Generator().manual_seed(0))
     except NotImplementedError:
         return NOT_ATTEMPTED
-    x = _shape_check("generate_batch", x, (3, B, F), "[n_instances, batch_size, n_features]")
+    x = tensor_of("generate_batch", x, (3, B, F), "[n_instances, batch_size, n_features]")
     if x.min() < 0 or x.max() > 1:
         raise ExerciseError(f"values must lie in [0, 1]; found min {float(x.min()):.3f}, max {float(x.max()):.3f}")
     frac = (x != 0).float().mean(dim=(1, 2))
@@ -105,10 +76,10 @@ def check_dimensions_per_feature(fn: Callable[[torch.Tensor], torch.Tensor]) -> 
         got = fn(W.clone())
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _shape_check("dimensions_per_feature", got, (3,), "one number per instance")
+    got = tensor_of("dimensions_per_feature", got, (3,), "one number per instance")
     ref = metrics.dimensions_per_feature(W, clip=False)
     fro2 = W.pow(2).sum(dim=(1, 2))
-    _diagnose("dimensions_per_feature", got, ref, {
+    diagnose("dimensions_per_feature", got, ref, {
         "you divided by ||W||_F, not by its square ||W||_F^2": W.shape[1] / fro2.sqrt(),
         "you used n_features (W.shape[2]) where the number of hidden dimensions (W.shape[1]) belongs":
             W.shape[2] / fro2,
@@ -131,13 +102,13 @@ def check_feature_dimensionality(fn: Callable[[torch.Tensor], torch.Tensor]) -> 
         got = fn(W.clone())
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _shape_check("feature_dimensionality", got, (3, 7), "[n_instances, n_features]")
+    got = tensor_of("feature_dimensionality", got, (3, 7), "[n_instances, n_features]")
     ref = metrics.feature_dimensionality(W)
     sq = W.pow(2).sum(1)
     gram = torch.bmm(W.transpose(1, 2), W)
     W_hat = W / W.norm(dim=1, keepdim=True)
     ov = torch.bmm(W_hat.transpose(1, 2), W)
-    _diagnose("feature_dimensionality", got, ref, {
+    diagnose("feature_dimensionality", got, ref, {
         "the denominator must use the unit vector W_f_hat = W_f / ||W_f||, not W_f itself": sq / gram.pow(2).sum(-1),
         "the sum over g must include g = f (the feature's own ||W_f||^2 term)":
             sq / (ov.pow(2).sum(-1) - torch.diagonal(ov, dim1=1, dim2=2).pow(2)),
@@ -159,10 +130,10 @@ def check_topk_per_instance(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> 
         got = fn(W.clone(), k)
     except NotImplementedError:
         return NOT_ATTEMPTED
-    got = _shape_check("topk_per_instance", got, tuple(W.shape), "same shape as W")
+    got = tensor_of("topk_per_instance", got, tuple(W.shape), "same shape as W")
     counts = (got != 0).flatten(1).sum(1)
     ref = W * weight_sparsity.topk_mask(W, k, instance_dim=0)
-    if _close(got, ref):
+    if close(got, ref):
         return "topk_per_instance: correct (exactly k nonzeros per instance, the largest by magnitude)"
     if int(counts.sum()) == k:
         raise ExerciseError("you kept k entries over all instances together; keep k per instance "
@@ -170,6 +141,6 @@ def check_topk_per_instance(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> 
     if bool((counts != k).any()):
         raise ExerciseError(f"each instance must keep exactly k={k} nonzeros; yours keep {counts.tolist()}")
     signed = W * torch.zeros_like(W).flatten(1).scatter_(1, W.flatten(1).topk(k, 1).indices, 1).view_as(W)
-    if _close(got, signed):
+    if close(got, signed):
         raise ExerciseError("you kept the largest values, not the largest magnitudes: use W.abs() to rank")
     raise ExerciseError("right number of nonzeros, but not the entries of largest |W| (or their values changed)")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal, get_args
 
 import torch
@@ -122,7 +122,9 @@ class ToyModel(nn.Module):
     """``I`` toy models at once. Parameters: ``W`` (tied kinds) or ``W_in``/``W_out`` (abs), ``b_final``.
 
     ``feature_probability``: [I]; ``importance``: [I, F] (buffers, so ``.to(device)`` moves them).
-    Initialisation: Xavier-normal weights per instance, zero bias.
+    Initialisation: Xavier-normal weights per instance, zero bias. ``data_fn`` (same signature as
+    :func:`generate_batch` without ``symmetric``; not for the ``abs`` kind) replaces the data
+    generator, e.g. by the one a learner wrote in notebook 01.
     """
 
     def __init__(
@@ -131,9 +133,13 @@ class ToyModel(nn.Module):
         feature_probability: torch.Tensor,
         importance: torch.Tensor,
         generator: torch.Generator | None = None,
+        data_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        if data_fn is not None and cfg.kind == "abs":
+            raise ValueError("data_fn draws features in [0, 1]; the abs kind needs [-1, 1] (leave data_fn None)")
         self.cfg = cfg
+        self.data_fn = data_fn
         n_inst, F, H = cfg.n_instances, cfg.n_features, cfg.d_hidden
         fp = torch.as_tensor(feature_probability, dtype=torch.float32).reshape(-1)
         imp = torch.as_tensor(importance, dtype=torch.float32)
@@ -181,6 +187,8 @@ class ToyModel(nn.Module):
         return per if per_instance else per.sum()
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.data_fn is not None:
+            return self.data_fn(self.feature_probability, self.cfg.n_features, batch_size, generator)
         return generate_batch(self.feature_probability, self.cfg.n_features, batch_size,
                               symmetric=self.cfg.kind == "abs", generator=generator)
 
@@ -197,6 +205,7 @@ def _cpu_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
+@torch.enable_grad()  # trains even where a caller (or a library it loaded) turned gradients off globally
 def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None = None) -> list[float]:
     """Train all instances together with Adam; return the summed loss every ~1% of training.
 
@@ -266,11 +275,15 @@ def train_new(
     tc: ToyTrainConfig,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    data_fn: Callable[..., torch.Tensor] | None = None,
 ) -> ToyModel:
-    """Build a :class:`ToyModel` from ``seed`` on ``device``, train it, return it (in eval mode)."""
+    """Build a :class:`ToyModel` from ``seed`` on ``device``, train it, return it (in eval mode).
+
+    ``data_fn``: the training data generator (default :func:`generate_batch`), see :class:`ToyModel`.
+    """
     device = torch.device(device)
     init_gen = torch.Generator().manual_seed(seed)
-    model = ToyModel(cfg, feature_probability, importance, generator=init_gen).to(device)
+    model = ToyModel(cfg, feature_probability, importance, generator=init_gen, data_fn=data_fn).to(device)
     data_gen = torch.Generator(device=device).manual_seed(seed + 1)
     train(model, tc, generator=data_gen)
     return model.eval()

@@ -6,7 +6,7 @@ work the same for models trained on CUDA. Shapes: ``W`` is [I, H, F] (instances,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -126,15 +126,19 @@ def wtw_grid(W: torch.Tensor, feature_probability: torch.Tensor, threshold: floa
 
 
 def dims_per_feature_plot(
-    feature_probability: torch.Tensor, W: torch.Tensor, threshold: float = 0.5, seed: int = 0
+    feature_probability: torch.Tensor, W: torch.Tensor, threshold: float = 0.5, seed: int = 0,
+    feature_dimensionality: Callable[[torch.Tensor], torch.Tensor] = metrics.feature_dimensionality,
 ) -> Figure:
-    """Dimensions per feature against ``1/(1-S)`` with the sticky fractions, plus each feature's ``D_f``."""
+    """Dimensions per feature against ``1/(1-S)`` with the sticky fractions, plus each feature's ``D_f``.
+
+    ``feature_dimensionality`` computes ``D_f`` (notebook 01 passes the learner's function).
+    """
     Wt = torch.as_tensor(_np(W))
     p = _np(feature_probability)
     x = 1 / p
     dpf = _np(metrics.dimensions_per_feature(Wt))
     raw = _np(metrics.dimensions_per_feature(Wt, clip=False))
-    Df = _np(metrics.feature_dimensionality(Wt))
+    Df = _np(feature_dimensionality(Wt))
     norms = _np(metrics.feature_norms(Wt))
     rng = np.random.default_rng(seed)
     fig, ax = plt.subplots(figsize=(8.5, 5))

@@ -76,3 +76,70 @@ def test_topk_mistakes():
 
     with pytest.raises(ex.ExerciseError, match="magnitudes"):
         ex.check_topk_per_instance(signed)
+
+
+def test_feature_dimensionality_more_mistakes():
+    def without_self(W):
+        W_hat = W / W.norm(dim=1, keepdim=True)
+        ov = torch.bmm(W_hat.transpose(1, 2), W)
+        return W.pow(2).sum(1) / (ov.pow(2).sum(-1) - torch.diagonal(ov, dim1=1, dim2=2).pow(2))
+
+    def not_squared(W):
+        W_hat = W / W.norm(dim=1, keepdim=True)
+        return W.pow(2).sum(1) / torch.bmm(W_hat.transpose(1, 2), W).sum(-1)
+
+    with pytest.raises(ex.ExerciseError, match="g = f"):
+        ex.check_feature_dimensionality(without_self)
+    with pytest.raises(ex.ExerciseError, match="square the dot products"):
+        ex.check_feature_dimensionality(not_squared)
+
+
+def test_topk_keeps_wrong_count():
+    def k_plus_one(W, k):
+        return W * toy.model.weight_sparsity.topk_mask(W, k + 1, instance_dim=0)
+
+    with pytest.raises(ex.ExerciseError, match="exactly k=5"):
+        ex.check_topk_per_instance(k_plus_one)
+
+
+def test_generate_batch_shared_presence():
+    def together(p, n, b, g):  # one presence draw per sample, shared by all features
+        present = torch.rand(len(p), b, 1, generator=g) < p.view(-1, 1, 1)
+        return torch.rand(len(p), b, n, generator=g) * present
+
+    with pytest.raises(ex.ExerciseError, match="together"):
+        ex.check_generate_batch(together)
+
+
+def test_toy_model_trains_on_a_given_data_generator():
+    calls = []
+
+    def data(p, n, b, g):
+        calls.append((n, b))
+        return toy.generate_batch(p, n, b, g)
+
+    cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=2)
+    model = toy.train_new(cfg, torch.tensor([1.0, 0.1]), toy.importances(5, 0.9, 2),
+                          toy.ToyTrainConfig(steps=3, batch_size=8, lr=1e-2), data_fn=data)
+    assert calls[:3] == [(5, 8)] * 3
+    with pytest.raises(ValueError, match="abs"):
+        toy.ToyModel(toy.ToyConfig(n_features=5, d_hidden=2, n_instances=1, kind="abs"), torch.tensor([1.0]),
+                     toy.importances(5, 0.9, 1), data_fn=data)
+    assert model.data_fn is data
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda W: W.shape[1] / W.pow(2).sum().expand(W.shape[0]), "instance dimension"),
+    (lambda W: toy.dimensions_per_feature(W, clip=True), "clipped"),
+])
+def test_dimensions_per_feature_more_mistakes(wrong, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_dimensions_per_feature(wrong)
+
+
+def test_feature_dimensionality_wrong_norm_dimension():
+    def wrong_dim(W):
+        return W.pow(2).sum(1) / torch.bmm((W / W.norm(dim=2, keepdim=True)).transpose(1, 2), W).pow(2).sum(-1)
+
+    with pytest.raises(ex.ExerciseError, match="dim 1"):
+        ex.check_feature_dimensionality(wrong_dim)

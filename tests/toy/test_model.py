@@ -89,3 +89,11 @@ def test_best_of_replicates_picks_lowest_loss_per_setting():
         model.W[1] = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])  # better than zero weights
         model.W[5] = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
     assert toy.best_of_replicates(model, 3).tolist() == [1, 5]
+
+
+def test_training_works_with_autograd_turned_off_by_the_caller():
+    cfg = toy.ToyConfig(n_features=4, d_hidden=2, n_instances=1)
+    with torch.no_grad():
+        hist = toy.train(toy.ToyModel(cfg, torch.tensor([0.5]), torch.ones(4)),
+                         toy.ToyTrainConfig(steps=5, batch_size=8, lr=1e-2))
+    assert len(hist) > 0
