@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from course_lib.autointerp import plots, records, results  # noqa: E402
@@ -34,3 +35,20 @@ def test_figures_and_html():
         assert isinstance(fig, Figure) and fig.axes
     html = plots.records_html(ur, [[0, 5, 10]], which="test")
     assert "&lt;b&gt;" in html and "rgba(30,100,255" in html  # escaped, simulated row present
+
+
+def test_bootstrap_ci_and_summary():
+    import numpy as np
+
+    v = np.random.default_rng(0).normal(0.3, 0.1, 40)
+    lo, hi = results.bootstrap_ci(v)
+    assert lo < v.mean() < hi and hi - lo < 0.1
+    assert results.bootstrap_ci(v) == (lo, hi)  # deterministic
+    lo4, hi4 = results.bootstrap_ci(v[:4])
+    assert hi4 - lo4 > hi - lo  # fewer units, wider interval
+    assert results.bootstrap_ci([0.5]) is None
+    assert results.bootstrap_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
+    res, _ = _results()
+    s = results.summarise(res, "local:smollm2")
+    assert s["neuron"]["correlation_llm"]["ci95"] is None  # one unit
+    assert s["sae"]["correlation_llm"]["n"] == 0 and s["sae"]["n_missing"] == 1
