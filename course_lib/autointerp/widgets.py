@@ -17,9 +17,10 @@ from course_lib.explorer import Explorer, view_widgets
 class ExplainExplorer(Explorer):
     """Pick a unit, read its train records, type an explanation, score it against the model's own.
 
-    A press of Score runs the cheap scorers (:meth:`Scorers.live`: keyword and all-at-once
-    simulation, embedding); the "all scorers" box adds detection and
-    fuzzing (two more batched forwards), shown as "-" otherwise.
+    A press of Score runs the cheap scorers (:meth:`Scorers.live`: keyword simulator and embedding,
+    well under a second); the "all scorers" box adds the LM's all-at-once simulation, detection and
+    fuzzing (three batched forwards, several seconds), shown as "-" otherwise. The test records are
+    drawn with the LM's simulation when it ran, else with the keyword simulator's.
     """
 
     def __init__(self, unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
@@ -50,8 +51,8 @@ class ExplainExplorer(Explorer):
         self.html = (self.records_view(unit)
                      + f"<p>you: <i>{yours}</i><br>{html.escape(self.reference_name)}: <i>{ref}</i></p>"
                      f"<table><tr><th>score</th><th>you</th><th>{html.escape(self.reference_name)}</th></tr>{rows}</table>"
-                     "test records with your simulation:"
-                     + records_html(ur, mine.extra.get("simulated"), which="test"))
+                     f"test records with your simulation ({'LM' if 'simulated' in mine.extra else 'keyword'} simulator):"
+                     + records_html(ur, mine.extra.get("simulated") or mine.extra.get("simulated_keyword"), which="test"))
 
     def build(self) -> Any:
         import ipywidgets as W
@@ -59,7 +60,7 @@ class ExplainExplorer(Explorer):
         pick = W.Dropdown(options=list(self.units), value=self.unit, description="unit")
         text = W.Text(value=self.text, description="find ...", layout=W.Layout(width="70%"))
         button = W.Button(description="Score", button_style="primary")
-        every = W.Checkbox(value=self.all_scorers, description="all scorers (+ detection, fuzzing: slower)",
+        every = W.Checkbox(value=self.all_scorers, description="all scorers (+ LM simulation, detection, fuzzing: slower)",
                            indent=False)
         status = W.HTML()
         html_w, img_w = view_widgets(self)

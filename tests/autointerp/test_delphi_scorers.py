@@ -112,6 +112,7 @@ def test_scorers_run_intruder_and_surprisal_when_asked():
     res = sc.score(pipeline.explain_text("the character §", "sae/0"), ur)
     assert res.scores["intruder_accuracy"] == 1.0 and res.scores["surprisal_auroc"] == 1.0
     assert set(res.extra["seconds"]) >= {"intruder", "surprisal"}
-    assert sc.live().delphi_lm is None and sc.live().yes_no is None
+    live = sc.live()
+    assert live.delphi_lm is None and live.yes_no is None and live.simulator is None
     off = pipeline.Scorers(simulator=None, yes_no=None).score(pipeline.explain_text("x", "sae/0"), ur)
     assert off.scores["intruder_accuracy"] is None and off.scores["surprisal_auroc"] is None
