@@ -144,6 +144,8 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
     * **Resumable**: with ``out`` (a JSONL path), each finished batch is appended and fsynced; a
       rerun reads the file and skips units this explainer already has a result for, so an
       interrupted run loses at most the ``batch_size`` units in flight. Failed units are retried.
+      Lines are matched by (explainer name, unit name) only: use a new file for new records or a
+      new configuration.
     * **Failures per unit**: an exception while explaining or scoring one unit, or a backend error,
       becomes that unit's Result with ``reason`` and ``extra = {"failed": True, "stage", "error"}``
       (all scores None); the loop goes on.
