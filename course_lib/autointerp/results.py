@@ -142,3 +142,87 @@ def summarise(results: Sequence[Result], explainer: str | None = None, seed: int
                           "ci95": None if ci is None else list(ci)}
         out[kind] = entry
     return out
+
+
+# --------------------------------------------------------------------------- sanity gates
+
+GATE_KEYS: tuple[str, ...] = ("correlation_llm", "correlation_keyword", "detection_auroc", "fuzzing_auroc",
+                              "embedding_auroc")
+CHANCE: dict[str, float] = {"correlation_llm": 0.0, "correlation_keyword": 0.0, "detection_auroc": 0.5,
+                            "fuzzing_auroc": 0.5, "embedding_auroc": 0.5}
+KNOWN_ANSWER_MIN: dict[str, float] = {"correlation_llm": 0.5, "correlation_keyword": 0.5, "detection_auroc": 0.75,
+                                      "fuzzing_auroc": 0.75, "embedding_auroc": 0.75}
+
+
+def sanity_gates(known: Result, summary: dict[str, Any], keys: Sequence[str] = GATE_KEYS,
+                 control_kind: str = "random", margin: float = 0.1) -> dict[str, dict[str, Any]]:
+    """Per scorer, the two gates a scorer must pass before its numbers support a conclusion.
+
+    * **known answer**: on a unit whose true explanation is known (``known``, e.g. the unit that
+      fires exactly on ``" def"``, explained by naming that token) the score reaches
+      ``KNOWN_ANSWER_MIN[key]``;
+    * **control**: on the random-direction units (``summary[control_kind]``, from :func:`summarise`)
+      the scorer is not confidently above chance: the lower end of the mean's 95% bootstrap CI is at
+      most ``CHANCE[key] + margin`` (a scorer that rates random directions as explained measures
+      something else).
+
+    Returns ``{key: {"known", "known_min", "known_pass", "control_mean", "control_ci",
+    "control_pass", "pass"}}``; missing data fails its gate.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    ctrl = summary.get(control_kind, {})
+    for key in keys:
+        k = known.scores.get(key)
+        known_ok = k is not None and math.isfinite(k) and k >= KNOWN_ANSWER_MIN[key]
+        c = ctrl.get(key) or {}
+        ci = c.get("ci95")
+        mean = c.get("mean")
+        if ci is not None:
+            control_ok = ci[0] <= CHANCE[key] + margin
+        else:  # one unit or none: use the mean itself
+            control_ok = mean is not None and mean <= CHANCE[key] + margin
+        out[key] = {"known": k, "known_min": KNOWN_ANSWER_MIN[key], "known_pass": bool(known_ok),
+                    "control_mean": mean, "control_ci": ci, "control_pass": bool(control_ok),
+                    "pass": bool(known_ok and control_ok)}
+    return out
+
+
+def _fmt(v: float | None, ci: Sequence[float] | None = None) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+
+def gates_markdown(gates: dict[str, dict[str, Any]], summary: dict[str, Any],
+                   kinds: Sequence[str] = ("sae", "neuron", "random")) -> str:
+    """The gate table and the conclusions they allow, as Markdown; every number comes from the run.
+
+    A scorer that fails a gate is struck through and left out of the conclusions.
+    """
+    lines = ["| scorer | known-answer unit (min) | random directions, mean [95% CI] (chance) | verdict |",
+             "| --- | --- | --- | --- |"]
+    for key, g in gates.items():
+        name = key if g["pass"] else f"~~{key}~~"
+        verdict = "usable" if g["pass"] else "excluded: failed " + " and ".join(
+            n for n, ok in (("known answer", g["known_pass"]), ("control", g["control_pass"])) if not ok)
+        lines.append(f"| {name} | {_fmt(g['known'])} ({g['known_min']:.2f}) | "
+                     f"{_fmt(g['control_mean'], g['control_ci'])} ({CHANCE[key]:.2f}) | {verdict} |")
+    usable = [k for k, g in gates.items() if g["pass"]]
+    lines.append("")
+    if not usable:
+        lines.append("**Conclusions:** no scorer passed both gates in this run, so this run supports no "
+                     "comparison between unit kinds.")
+        return "\n".join(lines)
+    lines.append("**Conclusions** (usable scorers only; mean over units with 95% bootstrap CI):")
+    lines.append("")
+    for key in usable:
+        parts = [f"{kind} {_fmt((summary.get(kind, {}).get(key) or {}).get('mean'), (summary.get(kind, {}).get(key) or {}).get('ci95'))}"
+                 for kind in kinds]
+        sae_ci = (summary.get("sae", {}).get(key) or {}).get("ci95")
+        rnd_ci = (summary.get("random", {}).get(key) or {}).get("ci95")
+        if sae_ci is not None and rnd_ci is not None and sae_ci[0] > rnd_ci[1]:
+            verdict = "SAE latents are explained better than random directions (CIs do not overlap)"
+        else:
+            verdict = "this run cannot tell SAE latents from random directions (CIs overlap or too few units)"
+        lines.append(f"* **{key}**: {'; '.join(parts)} -- {verdict}.")
+    return "\n".join(lines)
