@@ -7,21 +7,27 @@ Measures, in one run and interleaved (A B A B ...) so that load from other jobs 
   ratio <= 1.3 and < 5 s;
 * the same against a full forward with the ``[batch, L, vocab]`` logits (what a naive
   implementation would pay);
-* units/s for simulation and for detection, and the share of each in the model's forward pass.
+* units/s for simulation and for detection, and the share of each in the model's forward pass;
+* units/s of the whole local path, :func:`pipeline.explain_and_score` (local SmolLM2 explains, then
+  every scorer but the embedder runs), over ``--units`` units with a resumable JSONL, and the
+  seconds per unit of each stage.
 
-Run: ``.venv/bin/python bench/bench_autointerp.py [--repeats 3] [--records 10] [--tokens 64]``.
+Run: ``.venv/bin/python bench/bench_autointerp.py [--repeats 3] [--records 10] [--tokens 64] [--units 8]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from course_lib import corpus
-from course_lib.autointerp import localmodel, records, scoring, simulator, units
+from course_lib.autointerp import explainers, localmodel, pipeline, records, scoring, simulator, units
 
 
 def _unit(lm: localmodel.LocalLM, n_records: int, n_tokens: int) -> records.UnitRecords:
@@ -41,6 +47,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--records", type=int, default=10)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--units", type=int, default=8, help="units for the explain_and_score measurement (0: skip)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     args = ap.parse_args()
 
@@ -64,7 +71,8 @@ def main() -> None:
         with torch.no_grad():
             lm.model(input_ids=ids, attention_mask=mask)
 
-    timings: dict[str, list[float]] = {k: [] for k in ("simulate", "bare", "full", "prompt", "detect", "det_fwd")}
+    timings: dict[str, list[float]] = {k: [] for k in ("simulate", "bare", "full", "prompt", "detect", "det_fwd",
+                                                       "intruder", "surprisal")}
     sim.simulate(expl, ur.test)  # warm-up
     lm.hidden(det_seqs)
     for _ in range(args.repeats):
@@ -75,6 +83,8 @@ def main() -> None:
             ("full", full_forward),
             ("detect", lambda: yn.detection(expl, ur)),
             ("det_fwd", lambda: lm.hidden(det_seqs)),
+            ("intruder", lambda: scoring.intruder_score(lm, ur, torch.Generator().manual_seed(0))),
+            ("surprisal", lambda: scoring.surprisal_score(lm, expl, ur)),
         ):
             t0 = time.perf_counter()
             fn()
@@ -93,7 +103,27 @@ def main() -> None:
     print(f"detection ({len(det_seqs)} yes/no questions, {sum(map(len, det_seqs))} tokens, 1 forward): "
           f"{med['detect']:.2f} s -> {1 / med['detect']:.3f} units/s; share in the forward pass: "
           f"{min(1.0, med['det_fwd'] / med['detect']):.0%}")
+    print(f"delphi's cheaper scorers: intruder {med['intruder']:.2f} s/unit, surprisal {med['surprisal']:.2f} s/unit")
     print(f"absolute target: simulation < 5 s: {'met' if med['simulate'] < 5 else 'NOT met'} on this machine")
+    if args.units > 0:
+        urs = [dataclasses.replace(ur, unit=f"token/ def#{i}") for i in range(args.units)]
+        ex = explainers.LocalLLMExplainer(lm, max_new_tokens=24)
+        scorers = pipeline.Scorers.from_local(lm)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "bench.jsonl"
+            t0 = time.perf_counter()
+            res = pipeline.explain_and_score(ex, scorers, urs, progress=False, out=out, batch_size=4)
+            wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pipeline.explain_and_score(ex, scorers, urs, progress=False, out=out)  # resumed: nothing to do
+            resumed = time.perf_counter() - t0
+        stages = {k: statistics.mean(r.extra.get("seconds", {}).get(k, 0.0) for r in res)
+                  for k in ("simulation", "detection_and_fuzzing")}
+        print(f"explain_and_score, local path ({args.units} units, explain + simulate + detect + fuzz): "
+              f"{wall:.1f} s -> {args.units / wall:.3f} units/s, {wall / args.units:.2f} s/unit "
+              f"(simulation {stages['simulation']:.2f} s, detection+fuzzing {stages['detection_and_fuzzing']:.2f} s, "
+              f"explanation the rest); failures {sum(pipeline.is_failure(r) for r in res)}; "
+              f"rerun on the finished JSONL: {resumed * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
   renormalised among themselves: ``softmax(h_pos @ W_U[cand].T)`` ``[n_pos, n_cand]``. Only the
   ``n_cand`` rows of the unembedding are multiplied, never the whole ``[L, d_vocab]`` logits
   (49,152 x positions floats), so the cost is the transformer body's forward pass.
+* :meth:`LocalLM.token_logprobs` -- log-probabilities of the tokens actually there (surprisal scorer).
 * :meth:`LocalLM.generate` -- greedy chat completion (the local explainer).
 """
 
@@ -70,6 +71,25 @@ class LocalLM:
         for i, pos in enumerate(positions):
             hp = h[i, torch.tensor(list(pos), dtype=torch.long, device=h.device)].float()  # [n, d]
             out.append(torch.softmax(hp @ w.T, dim=-1).cpu())
+        return out
+
+    @torch.no_grad()
+    def token_logprobs(self, seqs: Sequence[Sequence[int]], starts: Sequence[int]) -> list[torch.Tensor]:
+        """``log p(seq[t] | seq[:t])`` for ``t >= starts[i]`` (``starts[i] >= 1``), one batched forward.
+
+        Full-vocabulary logits only at the scored positions. Returns ``[len(seq) - start]`` float32 per
+        sequence, on CPU.
+        """
+        h, _ = self.hidden(seqs)
+        w = self.model.lm_head.weight.float()  # [vocab, d]
+        out = []
+        for i, (seq, start) in enumerate(zip(seqs, starts)):
+            if start < 1:
+                raise ValueError("the first scored token needs a context: start >= 1")
+            hp = h[i, start - 1: len(seq) - 1].float()  # predicts tokens start .. len-1
+            logp = torch.log_softmax(hp @ w.T, dim=-1)
+            target = torch.tensor(list(seq[start:]), dtype=torch.long, device=h.device)
+            out.append(logp.gather(1, target[:, None])[:, 0].cpu())
         return out
 
     @torch.no_grad()

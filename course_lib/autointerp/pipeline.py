@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,8 +19,14 @@ from tqdm.auto import tqdm
 
 from course_lib.autointerp.explainers import Explanation, parse_explanation
 from course_lib.autointerp.records import UnitRecords
-from course_lib.autointerp.results import SCORE_KEYS, Result
-from course_lib.autointerp.scoring import YesNoScorer, correlation_score, embedding_score
+from course_lib.autointerp.results import SCORE_KEYS, Result, append_jsonl, read_jsonl_lines
+from course_lib.autointerp.scoring import (
+    YesNoScorer,
+    embedding_score,
+    intruder_score,
+    simulation_score,
+    surprisal_score,
+)
 from course_lib.autointerp.simulator import AllAtOnceSimulator, KeywordSimulator
 
 
@@ -31,11 +38,23 @@ class Scorers:
     yes_no: YesNoScorer | None  # detection + fuzzing
     embedder: Any = None  # sentence-transformers model (embedding score)
     keyword: KeywordSimulator = dataclasses.field(default_factory=KeywordSimulator)  # no-LLM simulator
-    seed: int = 0  # seeds fuzzing's choice of wrongly marked tokens
+    seed: int = 0  # seeds fuzzing's choice of wrongly marked tokens (and the intruder's records)
+    delphi_lm: Any = None  # local LM for delphi's intruder + surprisal scorers (None: skip them)
 
     @classmethod
-    def from_local(cls, lm: Any, embedder: Any = None, seed: int = 0) -> Scorers:
-        return cls(simulator=AllAtOnceSimulator(lm), yes_no=YesNoScorer(lm), embedder=embedder, seed=seed)
+    def from_local(cls, lm: Any, embedder: Any = None, seed: int = 0, delphi_extra: bool = False) -> Scorers:
+        """All scorers on one local LM; ``delphi_extra`` adds intruder + surprisal (2 more forwards)."""
+        return cls(simulator=AllAtOnceSimulator(lm), yes_no=YesNoScorer(lm), embedder=embedder, seed=seed,
+                   delphi_lm=lm if delphi_extra else None)
+
+    def live(self) -> Scorers:
+        """The cheap subset for interactive use: keyword simulator + embedding (no LM forward).
+
+        Measured on this course's 2-core CPU, one thread, a workshop unit (8 test records x 25
+        tokens): 0.12 CPU-s, against 7.4 CPU-s with the all-at-once simulation and 13.4 CPU-s with
+        detection and fuzzing too.
+        """
+        return dataclasses.replace(self, simulator=None, yes_no=None, delphi_lm=None)
 
     def score(self, expl: Explanation, ur: UnitRecords) -> Result:
         """All scores of one explanation (``None`` for every score when it is missing)."""
@@ -43,13 +62,16 @@ class Scorers:
         extra: dict[str, Any] = {"seconds": {}}
         if expl.text is not None:
             t = expl.text
-            r, sim = correlation_score(self.keyword, t, ur)
-            scores["correlation_keyword"] = r
+            sc, sim = simulation_score(self.keyword, t, ur)
+            scores["correlation_keyword"] = sc["correlation"]
+            scores["rsquared_keyword"], scores["absdev_keyword"] = sc["rsquared"], sc["absolute_dev_explained"]
+            extra["simulated_keyword"] = [s.tolist() for s in sim]
             if self.simulator is not None:
                 t0 = time.perf_counter()
-                r, sim = correlation_score(self.simulator, t, ur)
+                sc, sim = simulation_score(self.simulator, t, ur)
                 extra["seconds"]["simulation"] = time.perf_counter() - t0
-                scores["correlation_llm"] = r
+                scores["correlation_llm"] = sc["correlation"]
+                scores["rsquared_llm"], scores["absdev_llm"] = sc["rsquared"], sc["absolute_dev_explained"]
                 extra["simulated"] = [s.tolist() for s in sim]
             if self.yes_no is not None:
                 t0 = time.perf_counter()
@@ -60,16 +82,102 @@ class Scorers:
                 scores["fuzzing_auroc"], scores["fuzzing_bacc"] = f["auroc"], f["balanced_accuracy"]
             if self.embedder is not None:
                 scores["embedding_auroc"] = embedding_score(self.embedder, t, ur)["auroc"]
+            if self.delphi_lm is not None:
+                t0 = time.perf_counter()
+                s = surprisal_score(self.delphi_lm, t, ur)
+                scores["surprisal_auroc"] = s["auroc"]
+                extra["surprisal_gain"] = s["gain"]
+                extra["seconds"]["surprisal"] = time.perf_counter() - t0
+                t0 = time.perf_counter()  # the intruder test reads no explanation
+                scores["intruder_accuracy"] = intruder_score(
+                    self.delphi_lm, ur, torch.Generator().manual_seed(self.seed))["accuracy"]
+                extra["seconds"]["intruder"] = time.perf_counter() - t0
         return Result(unit=ur.unit, kind=ur.kind, explainer=expl.explainer, explanation=expl.text,
                       reason=expl.reason, scores=scores, records=ur.to_dict(), extra=extra)
 
 
-def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords],
-                      progress: bool = True) -> list[Result]:
-    """Explain every unit (one call: HTTP explainers run concurrently), then score each."""
-    expls = explainer.explain_many(urs)
-    return [scorers.score(e, u) for e, u in tqdm(list(zip(expls, urs)), desc=f"score {explainer.name}",
-                                                 disable=not progress)]
+def _failed(ur: UnitRecords, explainer: str, stage: str, err: BaseException | str,
+            expl: Explanation | None = None) -> Result:
+    msg = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    return Result(unit=ur.unit, kind=ur.kind, explainer=explainer, explanation=expl.text if expl else None,
+                  reason=f"{stage} failed: {msg}", scores={k: None for k in SCORE_KEYS},
+                  records=ur.to_dict(), extra={"failed": True, "stage": stage, "error": msg})
+
+
+def is_failure(r: Result) -> bool:
+    """A result to retry on the next run (an error, not an answer such as "dead unit")."""
+    return bool(r.extra.get("failed"))
+
+
+def _explain_batch(explainer: Any, batch: Sequence[UnitRecords]) -> list[Explanation | BaseException]:
+    """Explanations of a batch; if the batch call raises, each unit alone, keeping per-unit errors."""
+    try:
+        return list(explainer.explain_many(batch))
+    except Exception:  # noqa: BLE001 -- isolate the failing unit(s) below
+        out: list[Explanation | BaseException] = []
+        for u in batch:
+            try:
+                out.append(explainer.explain(u))
+            except Exception as e:  # noqa: BLE001 -- recorded per unit
+                out.append(e)
+        return out
+
+
+def _score_one(scorers: Scorers, explainer: str, expl: Explanation | BaseException, ur: UnitRecords) -> Result:
+    if isinstance(expl, BaseException):
+        return _failed(ur, explainer, "explain", expl)
+    if expl.text is None and (expl.reason or "").startswith("backend error"):
+        return _failed(ur, explainer, "explain", expl.reason or "", expl)
+    try:
+        return scorers.score(expl, ur)
+    except Exception as e:  # noqa: BLE001 -- recorded per unit
+        return _failed(ur, explainer, "score", e, expl)
+
+
+def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords], progress: bool = True,
+                      out: str | Path | None = None, batch_size: int = 32) -> list[Result]:
+    """Explain and score every unit, ``batch_size`` units in flight at a time; one Result per unit.
+
+    * **Bounded concurrency**: units go to ``explainer.explain_many`` in batches of ``batch_size``
+      (HTTP explainers send a batch's requests concurrently, up to their client's own limit), then
+      each is scored (local LM, one batched forward per scorer).
+    * **Resumable**: with ``out`` (a JSONL path), each finished batch is appended and fsynced; a
+      rerun reads the file and skips units this explainer already has a result for, so an
+      interrupted run loses at most the ``batch_size`` units in flight. Failed units are retried.
+      Lines are matched by (explainer name, unit name) only: use a new file for new records or a
+      new configuration.
+    * **Failures per unit**: an exception while explaining or scoring one unit, or a backend error,
+      becomes that unit's Result with ``reason`` and ``extra = {"failed": True, "stage", "error"}``
+      (all scores None); the loop goes on.
+    * **Progress**: a ``tqdm.auto`` bar counting units (units/s, ETA; already-done units included).
+
+    Returns the results in the order of ``urs`` (resumed ones read back from ``out``).
+    """
+    name = explainer.name
+    done: dict[str, Result] = {}
+    if out is not None:
+        for r in read_jsonl_lines(out, repair=True):
+            if r.explainer == name:
+                done[r.unit] = r  # the latest line of a unit wins
+    todo = [u for u in urs if u.unit not in done or is_failure(done[u.unit])]
+    bar = tqdm(total=len(urs), initial=len(urs) - len(todo), desc=f"explain+score {name}", unit="unit",
+               disable=not progress)
+    n_failed = 0
+    try:
+        for i in range(0, len(todo), max(1, batch_size)):
+            batch = todo[i: i + max(1, batch_size)]
+            new = [_score_one(scorers, name, e, u) for e, u in zip(_explain_batch(explainer, batch), batch)]
+            if out is not None:
+                append_jsonl(new, out)
+            for r in new:
+                done[r.unit] = r
+                n_failed += is_failure(r)
+            bar.update(len(batch))
+            if n_failed:
+                bar.set_postfix(failed=n_failed)
+    finally:
+        bar.close()
+    return [done[u.unit] for u in urs]
 
 
 def explain_text(text: str, unit: str, explainer: str = "human") -> Explanation:

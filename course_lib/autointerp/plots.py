@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from course_lib.autointerp.records import UnitRecords
-from course_lib.autointerp.results import Result
+from course_lib.autointerp.results import Result, bootstrap_ci
 
 KIND_COLORS = {"sae": "tab:blue", "neuron": "tab:orange", "random": "tab:gray", "token": "tab:green"}
 SCORE_LABELS = {
@@ -36,7 +36,8 @@ def _vals(results: Sequence[Result], key: str) -> list[float]:
 def plot_score_distributions(results: Sequence[Result], explainer: str,
                              kinds: Sequence[str] = ("sae", "neuron", "random"),
                              keys: Sequence[str] = tuple(SCORE_LABELS)) -> Figure:
-    """One panel per scorer: each unit's score as a dot, per unit kind, with the kind's mean (bar)."""
+    """One panel per scorer: each unit's score as a dot, per unit kind, with the kind's mean (bar) and
+    its 95% bootstrap confidence interval over units (:func:`~.results.bootstrap_ci`)."""
     rows = [r for r in results if r.explainer == explainer]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.4), sharey=False)
     axes = np.atleast_1d(axes)
@@ -45,8 +46,10 @@ def plot_score_distributions(results: Sequence[Result], explainer: str,
         for i, kind in enumerate(kinds):
             v = _vals([r for r in rows if r.kind == kind], key)
             if v:
-                ax.bar(i, float(np.mean(v)), color=KIND_COLORS.get(kind, "k"), alpha=0.35, width=0.7,
-                       label=f"{kind} (mean)" if key == keys[0] else None)
+                m, ci = float(np.mean(v)), bootstrap_ci(v)
+                err = None if ci is None else [[max(0.0, m - ci[0])], [max(0.0, ci[1] - m)]]
+                ax.bar(i, m, yerr=err, capsize=4, ecolor="k", color=KIND_COLORS.get(kind, "k"), alpha=0.35,
+                       width=0.7, label=f"{kind} (mean, 95% bootstrap CI)" if key == keys[0] else None)
                 ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=16, color=KIND_COLORS.get(kind, "k"),
                            zorder=3, label=f"{kind} (unit)" if key == keys[0] else None)
         ax.axhline(CHANCE.get(key, 0.0), color="k", lw=0.8, ls="--")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,13 @@ from course_lib.autointerp.records import UnitKind, UnitRecords
 SCORE_KEYS: tuple[str, ...] = (
     "correlation_llm",  # pooled Pearson r, all-at-once simulator (local LM)
     "correlation_keyword",  # pooled Pearson r, keyword simulator (no LLM)
+    "rsquared_llm", "absdev_llm",  # R^2 and absolute deviation explained after linear calibration
+    "rsquared_keyword", "absdev_keyword",  # the same for the keyword simulator
     "detection_auroc", "detection_bacc",  # delphi detection
     "fuzzing_auroc", "fuzzing_bacc",  # delphi fuzzing
     "embedding_auroc",  # MiniLM retrieval
+    "intruder_accuracy",  # delphi intruder (no explanation; chance 1/4)
+    "surprisal_auroc",  # delphi surprisal: log-likelihood gain from the explanation, top vs random
 )
 
 
@@ -59,6 +64,42 @@ def save_jsonl(results: Iterable[Result], path: str | Path) -> Path:
     return path
 
 
+def append_jsonl(results: Iterable[Result], path: str | Path) -> Path:
+    """Append results, one line each, and flush them to disk (fsync) before returning.
+
+    Used by the resumable loop: a run killed mid-write leaves at most one partial last line, which
+    :func:`read_jsonl_lines` drops.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in results:
+            f.write(r.to_json() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def read_jsonl_lines(path: str | Path, repair: bool = False) -> list[Result]:
+    """Results of a JSONL file that may end in a partial line (an interrupted append): that line is
+    skipped, and with ``repair`` cut from the file so that later appends start on a fresh line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    complete, _, partial = text.rpartition("\n")
+    if partial and repair:
+        cache.atomic_write_text(path, complete + "\n" if complete else "")
+    out = []
+    for line in complete.splitlines():
+        if line.strip():
+            try:
+                out.append(Result.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a damaged line counts as not done: its unit is scored again
+    return out
+
+
 def load_jsonl(path: str | Path) -> list[Result]:
     """Read results written by :func:`save_jsonl` (blank lines skipped)."""
     out = []
@@ -68,8 +109,25 @@ def load_jsonl(path: str | Path) -> list[Result]:
     return out
 
 
-def summarise(results: Sequence[Result], explainer: str | None = None) -> dict[str, Any]:
-    """``{kind: {score: {"mean", "median", "n"}, "n_units", "n_missing"}}`` (NaN/None skipped)."""
+def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of the mean: resample the units with replacement
+    ``n_boot`` times, take the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled
+    means. None for fewer than 2 values. Deterministic for a given ``seed``."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def summarise(results: Sequence[Result], explainer: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """``{kind: {score: {"mean", "median", "n", "ci95"}, "n_units", "n_missing"}}`` (NaN/None skipped).
+
+    ``ci95``: :func:`bootstrap_ci` of the mean over units, ``[low, high]`` (None under 2 units).
+    """
     out: dict[str, Any] = {}
     rows = [r for r in results if explainer is None or r.explainer == explainer]
     for kind in sorted({r.kind for r in rows}):
@@ -78,7 +136,93 @@ def summarise(results: Sequence[Result], explainer: str | None = None) -> dict[s
                                  "n_missing": sum(r.explanation is None for r in ks)}
         for key in SCORE_KEYS:
             vals = [v for r in ks if (v := r.scores.get(key)) is not None and math.isfinite(v)]
+            ci = bootstrap_ci(vals, seed=seed)
             entry[key] = {"mean": float(np.mean(vals)) if vals else None,
-                          "median": float(np.median(vals)) if vals else None, "n": len(vals)}
+                          "median": float(np.median(vals)) if vals else None, "n": len(vals),
+                          "ci95": None if ci is None else list(ci)}
         out[kind] = entry
     return out
+
+
+# --------------------------------------------------------------------------- sanity gates
+
+GATE_KEYS: tuple[str, ...] = ("correlation_llm", "correlation_keyword", "detection_auroc", "fuzzing_auroc",
+                              "embedding_auroc")
+CHANCE: dict[str, float] = {"correlation_llm": 0.0, "correlation_keyword": 0.0, "detection_auroc": 0.5,
+                            "fuzzing_auroc": 0.5, "embedding_auroc": 0.5}
+KNOWN_ANSWER_MIN: dict[str, float] = {"correlation_llm": 0.5, "correlation_keyword": 0.5, "detection_auroc": 0.75,
+                                      "fuzzing_auroc": 0.75, "embedding_auroc": 0.75}
+
+
+def sanity_gates(known: Result, summary: dict[str, Any], keys: Sequence[str] = GATE_KEYS,
+                 control_kind: str = "random", margin: float = 0.1) -> dict[str, dict[str, Any]]:
+    """Per scorer, the two gates a scorer must pass before its numbers support a conclusion.
+
+    * **known answer**: on a unit whose true explanation is known (``known``, e.g. the unit that
+      fires exactly on ``" def"``, explained by naming that token) the score reaches
+      ``KNOWN_ANSWER_MIN[key]``;
+    * **control**: on the random-direction units (``summary[control_kind]``, from :func:`summarise`)
+      the scorer is not confidently above chance: the lower end of the mean's 95% bootstrap CI is at
+      most ``CHANCE[key] + margin`` (a scorer that rates random directions as explained measures
+      something else).
+
+    Returns ``{key: {"known", "known_min", "known_pass", "control_mean", "control_ci",
+    "control_pass", "pass"}}``; missing data fails its gate.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    ctrl = summary.get(control_kind, {})
+    for key in keys:
+        k = known.scores.get(key)
+        known_ok = k is not None and math.isfinite(k) and k >= KNOWN_ANSWER_MIN[key]
+        c = ctrl.get(key) or {}
+        ci = c.get("ci95")
+        mean = c.get("mean")
+        if ci is not None:
+            control_ok = ci[0] <= CHANCE[key] + margin
+        else:  # one unit or none: use the mean itself
+            control_ok = mean is not None and mean <= CHANCE[key] + margin
+        out[key] = {"known": k, "known_min": KNOWN_ANSWER_MIN[key], "known_pass": bool(known_ok),
+                    "control_mean": mean, "control_ci": ci, "control_pass": bool(control_ok),
+                    "pass": bool(known_ok and control_ok)}
+    return out
+
+
+def _fmt(v: float | None, ci: Sequence[float] | None = None) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+
+def gates_markdown(gates: dict[str, dict[str, Any]], summary: dict[str, Any],
+                   kinds: Sequence[str] = ("sae", "neuron", "random")) -> str:
+    """The gate table and the conclusions they allow, as Markdown; every number comes from the run.
+
+    A scorer that fails a gate is struck through and left out of the conclusions.
+    """
+    lines = ["| scorer | known-answer unit (min) | random directions, mean [95% CI] (chance) | verdict |",
+             "| --- | --- | --- | --- |"]
+    for key, g in gates.items():
+        name = key if g["pass"] else f"~~{key}~~"
+        verdict = "usable" if g["pass"] else "excluded: failed " + " and ".join(
+            n for n, ok in (("known answer", g["known_pass"]), ("control", g["control_pass"])) if not ok)
+        lines.append(f"| {name} | {_fmt(g['known'])} ({g['known_min']:.2f}) | "
+                     f"{_fmt(g['control_mean'], g['control_ci'])} ({CHANCE[key]:.2f}) | {verdict} |")
+    usable = [k for k, g in gates.items() if g["pass"]]
+    lines.append("")
+    if not usable:
+        lines.append("**Conclusions:** no scorer passed both gates in this run, so this run supports no "
+                     "comparison between unit kinds.")
+        return "\n".join(lines)
+    lines.append("**Conclusions** (usable scorers only; mean over units with 95% bootstrap CI):")
+    lines.append("")
+    for key in usable:
+        parts = [f"{kind} {_fmt((summary.get(kind, {}).get(key) or {}).get('mean'), (summary.get(kind, {}).get(key) or {}).get('ci95'))}"
+                 for kind in kinds]
+        sae_ci = (summary.get("sae", {}).get(key) or {}).get("ci95")
+        rnd_ci = (summary.get("random", {}).get(key) or {}).get("ci95")
+        if sae_ci is not None and rnd_ci is not None and sae_ci[0] > rnd_ci[1]:
+            verdict = "SAE latents are explained better than random directions (CIs do not overlap)"
+        else:
+            verdict = "this run cannot tell SAE latents from random directions (CIs overlap or too few units)"
+        lines.append(f"* **{key}**: {'; '.join(parts)} -- {verdict}.")
+    return "\n".join(lines)

@@ -6,6 +6,15 @@
       r = sum (s - s_bar)(a - a_bar) / sqrt(sum (s - s_bar)^2 sum (a - a_bar)^2)
 
   NaN (scored as missing) when either side is constant.
+* **R²** and **absolute deviation explained** (Bills et al.'s other two simulation scores), pooled
+  over the same tokens *after* a linear calibration ``p = alpha s + beta`` of the 0-10 simulation
+  onto the activation scale (least squares, as ``LinearCalibratedNeuronSimulator``; here fitted on
+  the scored records themselves -- two parameters over hundreds of tokens)::
+
+      R^2 = 1 - mean((a - p)^2) / mean(a^2)        (denominator: mean of squares, not variance)
+      ADE = 1 - mean|a - p| / mean|a|
+
+  A constant simulation predicts nothing: both are NaN (missing), as is anything over all-zero ``a``.
 * **detection** (delphi): for each test record ask the local LM "does this text activate a unit
   that finds <explanation>? Yes/No"; ``p_yes = P(Yes) / (P(Yes) + P(No))`` at the answer position.
   Label 1 for top records, 0 for random ones.
@@ -15,7 +24,18 @@
 * **embedding** (delphi): cosine similarity between the embedded explanation and each test record's
   text (all-MiniLM-L6-v2); label 1 for top records.
 
-Detection, fuzzing and embedding are reported as **AUROC** (threshold-free; ties count 1/2, so a
+* **intruder** (delphi): no explanation at all. Each question shows ``k`` records -- ``k - 1``
+  top-activating ones and one random (the intruder) at a random place, labelled A, B, ... -- and asks
+  which one does not belong; the answer is the argmax of ``P(letter)`` over the ``k`` letters.
+  Reported as accuracy (chance ``1/k``) and the mean probability given to the intruder. It measures
+  whether the unit's top records share something a reader can see, i.e. interpretability before
+  any explanation.
+* **surprisal** (delphi): how much the explanation, put in context, lowers the local LM's loss on a
+  record: ``gain = mean_t log p(x_t | explanation, x_<t) - mean_t log p(x_t | neutral prefix, x_<t)``.
+  A good explanation helps on top records more than on random ones: AUROC of the gain, top vs random
+  (one batched forward over both prefixes).
+
+Detection, fuzzing, embedding and surprisal are reported as **AUROC** (threshold-free; ties count 1/2, so a
 constant predictor scores exactly 0.5) and **balanced accuracy** at threshold 0.5 (embedding: at
 the median similarity), ``(TPR + TNR) / 2``. Each yes/no scorer is one batched forward per unit.
 """
@@ -47,6 +67,49 @@ def pooled_correlation(real: Sequence[Sequence[float]], simulated: Sequence[Sequ
     if a.size < 2 or denom <= 1e-12:
         return float("nan")
     return float((a * s).sum() / denom)
+
+
+def _pooled(real: Sequence[Sequence[float]], pred: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.concatenate([np.asarray(r, dtype=np.float64) for r in real]) if len(real) else np.zeros(0)
+    p = np.concatenate([np.asarray(r, dtype=np.float64) for r in pred]) if len(pred) else np.zeros(0)
+    if a.shape != p.shape:
+        raise ValueError(f"real {a.shape} and predicted {p.shape} differ in length")
+    return a, p
+
+
+def rsquared(real: Sequence[Sequence[float]], pred: Sequence[Sequence[float]]) -> float:
+    """``1 - mean((a - p)^2) / mean(a^2)`` pooled over all records; NaN when ``a`` is all zero."""
+    a, p = _pooled(real, pred)
+    denom = float(np.mean(a * a)) if a.size else 0.0
+    return float("nan") if denom <= 0 else 1.0 - float(np.mean((a - p) ** 2)) / denom
+
+
+def absolute_dev_explained(real: Sequence[Sequence[float]], pred: Sequence[Sequence[float]]) -> float:
+    """``1 - mean|a - p| / mean|a|`` pooled over all records; NaN when ``a`` is all zero."""
+    a, p = _pooled(real, pred)
+    denom = float(np.mean(np.abs(a))) if a.size else 0.0
+    return float("nan") if denom <= 0 else 1.0 - float(np.mean(np.abs(a - p))) / denom
+
+
+def linear_calibration(real: Sequence[Sequence[float]], simulated: Sequence[Sequence[float]]) -> tuple[float, float] | None:
+    """Least-squares ``(alpha, beta)`` of ``a ~ alpha s + beta`` pooled; None for a constant simulation."""
+    a, s = _pooled(real, simulated)
+    if s.size < 2 or np.ptp(s) == 0:
+        return None
+    sc = s - s.mean()
+    alpha = float((sc * (a - a.mean())).sum() / (sc * sc).sum())
+    return alpha, float(a.mean() - alpha * s.mean())
+
+
+def simulation_scores(real: Sequence[Sequence[float]], simulated: Sequence[Sequence[float]]) -> dict[str, float]:
+    """``{"correlation", "rsquared", "absolute_dev_explained"}`` of one unit's simulation (module docstring)."""
+    cal = linear_calibration(real, simulated)
+    out = {"correlation": pooled_correlation(real, simulated)}
+    if cal is None:
+        return out | {"rsquared": float("nan"), "absolute_dev_explained": float("nan")}
+    alpha, beta = cal
+    pred = [alpha * np.asarray(s, dtype=np.float64) + beta for s in simulated]
+    return out | {"rsquared": rsquared(real, pred), "absolute_dev_explained": absolute_dev_explained(real, pred)}
 
 
 def auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
@@ -96,6 +159,15 @@ def correlation_score(simulator: Any, explanation: str, ur: UnitRecords) -> tupl
     if flat.size and np.ptp(flat) == 0 and np.ptp(np.concatenate(real)) > 0:
         return 0.0, sim
     return pooled_correlation(real, sim), sim
+
+
+def simulation_score(simulator: Any, explanation: str, ur: UnitRecords) -> tuple[dict[str, float], list[np.ndarray]]:
+    """``(scores, simulated)``: :func:`simulation_scores` of ``simulator`` on the unit's test records.
+
+    ``scores["correlation"]`` follows :func:`correlation_score` (0 for a constant simulation).
+    """
+    r, sim = correlation_score(simulator, explanation, ur)
+    return simulation_scores([x.acts for x in ur.test], sim) | {"correlation": r}, sim
 
 
 # --------------------------------------------------------------------------- yes/no scorers
@@ -201,3 +273,78 @@ def embedding_score(embedder: Any, explanation: str, ur: UnitRecords) -> dict[st
     sims = vecs[1:] @ vecs[0]
     return {"auroc": auroc(labels, sims), "balanced_accuracy": balanced_accuracy(labels, sims, float(np.median(sims))),
             "similarity": sims.tolist(), "labels": labels}
+
+
+# --------------------------------------------------------------------------- delphi: intruder, surprisal
+
+INTRUDER_Q = (
+    "Here are {k} short texts. In {k_minus_1} of them the same neuron of a language model fires; the "
+    "remaining one is an intruder where it does not.\n\n{texts}\n\nWhich text is the intruder? Answer "
+    "with its letter only."
+)
+LETTERS = "ABCDEFGH"
+
+
+def intruder_score(lm: LocalLM, ur: UnitRecords, generator: torch.Generator, k: int = 4) -> dict[str, Any]:
+    """delphi's intruder test (module docstring): one question per random test record, one forward.
+
+    Returns ``{"accuracy", "p_intruder", "chance", "n_questions", "answers", "intruders"}``; NaN
+    accuracy when the unit has fewer than ``k - 1`` top or no random test records.
+    """
+    if not 2 <= k <= len(LETTERS):
+        raise ValueError(f"k must be in 2..{len(LETTERS)}")
+    top, rnd = list(ur.test_top), list(ur.test_random)
+    nan = {"accuracy": float("nan"), "p_intruder": float("nan"), "chance": 1.0 / k, "n_questions": 0,
+           "answers": [], "intruders": []}
+    if len(top) < k - 1 or not rnd:
+        return nan
+    letter_ids = [lm.single_token_id(c) for c in LETTERS[:k]]
+    if any(t is None for t in letter_ids):
+        raise ValueError("the local model's tokenizer has no single-token letters A..")
+    questions, where = [], []
+    for intruder in rnd:
+        pick = torch.randperm(len(top), generator=generator)[: k - 1].tolist()
+        shown: list[Record] = [top[i] for i in pick]
+        pos = int(torch.randint(0, k, (1,), generator=generator))
+        shown.insert(pos, intruder)
+        texts = "\n".join(f"{LETTERS[j]}: {record_text(r).strip()}" for j, r in enumerate(shown))
+        questions.append(INTRUDER_Q.format(k=k, k_minus_1=k - 1, texts=texts))
+        where.append(pos)
+    seqs = [lm.chat_ids([{"role": "user", "content": q}]) for q in questions]
+    probs = lm.candidate_probs(seqs, [[len(s) - 1] for s in seqs], letter_ids)
+    p = torch.cat(probs, dim=0).double().numpy()  # [n_q, k]
+    answers = p.argmax(axis=1)
+    return {"accuracy": float(np.mean(answers == np.asarray(where))),
+            "p_intruder": float(np.mean(p[np.arange(len(where)), where])), "chance": 1.0 / k,
+            "n_questions": len(where), "answers": answers.tolist(), "intruders": where}
+
+
+SURPRISAL_WITH = "A neuron in a language model fires on {explanation}\nA text where it fires:\n"
+SURPRISAL_WITHOUT = "A text:\n"
+
+
+def surprisal_score(lm: LocalLM, explanation: str, ur: UnitRecords) -> dict[str, Any]:
+    """delphi's surprisal scorer (module docstring): AUROC of the per-record log-likelihood gain.
+
+    Record tokens are used as their own ids after the prefix (no re-tokenisation); a leading BOS of a
+    record is dropped. Returns ``{"auroc", "gain_top", "gain_random", "gain", "labels"}``.
+    """
+    recs = ur.test
+    labels = [1] * len(ur.test_top) + [0] * len(ur.test_random)
+    bos = lm.tokenizer.bos_token_id
+    bodies = [[int(t) for t in r.tokens if bos is None or int(t) != bos] for r in recs]
+    keep = [i for i, b in enumerate(bodies) if b]
+    if not keep:
+        return {"auroc": float("nan"), "gain_top": float("nan"), "gain_random": float("nan"), "gain": [],
+                "labels": []}
+    with_ids = lm.encode(SURPRISAL_WITH.format(explanation=explanation.strip()))
+    without_ids = lm.encode(SURPRISAL_WITHOUT)
+    seqs = [with_ids + bodies[i] for i in keep] + [without_ids + bodies[i] for i in keep]
+    starts = [len(with_ids)] * len(keep) + [len(without_ids)] * len(keep)
+    lp = [float(x.double().mean()) for x in lm.token_logprobs(seqs, starts)]
+    gain = np.asarray(lp[: len(keep)]) - np.asarray(lp[len(keep):])
+    y = np.asarray([labels[i] for i in keep])
+    return {"auroc": auroc(y, gain),
+            "gain_top": float(gain[y == 1].mean()) if (y == 1).any() else float("nan"),
+            "gain_random": float(gain[y == 0].mean()) if (y == 0).any() else float("nan"),
+            "gain": gain.tolist(), "labels": y.tolist()}

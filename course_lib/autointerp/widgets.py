@@ -15,11 +15,17 @@ from course_lib.explorer import Explorer, view_widgets
 
 
 class ExplainExplorer(Explorer):
-    """Pick a unit, read its train records, type an explanation, score it against the model's own."""
+    """Pick a unit, read its train records, type an explanation, score it against the model's own.
+
+    A press of Score runs the cheap scorers (:meth:`Scorers.live`: keyword simulator and embedding,
+    well under a second); the "all scorers" box adds the LM's all-at-once simulation, detection and
+    fuzzing (three batched forwards, several seconds), shown as "-" otherwise. The test records are
+    drawn with the LM's simulation when it ran, else with the keyword simulator's.
+    """
 
     def __init__(self, unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
-                 reference_name: str, text: str = 'the token "("'):
-        self.units, self.scorers = unit_records, scorers
+                 reference_name: str, text: str = 'the token "("', all_scorers: bool = False):
+        self.units, self.scorers, self.all_scorers = unit_records, scorers, all_scorers
         self.reference, self.reference_name = reference, reference_name
         self.unit, self.text = next(iter(unit_records)), text
         self.render_scores(self.unit, text)
@@ -30,22 +36,23 @@ class ExplainExplorer(Explorer):
     def render_scores(self, unit: str, text: str) -> None:
         self.unit, self.text = unit, text
         ur = self.units[unit]
-        mine = self.scorers.score(explain_text(text, unit), ur)
+        scorers = self.scorers if self.all_scorers else self.scorers.live()
+        mine = scorers.score(explain_text(text, unit), ur)
         theirs = self.reference.get(unit)
 
         def fmt(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
         rows = "".join(
-            f"<tr><td>{k}</td><td>{fmt(mine.scores[k])}</td>"
-            f"<td>{fmt(None if theirs is None else theirs.scores[k])}</td></tr>" for k in SCORE_KEYS)
+            f"<tr><td>{k}</td><td>{fmt(mine.scores.get(k))}</td>"
+            f"<td>{fmt(None if theirs is None else theirs.scores.get(k))}</td></tr>" for k in SCORE_KEYS)
         yours = html.escape(mine.explanation) if mine.explanation else f"[missing: {mine.reason}]"
         ref = html.escape(theirs.explanation) if theirs is not None and theirs.explanation else "-"
         self.html = (self.records_view(unit)
                      + f"<p>you: <i>{yours}</i><br>{html.escape(self.reference_name)}: <i>{ref}</i></p>"
                      f"<table><tr><th>score</th><th>you</th><th>{html.escape(self.reference_name)}</th></tr>{rows}</table>"
-                     "test records with your simulation:"
-                     + records_html(ur, mine.extra.get("simulated"), which="test"))
+                     f"test records with your simulation ({'LM' if 'simulated' in mine.extra else 'keyword'} simulator):"
+                     + records_html(ur, mine.extra.get("simulated") or mine.extra.get("simulated_keyword"), which="test"))
 
     def build(self) -> Any:
         import ipywidgets as W
@@ -53,6 +60,8 @@ class ExplainExplorer(Explorer):
         pick = W.Dropdown(options=list(self.units), value=self.unit, description="unit")
         text = W.Text(value=self.text, description="find ...", layout=W.Layout(width="70%"))
         button = W.Button(description="Score", button_style="primary")
+        every = W.Checkbox(value=self.all_scorers, description="all scorers (+ LM simulation, detection, fuzzing: slower)",
+                           indent=False)
         status = W.HTML()
         html_w, img_w = view_widgets(self)
 
@@ -64,6 +73,7 @@ class ExplainExplorer(Explorer):
             button.disabled = True
             try:
                 start = time.perf_counter()
+                self.all_scorers = every.value
                 self.render_scores(pick.value, text.value)
                 html_w.value = self.html
                 status.value = f"<small>scored in {time.perf_counter() - start:.1f} s</small>"
@@ -72,10 +82,10 @@ class ExplainExplorer(Explorer):
 
         pick.observe(on_unit, names="value")
         button.on_click(on_score)
-        return W.VBox([W.HBox([pick, button, status]), text, html_w])
+        return W.VBox([W.HBox([pick, button, status]), W.HBox([text, every]), html_w])
 
 
 def explain_explorer(unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
-                     reference_name: str, text: str = 'the token "("') -> ExplainExplorer:
+                     reference_name: str, text: str = 'the token "("', all_scorers: bool = False) -> ExplainExplorer:
     """Notebook 04's "explain it yourself" explorer (see :class:`ExplainExplorer`)."""
-    return ExplainExplorer(unit_records, scorers, reference, reference_name, text)
+    return ExplainExplorer(unit_records, scorers, reference, reference_name, text, all_scorers)

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from course_lib.autointerp import plots, records, results  # noqa: E402
@@ -34,3 +35,44 @@ def test_figures_and_html():
         assert isinstance(fig, Figure) and fig.axes
     html = plots.records_html(ur, [[0, 5, 10]], which="test")
     assert "&lt;b&gt;" in html and "rgba(30,100,255" in html  # escaped, simulated row present
+
+
+def test_bootstrap_ci_and_summary():
+    import numpy as np
+
+    v = np.random.default_rng(0).normal(0.3, 0.1, 40)
+    lo, hi = results.bootstrap_ci(v)
+    assert lo < v.mean() < hi and hi - lo < 0.1
+    assert results.bootstrap_ci(v) == (lo, hi)  # deterministic
+    lo4, hi4 = results.bootstrap_ci(v[:4])
+    assert hi4 - lo4 > hi - lo  # fewer units, wider interval
+    assert results.bootstrap_ci([0.5]) is None
+    assert results.bootstrap_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
+    res, _ = _results()
+    s = results.summarise(res, "local:smollm2")
+    assert s["neuron"]["correlation_llm"]["ci95"] is None  # one unit
+    assert s["sae"]["correlation_llm"]["n"] == 0 and s["sae"]["n_missing"] == 1
+
+
+def test_sanity_gates_decide_the_conclusions():
+    def res(unit, kind, **scores):
+        sc = dict.fromkeys(results.SCORE_KEYS) | scores
+        return results.Result(unit, kind, "ex", "the token x.", None, sc, {})
+
+    known = res("token/ def", "token", correlation_keyword=1.0, correlation_llm=0.05, embedding_auroc=0.9)
+    rows = [res(f"sae/{i}", "sae", correlation_keyword=0.8 + 0.01 * i, correlation_llm=0.0,
+                embedding_auroc=0.9) for i in range(6)]
+    rows += [res(f"random/{i}", "random", correlation_keyword=0.0 + 0.01 * i, correlation_llm=0.0,
+                 embedding_auroc=0.95) for i in range(6)]
+    summary = results.summarise(rows)
+    gates = results.sanity_gates(known, summary)
+    assert gates["correlation_keyword"]["pass"]
+    assert not gates["correlation_llm"]["known_pass"] and gates["correlation_llm"]["control_pass"]
+    assert gates["embedding_auroc"]["known_pass"] and not gates["embedding_auroc"]["control_pass"]
+    assert not gates["detection_auroc"]["pass"]  # no data fails
+    md = results.gates_markdown(gates, summary)
+    assert "~~correlation_llm~~" in md and "excluded: failed known answer" in md
+    assert "excluded: failed control" in md and "SAE latents are explained better" in md
+    assert "**correlation_keyword**" in md and "**embedding_auroc**" not in md
+    none_pass = {k: g | {"pass": False} for k, g in gates.items()}
+    assert "supports no comparison" in results.gates_markdown(none_pass, summary)

@@ -70,3 +70,56 @@ def test_record_text_marks_tokens():
     r = _record(["a", "b", "c"], [0, 1, 0])
     assert scoring.record_text(r) == "abc"
     assert scoring.record_text(r, [False, True, False]) == "a<<b>>c"
+
+
+# Independent restatement of openai/automated-interpretability's definitions
+# (neuron_explainer/explanations/scoring.py and calibrated_simulator.py): every record's true
+# activations and expected values are concatenated, then
+#   ev_correlation_score = np.corrcoef(real, expected)[0, 1]
+#   rsquared_score = 1 - mse(real, pred) / mse(real, zeros)      pred = linearly calibrated expected
+#   absolute_dev_explained_score = 1 - mae(real, pred) / mae(real, zeros)
+# with the calibration a least-squares line fitted from expected values to real activations.
+def _reference_scores(real, expected):
+    a = np.concatenate([np.asarray(x, float) for x in real])
+    e = np.concatenate([np.asarray(x, float) for x in expected])
+    slope, intercept = np.polyfit(e, a, 1)
+    p = slope * e + intercept
+    return {
+        "correlation": np.corrcoef(a, e)[0, 1],
+        "rsquared": 1 - np.mean((a - p) ** 2) / np.mean((a - 0.0) ** 2),
+        "absolute_dev_explained": 1 - np.mean(np.abs(a - p)) / np.mean(np.abs(a - 0.0)),
+    }
+
+
+def test_simulation_scores_match_openai_definitions_on_fixed_inputs():
+    real = [[0.0, 0.0, 3.2, 0.1, 5.0], [0.0, 1.5, 0.0], [0.2, 0.0, 0.0, 4.4]]
+    expected = [[0.5, 1.0, 7.0, 0.0, 9.5], [1.0, 3.0, 0.0], [0.0, 0.5, 2.0, 8.0]]
+    ours = scoring.simulation_scores(real, expected)
+    ref = _reference_scores(real, expected)
+    assert set(ours) == set(ref)
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-12), k
+    # R^2's denominator is the mean of squares, not the variance
+    a = np.concatenate([np.asarray(x) for x in real])
+    assert ours["rsquared"] != pytest.approx(ref["correlation"] ** 2, abs=1e-3)
+    # uncalibrated metrics on their own
+    assert scoring.rsquared([[1.0, 2.0]], [[1.0, 2.0]]) == 1.0
+    assert scoring.rsquared([[1.0, 2.0]], [[0.0, 0.0]]) == 0.0
+    assert scoring.absolute_dev_explained([[2.0, -2.0]], [[1.0, -1.0]]) == pytest.approx(0.5)
+    assert math.isnan(scoring.rsquared([[0.0, 0.0]], [[1.0, 0.0]]))
+    # calibration is invariant to affine changes of the simulation (the 0-9 vs 0-10 scale)
+    scaled = scoring.simulation_scores(real, [[3 * v + 1 for v in x] for x in expected])
+    for k in ref:
+        assert scaled[k] == pytest.approx(ours[k], abs=1e-9)
+    assert a.size == 12
+
+
+def test_constant_simulation_gives_nan_for_calibrated_scores():
+    out = scoring.simulation_scores([[0.0, 1.0, 2.0]], [[4.0, 4.0, 4.0]])
+    assert all(math.isnan(v) for v in out.values())
+    top = [_record(["x", " def"], [0.0, 2.0])]
+    ur = records.UnitRecords("token/def", "token", 2.0, [], top, [])
+    sc, _ = scoring.simulation_score(simulator.KeywordSimulator(), "nothing quoted", ur)
+    assert sc["correlation"] == 0.0 and math.isnan(sc["rsquared"]) and math.isnan(sc["absolute_dev_explained"])
+    sc, _ = scoring.simulation_score(simulator.KeywordSimulator(), 'the token " def"', ur)
+    assert sc["rsquared"] == pytest.approx(1.0) and sc["absolute_dev_explained"] == pytest.approx(1.0)

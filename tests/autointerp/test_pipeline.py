@@ -1,0 +1,120 @@
+"""The explain-and-score loop at scale: resumable JSONL, per-unit failures, bounded batches (no model)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from course_lib.autointerp import explainers, pipeline, records, results
+
+
+def _unit(i: int) -> records.UnitRecords:
+    top = [records.Record(0, "top", [1, 2, 3], ["x", " def", " y"], [0.0, 1.0 + i, 0.0])]
+    rnd = [records.Record(1, "random", [4, 5, 6], [" a", " b", " c"], [0.0, 0.0, 0.0])]
+    return records.UnitRecords(f"sae/{i}", "sae", 1.0 + i, top, top, rnd)
+
+
+class FakeExplainer:
+    """Explains 'the token " def"'; raises for units in ``bad``; records every batch it is given."""
+
+    name = "fake"
+
+    def __init__(self, bad: set[str] = frozenset(), stop_after: int | None = None, backend_error: set[str] = frozenset()):
+        self.bad, self.stop_after, self.backend_error = set(bad), stop_after, set(backend_error)
+        self.batches: list[list[str]] = []
+        self.explained: list[str] = []
+
+    def explain(self, ur):
+        if ur.unit in self.bad:
+            raise RuntimeError(f"boom on {ur.unit}")
+        if self.stop_after is not None and len(self.explained) >= self.stop_after:
+            raise KeyboardInterrupt  # an interrupted run
+        self.explained.append(ur.unit)
+        if ur.unit in self.backend_error:
+            return explainers.Explanation(ur.unit, self.name, None, "backend error: timeout")
+        return explainers.Explanation(ur.unit, self.name, 'the token " def".')
+
+    def explain_many(self, urs):
+        self.batches.append([u.unit for u in urs])
+        return [self.explain(u) for u in urs]
+
+
+def _scorers():
+    return pipeline.Scorers(simulator=None, yes_no=None)
+
+
+def test_results_in_order_and_batches_bounded(tmp_path):
+    urs = [_unit(i) for i in range(7)]
+    ex = FakeExplainer()
+    res = pipeline.explain_and_score(ex, _scorers(), urs, progress=False, out=tmp_path / "r.jsonl", batch_size=3)
+    assert [r.unit for r in res] == [u.unit for u in urs]
+    assert [len(b) for b in ex.batches] == [3, 3, 1]
+    assert all(r.scores["correlation_keyword"] == pytest.approx(1.0) for r in res)
+    assert len(results.load_jsonl(tmp_path / "r.jsonl")) == 7
+
+
+def test_failures_recorded_per_unit_and_retried(tmp_path):
+    urs = [_unit(i) for i in range(5)]
+    out = tmp_path / "r.jsonl"
+    ex = FakeExplainer(bad={"sae/1"}, backend_error={"sae/3"})
+    res = pipeline.explain_and_score(ex, _scorers(), urs, progress=False, out=out, batch_size=2)
+    by = {r.unit: r for r in res}
+    assert pipeline.is_failure(by["sae/1"]) and by["sae/1"].extra["stage"] == "explain"
+    assert "RuntimeError: boom on sae/1" in by["sae/1"].reason and by["sae/1"].scores["correlation_keyword"] is None
+    assert pipeline.is_failure(by["sae/3"]) and "backend error" in by["sae/3"].reason
+    assert not any(pipeline.is_failure(by[u]) for u in ("sae/0", "sae/2", "sae/4"))
+    assert by["sae/0"].scores["correlation_keyword"] == pytest.approx(1.0)  # the batch's other unit survived
+    # a rerun retries only the failures and appends their new results
+    ex2 = FakeExplainer()
+    res2 = pipeline.explain_and_score(ex2, _scorers(), urs, progress=False, out=out, batch_size=2)
+    assert sorted(ex2.explained) == ["sae/1", "sae/3"]
+    assert not any(pipeline.is_failure(r) for r in res2)
+    assert len(out.read_text().splitlines()) == 7
+
+
+def test_scoring_failure_recorded(tmp_path):
+    class BadScorers(pipeline.Scorers):
+        def score(self, expl, ur):
+            if ur.unit == "sae/2":
+                raise ValueError("nan everywhere")
+            return super().score(expl, ur)
+
+    res = pipeline.explain_and_score(FakeExplainer(), BadScorers(simulator=None, yes_no=None),
+                                     [_unit(i) for i in range(3)], progress=False)
+    assert res[2].extra["stage"] == "score" and res[2].explanation == 'the token " def".'
+    assert "ValueError: nan everywhere" in res[2].reason and not pipeline.is_failure(res[1])
+
+
+def test_interrupted_run_resumes_losing_at_most_the_batch_in_flight(tmp_path):
+    urs = [_unit(i) for i in range(10)]
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.explain_and_score(FakeExplainer(stop_after=5), _scorers(), urs, progress=False, out=out,
+                                   batch_size=2)
+    saved = results.load_jsonl(out)
+    assert [r.unit for r in saved] == [f"sae/{i}" for i in range(4)]  # unit 4 was in flight: lost
+    # simulate a kill during a write: a partial last line
+    with open(out, "a", encoding="utf-8") as f:
+        f.write('{"unit": "sae/4", "kind": "sa')
+    ex = FakeExplainer()
+    res = pipeline.explain_and_score(ex, _scorers(), urs, progress=False, out=out, batch_size=2)
+    assert ex.explained == [f"sae/{i}" for i in range(4, 10)]  # nothing done twice
+    assert [r.unit for r in res] == [u.unit for u in urs]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 10 and all(json.loads(line) for line in lines)  # partial line repaired
+    # a third run does nothing; another explainer's results in the same file are separate
+    ex3 = FakeExplainer()
+    pipeline.explain_and_score(ex3, _scorers(), urs, progress=False, out=out)
+    assert ex3.explained == []
+    ex4 = FakeExplainer()
+    ex4.name = "other"
+    pipeline.explain_and_score(ex4, _scorers(), urs[:2], progress=False, out=out)
+    assert ex4.explained == ["sae/0", "sae/1"]
+
+
+def test_progress_bar_reports_units_per_second(tmp_path, capsys):
+    pipeline.explain_and_score(FakeExplainer(), _scorers(), [_unit(i) for i in range(3)], progress=True,
+                               out=tmp_path / "r.jsonl", batch_size=2)
+    err = capsys.readouterr().err
+    assert "unit/s" in err and "3/3" in err
