@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from course_lib import cache, weight_sparsity
+from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits.training import (
     CircuitTrainConfig,
     TrainedModel,
@@ -151,8 +151,6 @@ def load_reference_set(folder: str | Path, mcfg: SparseTransformerConfig, device
 
 
 def main(argv: list[str] | None = None) -> int:
-    from course_lib import corpus
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="workshop", choices=("smoke", "workshop", "full"))
     ap.add_argument("--levels", type=float, nargs="+", default=[0.2, 0.1])
