@@ -166,15 +166,17 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
     try:
         for i in range(0, len(todo), max(1, batch_size)):
             batch = todo[i: i + max(1, batch_size)]
-            new = [_score_one(scorers, name, e, u) for e, u in zip(_explain_batch(explainer, batch), batch)]
+            new = []
+            for e, u in zip(_explain_batch(explainer, batch), batch):
+                new.append(_score_one(scorers, name, e, u))
+                n_failed += is_failure(new[-1])
+                bar.update(1)  # per unit: a slow unit still shows progress
+                if n_failed:
+                    bar.set_postfix(failed=n_failed)
             if out is not None:
                 append_jsonl(new, out)
             for r in new:
                 done[r.unit] = r
-                n_failed += is_failure(r)
-            bar.update(len(batch))
-            if n_failed:
-                bar.set_postfix(failed=n_failed)
     finally:
         bar.close()
     return [done[u.unit] for u in urs]
