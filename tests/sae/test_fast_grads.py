@@ -7,15 +7,8 @@ import torch
 
 from course_lib import sae
 
+from .helpers import perturbed_sae as _sae
 
-def _sae(d=16, n=64, k=4, **kw) -> sae.SparseAutoencoder:
-    m = sae.SparseAutoencoder(sae.SAEConfig(d_in=d, n_latents=n, k=k, **kw), torch.Generator().manual_seed(0))
-    with torch.no_grad():  # move away from the symmetric init so that every term is non-trivial
-        m.W_enc.add_(0.3 * torch.randn(m.W_enc.shape, generator=torch.Generator().manual_seed(1)))
-        m.b_enc.normal_(generator=torch.Generator().manual_seed(2))
-        m.b_pre.normal_(generator=torch.Generator().manual_seed(3))
-        m.scale.fill_(0.5)
-    return m
 
 @pytest.mark.parametrize("csr", [True, False])
 @pytest.mark.parametrize("with_dead", [False, True])
