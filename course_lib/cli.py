@@ -250,13 +250,11 @@ def execute_notebook(
     engine = f"course-{stem}"
     state: dict[str, Any] = {}
     papermill_engines.register(engine, _make_engine(stem, n_cells, echo, stall_s, state))
-    env_before = {k: os.environ.get(k) for k in (runtime.HEADLESS_ENV, "COURSE_LIB_PROGRESS_FILE")}
-    os.environ[runtime.HEADLESS_ENV] = "1" if headless else "0"
-    os.environ["COURSE_LIB_PROGRESS_FILE"] = str(progress_file)
+    env = {runtime.HEADLESS_ENV: "1" if headless else "0", "COURSE_LIB_PROGRESS_FILE": str(progress_file)}
     start = time.perf_counter()
     error, cell_index = None, None
     try:
-        with _ProgressEcho(progress_file, stem, echo or (lambda s: None)):
+        with runtime.temporary_env(**env), _ProgressEcho(progress_file, stem, echo or (lambda s: None)):
             papermill.execute_notebook(
                 str(source), str(executed), parameters=params, kernel_name=kernel, engine_name=engine,
                 cwd=str(notebook.parent), progress_bar=False, start_timeout=120, execution_timeout=timeout,
@@ -264,11 +262,6 @@ def execute_notebook(
     except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
         error, cell_index = _describe_failure(exc, state)
     finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if source != notebook:
             source.unlink(missing_ok=True)
     wall = round(time.perf_counter() - start, 1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -45,17 +44,8 @@ class MissingModelPackage(ImportError):
 @contextlib.contextmanager
 def hub_offline() -> Iterator[None]:
     """Tell huggingface_hub / transformers not to touch the network while loading local files."""
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
+    with runtime.temporary_env(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1"):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def smollm2_gguf_path() -> Path:
