@@ -130,16 +130,23 @@ class LocalLLMExplainer:
         return f"local:{self.lm.name}"
 
     def explain(self, ur: UnitRecords) -> Explanation:
-        if not ur.alive:
-            return _missing(ur.unit, self.name, "dead unit: no activating records")
-        msgs = explanation_messages(ur, self.max_records, prefilled=True)
-        ids = self.lm.chat_ids(msgs, assistant_prefix=PREFIX[0].upper() + PREFIX[1:])
-        raw = self.lm.generate(ids, self.max_new_tokens)
-        text, reason = parse_explanation(raw)
-        return Explanation(ur.unit, self.name, text, reason, raw)
+        return self.explain_many([ur])[0]
 
     def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]:
-        return [self.explain(u) for u in urs]
+        """One batched greedy generation for the live units of ``urs``."""
+        alive = [u for u in urs if u.alive]
+        prompts = [self.lm.chat_ids(explanation_messages(u, self.max_records, prefilled=True),
+                                    assistant_prefix=PREFIX[0].upper() + PREFIX[1:]) for u in alive]
+        raws = iter(self.lm.generate_many(prompts, self.max_new_tokens) if prompts else [])
+        out = []
+        for u in urs:
+            if not u.alive:
+                out.append(_missing(u.unit, self.name, "dead unit: no activating records"))
+                continue
+            raw = next(raws)
+            text, reason = parse_explanation(raw)
+            out.append(Explanation(u.unit, self.name, text, reason, raw))
+        return out
 
 
 @dataclasses.dataclass

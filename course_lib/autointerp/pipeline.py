@@ -9,6 +9,8 @@ one batched forward per unit: simulation (all test records), and detection + fuz
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from course_lib import cache
 from course_lib.autointerp.explainers import Explanation, parse_explanation
 from course_lib.autointerp.records import UnitRecords
 from course_lib.autointerp.results import SCORE_KEYS, Result, append_jsonl, read_jsonl_lines
@@ -180,6 +183,59 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
     finally:
         bar.close()
     return [done[u.unit] for u in urs]
+
+
+# Bump when a change to explaining or scoring changes what a result holds: cached results are then
+# recomputed instead of reused.
+RESULTS_VERSION = 1
+
+
+def _settings(obj: Any) -> dict[str, Any]:
+    """The plain settings of a dataclass (numbers, strings, tuples), without models or clients."""
+    if obj is None:
+        return {}
+    out: dict[str, Any] = {"class": type(obj).__name__}
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, (bool, int, float, str, tuple, type(None))):
+                out[f.name] = v
+    return out
+
+
+def _lm_key(lm: Any) -> dict[str, Any] | None:
+    if lm is None:
+        return None
+    p = next(lm.model.parameters())
+    return {"name": lm.name, "dtype": str(p.dtype), "device": p.device.type}
+
+
+def results_key(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords]) -> str:
+    """A hash of everything that decides the results: explainer and scorer settings, the local LM
+    (name, dtype, device), the embedder's presence, and every record of every unit (tokens and
+    activations), so the same inputs find the same cached results and any change misses."""
+    client = getattr(explainer, "client", None)
+    spec = {
+        "version": RESULTS_VERSION,
+        "explainer": {"name": explainer.name, **_settings(explainer), "lm": _lm_key(getattr(explainer, "lm", None)),
+                      "client": _settings(getattr(client, "cfg", None))},
+        "scorers": {"simulator": _lm_key(getattr(scorers.simulator, "lm", None)),
+                    "yes_no": _lm_key(getattr(scorers.yes_no, "lm", None)),
+                    "delphi": _lm_key(scorers.delphi_lm), "embedder": scorers.embedder is not None,
+                    "seed": scorers.seed},
+        "units": [u.to_dict() for u in urs],
+    }
+    spec["explainer"]["client"].pop("api_key_env", None)  # the variable's name is not an input
+    blob = json.dumps(spec, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def cached_results_path(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords]) -> Path:
+    """Where :func:`explain_and_score` keeps (and resumes) the results of exactly these inputs:
+    ``<cache>/autointerp_results/<results_key>.jsonl``. Pass it as ``out``: a rerun with the same
+    units, explainer and scorers reads every result back instead of recomputing it, and an
+    interrupted run goes on where it stopped."""
+    return cache.cache_dir() / "autointerp_results" / f"{results_key(explainer, scorers, urs)}.jsonl"
 
 
 def explain_text(text: str, unit: str, explainer: str = "human") -> Explanation:

@@ -118,3 +118,34 @@ def test_progress_bar_reports_units_per_second(tmp_path, capsys):
                                out=tmp_path / "r.jsonl", batch_size=2)
     err = capsys.readouterr().err
     assert "unit/s" in err and "3/3" in err
+
+
+def test_results_key_changes_with_every_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    urs = [_unit(i) for i in range(3)]
+    base = pipeline.results_key(explainers.TokenStatsExplainer(), _scorers(), urs)
+    assert base == pipeline.results_key(explainers.TokenStatsExplainer(), _scorers(), [_unit(i) for i in range(3)])
+    changed_act = [_unit(0), _unit(1), records.UnitRecords("sae/2", "sae", 3.0, _unit(2).train,
+                                                           [records.Record(0, "top", [1, 2, 3], ["x", " def", " y"],
+                                                                           [0.0, 3.5, 0.0])], _unit(2).test_random)]
+    others = [
+        pipeline.results_key(explainers.TokenStatsExplainer(max_tokens=2), _scorers(), urs),
+        pipeline.results_key(explainers.TokenStatsExplainer(), pipeline.Scorers(simulator=None, yes_no=None, seed=1), urs),
+        pipeline.results_key(explainers.TokenStatsExplainer(), _scorers(), urs[:2]),
+        pipeline.results_key(explainers.TokenStatsExplainer(), _scorers(), changed_act),
+    ]
+    assert len({base, *others}) == 5
+    path = pipeline.cached_results_path(explainers.TokenStatsExplainer(), _scorers(), urs)
+    assert path.parent == tmp_path / "autointerp_results" and path.suffix == ".jsonl"
+
+
+def test_cached_results_are_reused_not_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    urs = [_unit(i) for i in range(4)]
+    ex = FakeExplainer()
+    out = pipeline.cached_results_path(ex, _scorers(), urs)
+    first = pipeline.explain_and_score(ex, _scorers(), urs, progress=False, out=out)
+    again = FakeExplainer()
+    second = pipeline.explain_and_score(again, _scorers(), urs, progress=False,
+                                        out=pipeline.cached_results_path(again, _scorers(), urs))
+    assert again.explained == [] and [r.to_json() for r in second] == [r.to_json() for r in first]
