@@ -8,6 +8,10 @@ Measures, in one run and interleaved (A B A B ...) so that load from other jobs 
 * the same against a full forward with the ``[batch, L, vocab]`` logits (what a naive
   implementation would pay);
 * units/s for simulation and for detection, and the share of each in the model's forward pass;
+* the shared-prefix forward (:meth:`LocalLM.hidden`: the prompts' common prefix once, then the
+  suffixes) against the plain padded forward of the same prompts (the baseline, sharing disabled),
+  for the simulation prompts and for detection + fuzzing's yes/no questions; and one batched greedy
+  generation of ``--units`` explanations against generating them one at a time;
 * units/s of the whole local path, :func:`pipeline.explain_and_score` (local SmolLM2 explains, then
   every scorer but the embedder runs), over ``--units`` units with a resumable JSONL, and the
   seconds per unit of each stage.
@@ -72,7 +76,15 @@ def main() -> None:
             lm.model(input_ids=ids, attention_mask=mask)
 
     timings: dict[str, list[float]] = {k: [] for k in ("simulate", "bare", "full", "prompt", "detect", "det_fwd",
-                                                       "intruder", "surprisal")}
+                                                       "intruder", "surprisal", "plain", "det_plain")}
+
+    def plain(s: list[list[int]]) -> None:  # the baseline: one padded forward, no shared prefix
+        keep = localmodel.MIN_SHARED_PREFIX
+        localmodel.MIN_SHARED_PREFIX = 10**9
+        try:
+            lm.hidden(s)
+        finally:
+            localmodel.MIN_SHARED_PREFIX = keep
     sim.simulate(expl, ur.test)  # warm-up
     lm.hidden(det_seqs)
     for _ in range(args.repeats):
@@ -83,6 +95,8 @@ def main() -> None:
             ("full", full_forward),
             ("detect", lambda: yn.detection(expl, ur)),
             ("det_fwd", lambda: lm.hidden(det_seqs)),
+            ("plain", lambda: plain(seqs)),
+            ("det_plain", lambda: plain(det_seqs)),
             ("intruder", lambda: scoring.intruder_score(lm, ur, torch.Generator().manual_seed(0))),
             ("surprisal", lambda: scoring.surprisal_score(lm, expl, ur)),
         ):
@@ -103,11 +117,25 @@ def main() -> None:
     print(f"detection ({len(det_seqs)} yes/no questions, {sum(map(len, det_seqs))} tokens, 1 forward): "
           f"{med['detect']:.2f} s -> {1 / med['detect']:.3f} units/s; share in the forward pass: "
           f"{min(1.0, med['det_fwd'] / med['detect']):.0%}")
+    print(f"shared prefix: simulation prompts {localmodel.shared_prefix_length(seqs)} of up to "
+          f"{max(map(len, seqs))} tokens, yes/no questions {localmodel.shared_prefix_length(det_seqs)} of "
+          f"{max(map(len, det_seqs))}")
+    print(f"RATIO plain padded forward / shared-prefix forward: simulation {med['plain'] / med['bare']:.2f}x, "
+          f"detection {med['det_plain'] / med['det_fwd']:.2f}x (baseline: the plain forward)")
     print(f"delphi's cheaper scorers: intruder {med['intruder']:.2f} s/unit, surprisal {med['surprisal']:.2f} s/unit")
     print(f"absolute target: simulation < 5 s: {'met' if med['simulate'] < 5 else 'NOT met'} on this machine")
     if args.units > 0:
         urs = [dataclasses.replace(ur, unit=f"token/ def#{i}") for i in range(args.units)]
         ex = explainers.LocalLLMExplainer(lm, max_new_tokens=24)
+        t0 = time.perf_counter()
+        one = [ex.explain(u) for u in urs]
+        t_one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        many = ex.explain_many(urs)
+        t_many = time.perf_counter() - t0
+        print(f"explanations of {args.units} units: one at a time {t_one:.1f} s, one batched generate {t_many:.1f} s: "
+              f"RATIO {t_one / t_many:.2f}x (baseline: one at a time); same text for "
+              f"{sum(a.raw == b.raw for a, b in zip(one, many))}/{args.units}")
         scorers = pipeline.Scorers.from_local(lm)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "bench.jsonl"

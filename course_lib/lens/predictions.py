@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
@@ -101,18 +102,22 @@ def token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def ablation_losses(
     model, tokens: torch.Tensor, layers: Sequence[int], components: Sequence[str] = ("attn", "mlp"),
-    hook: Callable = zero_ablation_hook, loss_fn: Callable = token_loss,
+    hook: Callable = zero_ablation_hook, loss_fn: Callable = token_loss, progress: bool = True,
 ) -> dict[str, list[float]]:
     """Loss after ablating each component's output (``hook_attn_out`` / ``hook_mlp_out``) with ``hook``.
 
     Returns ``{"clean": [loss], "attn": [loss per layer], "mlp": [...]}`` for the given layers.
     ``hook`` (default: zero-ablation) and ``loss_fn`` can be the learner's own (notebook 00's exercises).
+    One forward per (component, layer), counted by a progress bar.
     """
     out: dict[str, list[float]] = {"clean": [float(loss_fn(model(tokens), tokens))]}
+    bar = tqdm(total=len(components) * len(layers), desc="ablations", unit="forward", disable=not progress)
     for comp in components:
         losses = []
         for layer in layers:
             logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_{comp}_out", hook)])
             losses.append(float(loss_fn(logits, tokens)))
+            bar.update(1)
         out[comp] = losses
+    bar.close()
     return out
