@@ -250,7 +250,10 @@ def execute_notebook(
     engine = f"course-{stem}"
     state: dict[str, Any] = {}
     papermill_engines.register(engine, _make_engine(stem, n_cells, echo, stall_s, state))
-    env = {runtime.HEADLESS_ENV: "1" if headless else "0", "COURSE_LIB_PROGRESS_FILE": str(progress_file)}
+    env = {runtime.HEADLESS_ENV: "1" if headless else "0", "COURSE_LIB_PROGRESS_FILE": str(progress_file),
+           # OpenMP threads that spin while waiting made torch up to 10x slower on a busy 2-core machine
+           # (measured with 2 other jobs: explaining 6 units 33 s -> 12 s); the kernel must get this before torch loads.
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     start = time.perf_counter()
     error, cell_index = None, None
     try:

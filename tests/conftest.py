@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Spinning OpenMP threads make torch up to 10x slower when other jobs share the cores (as `make test`
+# does for its notebook kernels, via the Makefile); set before any test imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 # Where the notebook tests write their smoke outputs (the runner's layout), read by the report test.
 SMOKE_OUTPUTS = Path(os.environ.get("COURSE_TEST_OUTPUTS", ROOT / "outputs" / "_smoke_tests"))

@@ -226,3 +226,50 @@ def gates_markdown(gates: dict[str, dict[str, Any]], summary: dict[str, Any],
             verdict = "this run cannot tell SAE latents from random directions (CIs overlap or too few units)"
         lines.append(f"* **{key}**: {'; '.join(parts)} -- {verdict}.")
     return "\n".join(lines)
+
+
+TASK_WORDS: tuple[str, ...] = ("activation", "neuron")  # words of the prompt, not of any unit's meaning
+
+
+def explainer_markdown(results: Sequence[Result], baseline: str, main: str, known: Result,
+                       gates: dict[str, dict[str, Any]]) -> str:
+    """What the main explainer and the local simulator did in this run, as Markdown (every number
+    from ``results``): how many explanations echo the prompt's own words (:data:`TASK_WORDS`)
+    instead of describing a unit, the simulator's correlation on the known-answer unit, and, per
+    scorer that passed its gates, the main explainer's mean against the baseline's (all kinds pooled,
+    with 95% bootstrap CIs)."""
+    rows = [r for r in results if r.explainer == main]
+    texts = [r.explanation for r in rows if r.explanation is not None]
+    lines = []
+    if main != baseline and rows:
+        echo = sum(any(w in t.lower() for w in TASK_WORDS) for t in texts)
+        lines.append(f"* **{main}** gave {len(texts)} explanations for {len(rows)} units; {echo} of them use the "
+                     f"prompt's own words ({', '.join(repr(w) for w in TASK_WORDS)}), i.e. describe the task "
+                     "rather than the unit.")
+    c = known.scores.get("correlation_llm")
+    if c is not None and math.isfinite(c):
+        how = "far below" if c < 0.5 else "at or above"
+        lines.append(f"* The local all-at-once simulator scores the perfect explanation of the `\" def\"` unit at "
+                     f"r = {c:.2f} ({how} the keyword simulator's {known.scores.get('correlation_keyword') or 0:.2f}): "
+                     + ("it cannot simulate activations from an explanation, so its correlations say nothing "
+                        "about the units." if c < 0.5 else "it can follow an explanation this clear."))
+    usable = [k for k, g in gates.items() if g["pass"]]
+    if main != baseline:
+        for key in usable:
+            vals = {}
+            for ex in (baseline, main):
+                v = [s for r in results if r.explainer == ex and (s := r.scores.get(key)) is not None and math.isfinite(s)]
+                vals[ex] = (float(np.mean(v)) if v else None, bootstrap_ci(v))
+            (mb, cb), (mm, cm) = vals[baseline], vals[main]
+            if mb is None or mm is None:
+                continue
+            if cb is not None and cm is not None and cm[0] > cb[1]:
+                cmp = "the LLM explainer is better"
+            elif cb is not None and cm is not None and cb[0] > cm[1]:
+                cmp = "the token-statistics baseline is better"
+            else:
+                cmp = "no difference this run can resolve (CIs overlap)"
+            lines.append(f"* {key}: baseline {_fmt(mb, cb)}, {main} {_fmt(mm, cm)} -- {cmp}.")
+    if not usable:
+        lines.append("* No scorer passed its gates, so this run cannot compare the explainers.")
+    return "\n".join(lines)

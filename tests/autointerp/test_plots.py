@@ -76,3 +76,27 @@ def test_sanity_gates_decide_the_conclusions():
     assert "**correlation_keyword**" in md and "**embedding_auroc**" not in md
     none_pass = {k: g | {"pass": False} for k, g in gates.items()}
     assert "supports no comparison" in results.gates_markdown(none_pass, summary)
+
+
+def test_explainer_markdown_is_written_from_the_run():
+    def res(unit, ex, text, **scores):
+        sc = dict.fromkeys(results.SCORE_KEYS) | scores
+        return results.Result(unit, "sae", ex, text, None, sc, {})
+
+    rows = [res(f"sae/{i}", "base", '"x"', correlation_keyword=0.8 + 0.01 * i) for i in range(8)]
+    rows += [res(f"sae/{i}", "llm", "the activation values of the neuron." if i < 5 else "commas.",
+                 correlation_keyword=0.1 + 0.01 * i) for i in range(8)]
+    known = res("token/ def", "base", 'the token " def".', correlation_keyword=1.0, correlation_llm=0.07)
+    gates = {"correlation_keyword": {"pass": True}, "correlation_llm": {"pass": False}}
+    md = results.explainer_markdown(rows, "base", "llm", known, gates)
+    assert "8 explanations for 8 units; 5 of them" in md
+    assert "r = 0.07 (far below" in md and "cannot simulate" in md
+    assert "correlation_keyword: baseline 0.84" in md and "baseline is better" in md
+    assert "correlation_llm:" not in md  # failed its gate: no comparison
+    good = res("token/ def", "base", 'the token " def".', correlation_keyword=1.0, correlation_llm=0.9)
+    flipped = [r if r.explainer == "base" else results.Result(r.unit, r.kind, r.explainer, r.explanation, None,
+                                                              r.scores | {"correlation_keyword": 0.95}, {})
+               for r in rows]
+    md2 = results.explainer_markdown(flipped, "base", "llm", good, gates)
+    assert "at or above" in md2 and "the LLM explainer is better" in md2
+    assert "No scorer passed" in results.explainer_markdown(rows, "base", "llm", known, {"x": {"pass": False}})
