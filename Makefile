@@ -1,7 +1,8 @@
 # Every target sets itself up: a fresh machine needs only python3.
 #   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
 #               (make run NOTEBOOKS=02 reruns one notebook; PROFILE=smoke|workshop|full)
-#   make test   ruff + unit tests + every notebook under papermill (smoke profile)
+#   make test   ruff + unit tests + every notebook under papermill (smoke profile); builds .saelens-venv
+#               once (the real SAELens, for tests/sae/test_saelens_real.py) and reuses it
 #   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
 #   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
@@ -22,6 +23,10 @@ NB ?=
 LAB_DIR ?= notebooks
 CACHE_ARCHIVE ?= mechinterp-cache.tar.gz
 STAMP := $(VENV)/.installed
+# SAELens pins transformer-lens<4, so the test of our SAELens export (and bench/bench_sae.py) drives it
+# in a venv of its own, built once by bench/saelens_venv.sh; its stamp names the pinned versions.
+SAELENS_VENV ?= .saelens-venv
+SAELENS_STAMP := $(SAELENS_VENV)/.installed
 # torch's OpenMP threads spin-wait by default; on a busy 2-core machine that made small training
 # steps up to 10x slower (notebook 02). Passive waiting costs nothing measurable when idle.
 OMP_WAIT_POLICY ?= PASSIVE
@@ -40,20 +45,23 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m ipykernel install --sys-prefix --name mechinterp-course --display-name "Python (mechinterp-course)" >/dev/null
 	@touch $(STAMP)
 
+$(SAELENS_STAMP): bench/saelens_venv.sh
+	PYTHON="$(PYTHON)" TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" bash bench/saelens_venv.sh $(SAELENS_VENV)
+
 setup: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m course_lib.cli run $(NOTEBOOKS) --profile $(PROFILE) --out outputs
 
-test: $(STAMP)
+test: $(STAMP) $(SAELENS_STAMP)
 	$(PY) -m ruff check course_lib tests bench
-	$(PY) -m pytest -q
+	SAELENS_VENV="$(SAELENS_VENV)" $(PY) -m pytest -q
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_DIR)
 
-bench: $(STAMP)
-	bash bench/run_all.sh $(PY)
+bench: $(STAMP) $(SAELENS_STAMP)
+	SAELENS_VENV="$(SAELENS_VENV)" bash bench/run_all.sh $(PY)
 
 exercises: $(STAMP)
 	$(PY) -m course_lib.workshop exercises

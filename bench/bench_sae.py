@@ -4,8 +4,8 @@ Both start from the same weights (our tied init, b_pre = geometric median) and s
 SmolLM2 layer-15 residual activations (normalised to mean norm sqrt(d_in)); Adam with the same constant
 learning rate. Ours: the library's ``sae.train_step`` (fast sparse gradients, one dense GEMM). SAELens: its
 ``TopKTrainingSAE.training_forward_pass`` + backward + grad clipping + Adam, as its ``SAETrainer`` does.
-SAELens pins transformer-lens<4, so its half runs in ``.bench-venv`` (made by ``bench/saelens_venv.sh``)
-as a subprocess of this script. Prints the median step times, their ratio, both final NMSEs on held-out
+SAELens pins transformer-lens<4, so its half runs in ``.saelens-venv`` (made by ``bench/saelens_venv.sh``,
+the venv `make test` uses too; ``SAELENS_VENV`` names another) as a subprocess of this script. Prints the median step times, their ratio, both final NMSEs on held-out
 activations, and the fraction of the GEMM floor each reaches, with this machine's GEMM throughput
 measured in the same run (an encoder-shaped [batch, d_in] x [d_in, width] fp32 product).
 
@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_PY = ROOT / ".bench-venv" / "bin" / "python"
+SAELENS_VENV = ROOT / os.environ.get("SAELENS_VENV", ".saelens-venv")
+BENCH_PY = SAELENS_VENV / "bin" / "python"
 
 
 def gemm_flops(batch: int, d: int, n: int, repeats: int = 5) -> float:
@@ -157,7 +158,7 @@ def main() -> None:
         ours = ours_half(folder, spec)
         theirs = None
         if not BENCH_PY.exists():
-            subprocess.run(["bash", str(ROOT / "bench" / "saelens_venv.sh")], check=False)
+            subprocess.run(["bash", str(ROOT / "bench" / "saelens_venv.sh"), str(SAELENS_VENV)], check=False)
         if BENCH_PY.exists():
             env = {**os.environ, "PYTHONPATH": ""}
             res = subprocess.run([str(BENCH_PY), __file__, "--saelens-half", str(folder)], capture_output=True,
@@ -189,7 +190,7 @@ def main() -> None:
         print(f"step-time ratio SAELens / ours: {t_sl / t_ours:.2f}x;  NMSE difference ours - SAELens: "
               f"{ours['nmse'] - theirs['nmse']:+.4f}")
     else:
-        print("SAELens half skipped (no .bench-venv; run bench/saelens_venv.sh)")
+        print(f"SAELens half skipped (no {SAELENS_VENV}; run bench/saelens_venv.sh)")
 
 
 if __name__ == "__main__":

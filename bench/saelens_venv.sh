@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# Create bench/.. /.bench-venv with SAELens for bench/bench_sae.py (SAELens pins transformer-lens<4,
-# so it cannot share the course's venv). torch is installed first and pinned by a constraints file,
-# so that pip never swaps it for a multi-GB CUDA build.
+# Build the SAELens venv (default .saelens-venv) that `make test` (tests/sae/test_saelens_real.py) and
+# bench/bench_sae.py drive as a subprocess: SAELens pins transformer-lens<4, so it cannot share the
+# course's venv. The Makefile builds it once (its stamp is VENV/.installed); this script is its recipe.
+#   bash bench/saelens_venv.sh [VENV]        PYTHON (default python3), TORCH_PIP_ARGS as for .venv
+# torch is installed first, the course's pinned build, then pinned by a constraints file while
+# sae-lens is installed, so that pip never swaps it for a multi-GB CUDA build. --no-compile: pip
+# would byte-compile every module of torch, transformers... (a minute here); the import check below
+# compiles and writes those that are used (even under PYTHONDONTWRITEBYTECODE: without them each
+# import of sae_lens costs twice the CPU). The stamp is written last, after that check: an interrupted or failed
+# build leaves none and the next run redoes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${BENCH_VENV:-.bench-venv}
+VENV=${1:-.saelens-venv}
 PY=${PYTHON:-python3}
 TORCH=torch==2.13.0
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import sae_lens, torch" 2>/dev/null; then
-  echo "$VENV ready"; exit 0
+SAELENS=sae-lens==6.54.12
+STAMP="$VENV/.installed"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$TORCH $SAELENS" ] && "$VENV/bin/python" -c "import sae_lens" 2>/dev/null; then
+  touch "$STAMP"; echo "$VENV ready"; exit 0  # touched: make's rule is satisfied until the script changes
 fi
-"$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "$TORCH"
+rm -f "$STAMP"
+if "$VENV/bin/python" -c "" 2>/dev/null; then "$PY" -m venv "$VENV"; else "$PY" -m venv --clear "$VENV"; fi
+# shellcheck disable=SC2086  # TORCH_PIP_ARGS is a list of arguments
+"$VENV/bin/python" -m pip install --quiet --no-compile ${TORCH_PIP_ARGS:-} "$TORCH"
 CONSTRAINTS=$(mktemp)
-"$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$CONSTRAINTS"
-"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" sae-lens safetensors
-rm -f "$CONSTRAINTS"
-"$VENV/bin/python" -c "import sae_lens, torch; print('sae_lens', sae_lens.__version__, 'torch', torch.__version__)"
+trap 'rm -f "$CONSTRAINTS"' EXIT
+echo "$TORCH" > "$CONSTRAINTS"  # ==2.13.0 also matches the local builds (2.13.0+cpu, +cu128...)
+"$VENV/bin/python" -m pip install --quiet --no-compile -c "$CONSTRAINTS" "$SAELENS"
+env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -c "import sae_lens, torch; print('$VENV: sae_lens', sae_lens.__version__, 'torch', torch.__version__)"
+echo "$TORCH $SAELENS" > "$STAMP"

@@ -33,3 +33,12 @@ def test_required_packages_are_declared():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_saelens_venv_pins_the_course_torch():
+    """The SAELens venv (`make test`, bench) installs the course's torch build and a SAELens 6."""
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_pin = dict(_norm(r) for r in py["dependencies"])["torch"]
+    script = (ROOT / "bench" / "saelens_venv.sh").read_text()
+    assert f"TORCH=torch{torch_pin}\n" in script
+    assert re.search(r"^SAELENS=sae-lens==6\.\d+\.\d+$", script, re.M)

@@ -1,9 +1,24 @@
 """Export and import sparse autoencoders in SAELens's (version 6) folder layout, to use ours in that ecosystem.
 
-A SAELens SAE is a folder with ``cfg.json`` (architecture, ``d_in``, ``d_sae``, ``k``, hook metadata)
-and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``
-and ``b_dec [d_in]``, acting on raw activations. Our :class:`course_lib.sae.model.SparseAutoencoder` keeps a
-constant input scale ``s`` separately; export folds it into the weights and import unfolds it.
+A SAELens SAE is a folder with ``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``,
+``b_enc [d_sae]``, ``W_dec [d_sae, d_in]`` and ``b_dec [d_in]``, acting on raw activations. Our
+:class:`course_lib.sae.model.SparseAutoencoder` keeps a constant input scale ``s`` separately; export
+folds it into the weights and import unfolds it.
+
+What SAELens 6 (``SAE.load_from_disk(folder)``) expects in ``cfg.json``, and what we write:
+
+- ``architecture``: picks the class: ``"topk"`` -> ``TopKSAE`` (reads ``k``; ``rescale_acts_by_decoder_norm``
+  false), ``"standard"`` -> ``StandardSAE`` (ReLU; our ``relu`` kind).
+- ``d_in``, ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input`` (true: ``b_dec`` is subtracted
+  before encoding, our ``b_pre``), ``normalize_activations`` (``"none"``: ``s`` is folded in),
+  ``reshape_activations`` (``"none"``). Top-level keys its config class lacks are ignored.
+- ``metadata``: restored as is (``cfg.metadata.hook_name``, ``.model_name``, ``.hook_head_index``,
+  ``.prepend_bos``...), but only when ``sae_lens_version`` (top level or in ``metadata``) is >= 6.0;
+  otherwise SAELens takes its pre-6.0 path, which rebuilds ``metadata`` from top-level keys
+  (``hook_point`` -> ``hook_name``) and so drops ours. We write ``metadata.sae_lens_version = "6.0.0"``.
+
+``tests/sae/test_saelens_real.py`` loads our export with the real SAELens 6 (its own venv, built by
+`make test`) and checks the class, ``k``, the hook and model names and the reconstruction.
 """
 
 from __future__ import annotations
