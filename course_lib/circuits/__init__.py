@@ -2,12 +2,14 @@
 
 ``transformer`` (the model), ``training`` (weight-sparse training, cached), ``tasks`` (binary
 next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (circuit size),
-``plots``. The names notebooks use are re-exported here: ``circuits.find_circuit``...
+``plots``, ``exercises`` (the checkers of the notebook's exercises). The names notebooks use are
+re-exported here: ``circuits.find_circuit``...
 """
 
 from course_lib.circuits import (
     checkpoints,
     edges,
+    exercises,
     plots,
     pruning,
     tasks,
@@ -62,7 +64,7 @@ from course_lib.circuits.transformer import SparseTransformer, SparseTransformer
 __all__ = [
     "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
-    "count_edges", "edge_list_counts", "edges", "encode_example", "eval_loss", "find_circuit", "hard_mask",
+    "count_edges", "edge_list_counts", "edges", "encode_example", "exercises", "eval_loss", "find_circuit", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
     "node_sites", "node_top_tokens", "plots", "widgets", "pruning", "single_token_id", "task_logits", "task_loss",
     "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows", "random_circuit_losses",
