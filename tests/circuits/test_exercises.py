@@ -138,7 +138,7 @@ def test_the_detach_trick_passes():
     (lambda s, T: _ste(s, torch.sigmoid(s)), "temperature is missing"),
     (lambda s, T: _ste(s, torch.sigmoid(s / T) * T), "1 / temperature is missing"),
     (lambda s, T: (s > 0).float() - (torch.sigmoid(s / T) - torch.sigmoid(s / T).detach()), "wrong sign"),
-    (lambda s, T: (s > 0).float() + torch.sigmoid(s / T).detach() * (s - s.detach()), "derivative"),
+    (lambda s, T: (s > 0).float() + torch.sigmoid(s / T).detach() * (s - s.detach()), r"is sigmoid\(logits / T\) itself"),
     (lambda s, T: (s > 0.5).float(), "forward pass must be 1"),
 ])
 def test_hard_mask_mistakes(wrong, hint):
@@ -177,7 +177,7 @@ def test_weight_edges_mistakes(wrong, hint):
 
 @pytest.mark.parametrize("wrong, hint", [
     (lambda n, tr, te, t: n is not None and tr <= t, "train loss"),
-    (lambda n, tr, te, t: te <= t, "train_nodes is None"),
+    (lambda n, tr, te, t: te <= t, "never reached the target on the train prompts"),
     (lambda n, tr, te, t: n is not None and te < t, "equal counts"),
     (lambda n, tr, te, t: bool(n) and te <= t, "train_nodes = 0 is a circuit"),
     (lambda n, tr, te, t: n is not None and te > t, "inverted"),
