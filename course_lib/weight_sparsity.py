@@ -3,7 +3,9 @@
 After every optimizer step each constrained tensor ``W`` keeps its ``k`` entries of largest
 ``|W|`` and the rest are set to exactly zero: ``W <- W * 1[|W| >= kth_largest(|W|)]`` (ties
 broken so that exactly ``k`` survive). The kept fraction anneals linearly from 1 (dense) to its
-target between ``anneal_start`` and ``anneal_end`` (fractions of training), then stays there.
+target between ``anneal_start`` and ``anneal_end`` (fractions of training), then stays there:
+:func:`kept_fraction` (the schedule) and :func:`project_topk` (one tensor, out of place) are the two
+pieces notebook 02's learners write; :func:`project_topk_` applies the projection in place to many tensors.
 
 Tensors with a leading "instance" dimension (toy models training many instances at once) can be
 projected per instance with ``instance_dim=0``.
@@ -32,13 +34,23 @@ class SparsitySchedule:
 
     def fraction_at(self, step: int, total_steps: int) -> float:
         """Kept fraction after optimizer step ``step`` (0-based) of ``total_steps``."""
-        t = (step + 1) / max(total_steps, 1)
-        if t <= self.anneal_start:
-            return 1.0
-        if t >= self.anneal_end or self.anneal_end == self.anneal_start:
-            return self.target_fraction
-        u = (t - self.anneal_start) / (self.anneal_end - self.anneal_start)
-        return 1.0 + u * (self.target_fraction - 1.0)
+        return kept_fraction(step, total_steps, self.target_fraction, self.anneal_start, self.anneal_end)
+
+
+def kept_fraction(step: int, total_steps: int, target_fraction: float, anneal_start: float = 0.01,
+                  anneal_end: float = 0.5) -> float:
+    """Kept fraction after optimizer step ``step`` (0-based) of ``total_steps``.
+
+    With ``t = (step + 1) / total_steps`` the fraction of training done: 1 until ``anneal_start``, then
+    linear down to ``target_fraction`` at ``anneal_end``, then ``target_fraction``.
+    """
+    t = (step + 1) / max(total_steps, 1)
+    if t <= anneal_start:
+        return 1.0
+    if t >= anneal_end or anneal_end == anneal_start:
+        return target_fraction
+    u = (t - anneal_start) / (anneal_end - anneal_start)
+    return 1.0 + u * (target_fraction - 1.0)
 
 
 def keep_count(numel: int, fraction: float, min_keep: int = 1) -> int:
@@ -63,6 +75,12 @@ def topk_mask(w: torch.Tensor, k: int, instance_dim: int | None = None) -> torch
     k = min(k, flat.shape[1])
     mask.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, True)
     return mask.view_as(moved).movedim(0, instance_dim)
+
+
+@torch.no_grad()
+def project_topk(w: torch.Tensor, fraction: float, min_keep: int = 1) -> torch.Tensor:
+    """A copy of ``w`` keeping its top :func:`keep_count` entries by ``|w|`` over the whole tensor, the rest 0."""
+    return w * topk_mask(w, keep_count(w.numel(), fraction, min_keep))
 
 
 @torch.no_grad()

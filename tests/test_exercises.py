@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import exercises, lens, sae, toy, workshop
+from course_lib import circuits, exercises, lens, sae, toy, workshop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def test_committed_learner_versions_match_the_generator():
     """`make exercises` output is committed: regenerate and compare."""
     problems = workshop.drift()
     assert not problems, "run `make exercises` and commit exercises/:\n" + "\n".join(problems)
-    assert {p.stem[:2] for p in (ROOT / "exercises").glob("*.ipynb")} >= {"00", "01", "03"}
+    assert {p.stem[:2] for p in (ROOT / "exercises").glob("*.ipynb")} >= {"00", "01", "02", "03"}
 
 
 def _stubs(stem: str) -> dict[str, object]:
@@ -121,6 +121,11 @@ def _stubs(stem: str) -> dict[str, object]:
                         "token_loss": lens.exercises.check_token_loss,
                         "head_ablation_hook": lens.exercises.check_head_ablation_hook,
                         "logit_lens_probs": lens.exercises.check_logit_lens_probs}),
+    ("02_weight_sparse_transformers", {"kept_fraction": circuits.exercises.check_kept_fraction,
+                                       "project_topk": circuits.exercises.check_project_topk,
+                                       "hard_mask": circuits.exercises.check_hard_mask,
+                                       "weight_edges": circuits.exercises.check_weight_edges,
+                                       "accept_circuit": circuits.exercises.check_accept_circuit}),
     ("03_sparse_autoencoders", {"topk_activation": sae.exercises.check_topk_activation,
                                 "nmse": sae.exercises.check_nmse,
                                 "auxk_loss": sae.exercises.check_auxk_loss,

@@ -2,15 +2,27 @@
 
 ``transformer`` (the model), ``training`` (weight-sparse training, cached), ``tasks`` (binary
 next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (circuit size),
-``plots``. The names notebooks use are re-exported here: ``circuits.find_circuit``...
+``plots``, ``exercises`` (the checkers of the notebook's exercises). The names notebooks use are
+re-exported here: ``circuits.find_circuit``...
 """
 
-from course_lib.circuits import checkpoints, edges, plots, pruning, tasks, training, transformer, widgets
-from course_lib.circuits.edges import count_edges, edge_list_counts
+from course_lib.circuits import (
+    checkpoints,
+    edges,
+    exercises,
+    plots,
+    pruning,
+    tasks,
+    training,
+    transformer,
+    widgets,
+)
+from course_lib.circuits.edges import count_edges, edge_list_counts, weight_edges
 from course_lib.circuits.pruning import (
     Circuit,
     NodeSite,
     PruneConfig,
+    accept_circuit,
     all_kept,
     find_circuit,
     hard_mask,
@@ -50,11 +62,11 @@ from course_lib.circuits.training import (
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig, abstopk
 
 __all__ = [
-    "TASKS", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
+    "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
-    "count_edges", "edge_list_counts", "edges", "encode_example", "eval_loss", "find_circuit", "hard_mask",
+    "count_edges", "edge_list_counts", "edges", "encode_example", "exercises", "eval_loss", "find_circuit", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
     "node_sites", "node_top_tokens", "plots", "widgets", "pruning", "single_token_id", "task_logits", "task_loss",
     "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows", "random_circuit_losses",
-    "shuffled_labels", "zero_means", "readable_token",
+    "shuffled_labels", "zero_means", "readable_token", "weight_edges",
 ]

@@ -9,9 +9,14 @@ minimise ``task_loss + coef * sum_i m_i``; nodes are then ranked by ``s_i`` and 
 ``k`` finds the smallest top-``k`` set whose task loss on the *train* prompts reaches ``target_loss``.
 
 A circuit counts only if it also works on held-out prompts: :class:`Circuit` ``valid`` is true when the
-same node set reaches the target on the test prompts, and ``n_nodes``/``edges`` are reported only then.
+same node set reaches the target on the test prompts (:func:`accept_circuit`), and ``n_nodes``/``edges``
+are reported only then.
 A task is ``solved`` by a model when its unpruned held-out task loss is at most ``solved_loss`` (well
 below chance, ``ln 2``), so that pruning cannot be what makes the model do the task.
+
+Notebook 02's learners write three pieces of this and :func:`find_circuit` takes them as arguments:
+the mask (``mask_fn``, :func:`hard_mask`), the acceptance test (``accept_fn``, :func:`accept_circuit`) and
+the edge count (``edge_fn``, :func:`course_lib.circuits.edges.weight_edges`).
 
 Controls (after the 2026 critiques): :func:`zero_means` (zero instead of mean ablation),
 :func:`shuffled_labels` (a nonsense task: answers permuted across prompts) and
@@ -22,14 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from course_lib.circuits.edges import count_edges
+from course_lib.circuits.edges import EdgeFn, count_edges, weight_edges
 from course_lib.circuits.tasks import TaskData
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
@@ -114,7 +119,20 @@ class _HardMask(torch.autograd.Function):
 
 
 def hard_mask(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Forward ``1[logits > 0]``; backward the derivative of ``sigmoid(logits / temperature)``."""
     return _HardMask.apply(logits, temperature)
+
+
+MaskFn = Callable[[torch.Tensor, float], torch.Tensor]  # (logits, temperature) -> mask
+
+
+def accept_circuit(train_nodes: int | None, train_loss: float, test_loss: float, target_loss: float) -> bool:
+    """A node set counts as a circuit when the bisection found it on the train prompts (``train_nodes`` is
+    not None; 0 nodes is a valid size) and it also reaches the target on the held-out prompts."""
+    return train_nodes is not None and test_loss <= target_loss
+
+
+AcceptFn = Callable[[int | None, float, float, float], bool]  # (train_nodes, train_loss, test_loss, target)
 
 
 def _ablation_hook(mask: torch.Tensor, mean: torch.Tensor):
@@ -212,9 +230,11 @@ def masks_from_order(model: SparseTransformer, order: Sequence[tuple[str, int]],
 
 def learn_masks(
     model: SparseTransformer, data: TaskData, means: dict[str, torch.Tensor], pcfg: PruneConfig,
-    progress: bool = False,
+    progress: bool = False, mask_fn: MaskFn = hard_mask,
 ) -> dict[str, torch.Tensor]:
-    """Optimise mask logits for ``task_loss + coef * active nodes``; returns ``{hook: logits}``."""
+    """Optimise mask logits for ``task_loss + coef * active nodes``; returns ``{hook: logits}``.
+
+    The masks in the forward pass are ``mask_fn(logits, pcfg.temperature)``."""
     sites = node_sites(model)
     dev = next(model.parameters()).device
     logits = {s.hook: torch.full((s.size,), pcfg.init_logit, device=dev, requires_grad=True) for s in sites}
@@ -223,7 +243,7 @@ def learn_masks(
         p.requires_grad_(False)
     try:
         for _ in tqdm(range(pcfg.steps), desc=f"masks {data.task}", disable=not progress, leave=False):
-            masks = {h: hard_mask(s, pcfg.temperature) for h, s in logits.items()}
+            masks = {h: mask_fn(s, pcfg.temperature) for h, s in logits.items()}
             final = masked_final_last(model, data, masks, means)
             prev = data.tokens[torch.arange(data.tokens.shape[0], device=dev), data.last]
             loss = task_loss_from_logits(model.unembed_columns(final, prev, data.answer_ids))
@@ -247,9 +267,14 @@ def _grid(n: int, points: int) -> list[int]:
 def find_circuit(
     model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
     means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool = False,
+    mask_fn: MaskFn = hard_mask, accept_fn: AcceptFn = accept_circuit, edge_fn: EdgeFn = weight_edges,
 ) -> Circuit:
-    """Learn masks, rank nodes, trace task loss vs kept nodes, bisect for the smallest circuit."""
-    logits = learn_masks(model, train, means, pcfg, progress)
+    """Learn masks, rank nodes, trace task loss vs kept nodes, bisect for the smallest circuit.
+
+    ``mask_fn`` makes the masks while learning (:func:`learn_masks`), ``accept_fn`` decides whether the
+    node set is a circuit (``valid``), ``edge_fn`` counts its edges (:func:`~course_lib.circuits.edges.count_edges`).
+    """
+    logits = learn_masks(model, train, means, pcfg, progress, mask_fn)
     flat = [(float(v), h, c) for h, s in logits.items() for c, v in enumerate(s.tolist())]
     flat.sort(key=lambda t: -t[0])
     order = [(h, c) for _, h, c in flat]
@@ -283,11 +308,11 @@ def find_circuit(
     kept = {h: m > 0.5 for h, m in masks.items()}
     test_loss = task_loss(model, test, masks, means)
     full_loss = task_loss(model, test)
-    valid = k_star is not None and test_loss <= pcfg.target_loss
+    valid = bool(accept_fn(k_star, loss_at(k_used), test_loss, pcfg.target_loss))
     return Circuit(
         task=train.task, model_name=model_name, order=order, curve_k=ks, curve_loss=curve,
         n_nodes=k_star if valid else None, train_loss=loss_at(k_used), test_loss=test_loss,
-        full_loss=full_loss, edges=count_edges(model, kept, train) if valid else None,
+        full_loss=full_loss, edges=count_edges(model, kept, train, edge_fn) if valid else None,
         kept=kept, train_nodes=k_star, full_train_loss=task_loss(model, train), target_loss=pcfg.target_loss,
         solved=full_loss <= pcfg.solved_loss, valid=valid,
     )

@@ -2,15 +2,17 @@
 
 Adam on random windows of the corpus's token stream, linear warmup then linear decay to 10% of the
 peak learning rate; after every step every sparsified tensor keeps its top-k entries by magnitude
-(:func:`course_lib.weight_sparsity.project_topk_`), the kept fraction annealing from 1 to
-``target_fraction`` (:class:`~course_lib.weight_sparsity.SparsitySchedule`). Trained models are
-cached by ``(model config, train config, data key)``.
+(:func:`course_lib.weight_sparsity.project_topk`), the kept fraction annealing from 1 to
+``target_fraction`` (:func:`course_lib.weight_sparsity.kept_fraction`). Notebook 02 passes its learners'
+versions of these two functions (``fraction_fn``, ``project_fn``). Trained models are cached by
+``(model config, train config, data key)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +24,8 @@ from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
 VERSION = "sparse-transformer-v1"
+FractionFn = Callable[[int, int, float, float, float], float]  # (step, total, target, start, end) -> kept fraction
+ProjectFn = Callable[[torch.Tensor, float], torch.Tensor]  # (tensor, kept fraction) -> projected copy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +70,21 @@ def train(
     stream: torch.Tensor,
     tcfg: CircuitTrainConfig,
     progress: bool = True,
+    fraction_fn: FractionFn = weight_sparsity.kept_fraction,
+    project_fn: ProjectFn = weight_sparsity.project_topk,
 ) -> dict[str, list[float]]:
     """Train on random windows of ``stream [n_tokens]``; project weights to top-k after each step.
 
-    Returns ``{"step": [...], "loss": [...], "kept_fraction": [...]}`` (logged every few steps).
+    After optimizer step ``step`` every sparsified tensor ``p`` becomes ``project_fn(p, f)`` with the kept
+    fraction ``f = fraction_fn(step, tcfg.steps, tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)``
+    (nothing to do while ``f`` is 1). Returns ``{"step": [...], "loss": [...], "kept_fraction": [...]}``
+    (logged every few steps).
     """
     dev = next(model.parameters()).device
     gen = torch.Generator().manual_seed(tcfg.seed)
     batches = corpus.random_batches(stream, model.cfg.n_ctx, tcfg.batch_size, gen)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tcfg.betas)
-    sched = weight_sparsity.SparsitySchedule(tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)
+    weight_sparsity.SparsitySchedule(tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)  # checks the values
     sparse = list(model.sparsified_parameters().values())
     log: dict[str, list[float]] = {"step": [], "loss": [], "kept_fraction": []}
     every = max(1, tcfg.steps // 100)
@@ -91,8 +100,11 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         opt.step()
-        frac = sched.fraction_at(step, tcfg.steps)
-        weight_sparsity.project_topk_(sparse, frac)
+        frac = fraction_fn(step, tcfg.steps, tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)
+        if frac < 1.0:
+            with torch.no_grad():
+                for p in sparse:
+                    p.copy_(project_fn(p, frac))
         lv = float(loss.detach())
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         if step % every == 0 or step == tcfg.steps - 1:
@@ -130,17 +142,21 @@ def load_or_train(
     data_key: object,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    fraction_fn: FractionFn = weight_sparsity.kept_fraction,
+    project_fn: ProjectFn = weight_sparsity.project_topk,
 ) -> TrainedModel:
     """Train (or load from the cache) one model; the cache key is (configs, data_key, VERSION).
 
     The cache folder holds ``model.safetensors`` (weights) and ``train_log.json`` (curve, losses).
-    ``tcfg.steps == 0`` gives the randomly initialised model (the pruning control).
+    ``tcfg.steps == 0`` gives the randomly initialised model (the pruning control). ``fraction_fn`` and
+    ``project_fn`` (see :func:`train`) are used only when the model is trained here; they are not part of
+    the cache key, so a replacement must compute what the library's do (notebook 02's checkers test that).
     """
 
     def build(folder: Path) -> None:
         torch.manual_seed(tcfg.seed)
         model = SparseTransformer(mcfg).to(device)
-        log = train(model, train_stream, tcfg, progress) if tcfg.steps > 0 else {}
+        log = train(model, train_stream, tcfg, progress, fraction_fn, project_fn) if tcfg.steps > 0 else {}
         vloss = eval_loss(model, val_windows(val_stream, mcfg.n_ctx, tcfg.eval_windows))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))

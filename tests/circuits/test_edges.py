@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import torch
 
 from course_lib import circuits
@@ -41,3 +43,23 @@ def test_frontier_interpolates_along_the_dense_curve():
     assert f["ratio"]["s2"] is None  # outside the dense range: not measurable
     one = frontier({"d": 3.0, "s": 3.0}, {"d": 1.0, "s": 0.5}, {"d": {"a": 9}, "s": {"a": 3}})
     assert one["ratio"]["s"] is None  # a single dense model: no curve to interpolate
+
+
+def test_every_count_goes_through_edge_fn_and_residual_links_are_identity_weights(model):
+    g = torch.Generator().manual_seed(0)
+    kept = {h: torch.rand(m.numel(), generator=g) < 0.5 for h, m in circuits.all_kept(model).items()}
+    data = types.SimpleNamespace(answer_ids=torch.tensor([[3, 7], [7, 3], [3, 9]]))
+    calls = []
+
+    def spy(W, src, dst):
+        calls.append(tuple(W.shape))
+        return circuits.weight_edges(W, src, dst)
+
+    rows = circuits.edge_list_counts(model, kept, data, edge_fn=spy)
+    assert len(calls) == len(rows) and circuits.count_edges(model, kept, data, edge_fn=spy) == sum(n for *_, n in rows)
+    for src, dst, n in rows:
+        if dst == "answers":  # the answer columns of W_U
+            assert n == int((model.W_U[kept[src]][:, [3, 7, 9]] != 0).sum())
+        elif "hook_q" in src or src.endswith("_out"):  # q-k pairs and residual links: channel i to channel i
+            assert n == int((kept[src] & kept[dst]).sum()), (src, dst)
+    assert circuits.count_edges(model, kept, edge_fn=lambda W, a, b: 0) == 0

@@ -167,3 +167,32 @@ def test_random_circuit_losses_are_size_matched_and_deterministic(model, tokeniz
     n = circuits.total_nodes(model)
     full = circuits.random_circuit_losses(model, data, n, means, draws=1)
     assert full[0] == pytest.approx(circuits.task_loss(model, data), abs=1e-5)
+
+
+def test_find_circuit_uses_the_given_mask_accept_and_edge_functions(model, tokenizer, windows):
+    tr = circuits.make_task_data("quote_close", tokenizer, 12, seed=0, split="train")
+    te = circuits.make_task_data("quote_close", tokenizer, 12, seed=0, split="test")
+    means = circuits.node_means(model, windows)
+    pcfg = circuits.PruneConfig(steps=4, grid_points=6, target_loss=0.5)
+    seen = {"mask": 0, "accept": [], "edge": 0}
+
+    def mask(s, temperature):
+        seen["mask"] += 1
+        return circuits.hard_mask(s, temperature)
+
+    def accept(*args):
+        seen["accept"].append(args)
+        return True  # accept whatever was found, so that the edges are counted
+
+    def edge(W, a, b):
+        seen["edge"] += 1
+        return circuits.weight_edges(W, a, b)
+
+    c = circuits.find_circuit(model, "m", tr, te, means, pcfg, mask_fn=mask, accept_fn=accept, edge_fn=edge)
+    ref = circuits.find_circuit(model, "m", tr, te, means, pcfg)
+    assert seen["mask"] == pcfg.steps * len(circuits.node_sites(model))
+    assert seen["accept"] == [(c.train_nodes, c.train_loss, c.test_loss, pcfg.target_loss)]
+    assert c.valid and seen["edge"] > 0 and c.edges == circuits.count_edges(model, c.kept, tr)
+    assert c.order == ref.order and c.test_loss == ref.test_loss  # same masks learned
+    never = circuits.find_circuit(model, "m", tr, te, means, pcfg, accept_fn=lambda *a: False)
+    assert not never.valid and never.n_nodes is None and never.edges is None

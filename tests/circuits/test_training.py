@@ -64,3 +64,27 @@ def test_checkpoint_nonzero_fraction_matches_target_and_cache_reloads(session_ca
     assert circuits.checkpoint_nonzero_fraction(dense.folder) > 0.99
     # training learned something: below the uniform-guess loss ln(64)
     assert dense.val_loss < torch.log(torch.tensor(64.0)).item()
+
+
+def test_train_runs_the_given_schedule_and_projection_and_matches_the_library():
+    calls = {"fraction": 0, "project": 0}
+
+    def fraction(*args):
+        calls["fraction"] += 1
+        return weight_sparsity.kept_fraction(*args)
+
+    def project(w, f):
+        calls["project"] += 1
+        return weight_sparsity.project_topk(w, f)
+
+    tcfg = circuits.CircuitTrainConfig(steps=6, batch_size=4, target_fraction=0.2, anneal_start=0.1, anneal_end=0.6)
+    torch.manual_seed(0)
+    a = circuits.SparseTransformer(TINY)
+    torch.manual_seed(0)
+    b = circuits.SparseTransformer(TINY)
+    log_a = circuits.train(a, _stream(), tcfg, progress=False)
+    log_b = circuits.train(b, _stream(), tcfg, progress=False, fraction_fn=fraction, project_fn=project)
+    assert calls == {"fraction": 6, "project": 6 * len(b.sparsified_parameters())}  # t = 1/6 > 0.1: every step
+    assert log_a == log_b
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
