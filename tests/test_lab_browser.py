@@ -31,6 +31,7 @@ from conftest import CHROMIUM_ARGS
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
 SCREENSHOTS = ROOT / "outputs" / "browser"
+KERNEL = "mechinterp-course"  # registered by `make setup` (course_lib.cli.KERNEL)
 KERNEL_DISPLAY_NAME = "Python (mechinterp-course)"
 RUN_ALL_TIMEOUT_S = 600  # the smoke profile: 20-60 s per notebook on a busy 2-core machine, models cached
 WIDGET_UPDATE_TIMEOUT_S = 120
@@ -166,9 +167,9 @@ _RUN_ALL = """() => {
 }"""
 
 _IDLE = """() => {
-  const w = window.jupyterapp.shell.currentWidget, k = w.sessionContext.session.kernel;
-  return k.status === 'idle' && !document.querySelector('.jp-InputPrompt')?.textContent.includes('[*]')
-    && Array.from(document.querySelectorAll('.jp-InputPrompt')).every(p => !p.textContent.includes('[*]'));
+  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  return k.status === 'idle' && Array.from(document.querySelectorAll('.jp-InputPrompt'))
+    .every(p => !p.textContent.includes('[*]'));
 }"""
 
 # Per code cell: its index, tags, execution count, error outputs from the model, and the
@@ -192,6 +193,11 @@ _VIEW = """(root) => {
   const imgs = Array.from(root.querySelectorAll('.widget-image')).map(e => e.getAttribute('src') || '');
   return JSON.stringify([html, imgs]);
 }"""
+
+
+def _assert_no_widget_error(panel) -> None:
+    broken = panel.get_by_text("Error displaying widget")
+    assert broken.count() == 0, f"a widget failed to display: {broken.first.inner_text()!r}"
 
 
 def _interact(page, view) -> str:
@@ -239,10 +245,16 @@ def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, bro
     page.route(re.compile(r"^(?!http://127\.0\.0\.1:\d+/|data:|blob:).*"), lambda route: route.abort())
     started = time.monotonic()
     try:
-        page.goto(f"{lab.url}/lab/tree/{nb.name}?token={lab.token}", wait_until="domcontentloaded")
+        # A workspace of its own, reset: only this notebook is open (not the previous ones, whose kernels are gone).
+        page.goto(f"{lab.url}/lab/workspaces/{nb_path.stem}/tree/{nb.name}?reset&token={lab.token}",
+                  wait_until="domcontentloaded")
         page.wait_for_function(_NOTEBOOK_READY, timeout=120_000, polling=500)
-        kernel_name = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName").first.inner_text()
+        page.evaluate("window.jupyterapp.shell.currentWidget.node.setAttribute('data-test-panel', '1')")
+        panel = page.locator("[data-test-panel]")
+        kernel_name = panel.locator(".jp-Toolbar-kernelName").first.inner_text()
         assert kernel_name.strip() == KERNEL_DISPLAY_NAME, f"kernel shown: {kernel_name!r}"
+        kernel_spec = page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.name")
+        assert kernel_spec == KERNEL, f"kernel started: {kernel_spec!r}"
 
         page.evaluate(_RUN_ALL)
         page.wait_for_function("() => window.__runAll !== undefined", timeout=RUN_ALL_TIMEOUT_S * 1000, polling=1000)
@@ -256,24 +268,28 @@ def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, bro
         not_run = [c["index"] for c in cells if c["count"] is None and c["source"].strip()]
         assert not not_run, f"cells not executed: {not_run} (run all: {page.evaluate('window.__runAll')})"
         assert page.evaluate("window.__runAll") == "true", page.evaluate("window.__runAll")
-        stderr_tracebacks = page.locator(
+        stderr_tracebacks = panel.locator(
             '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text="Traceback")
         assert stderr_tracebacks.count() == 0, stderr_tracebacks.first.inner_text()
-        assert page.get_by_text("Error displaying widget").count() == 0, "a widget failed to display"
+        _assert_no_widget_error(panel)
 
         widget_cells = [c for c in cells if "widget" in c["tags"]]
         assert widget_cells, "no cell tagged 'widget'"
         for c in widget_cells:
             assert c["widget_views"] >= 1, f"cell {c['index']} shows no live widget (headless?): {c['source']!r}"
-            view = page.locator(f'[data-test-cell="{c["index"]}"] .jp-OutputArea-output .jupyter-widgets').first
+            view = panel.locator(f'[data-test-cell="{c["index"]}"] .jp-OutputArea-output .jupyter-widgets').first
+            try:
+                view.wait_for(state="attached", timeout=30_000)
+            except Exception as exc:  # noqa: BLE001 - said plainly
+                raise AssertionError(f"cell {c['index']}: a widget output but no widget view in the page: is "
+                                     "JupyterLab's widget renderer (pip package jupyterlab_widgets) installed?") from exc
             view.scroll_into_view_if_needed()
-            view.wait_for(state="visible", timeout=30_000)
             assert view.locator(".widget-html-content, .widget-image").count(), f"cell {c['index']}: empty widget view"
             before = view.evaluate(_VIEW)
             done = _interact(page, view)
             try:
                 page.wait_for_function(f"(b) => ({_VIEW})(document.querySelector("
-                                       f"'[data-test-cell=\"{c['index']}\"] .jp-OutputArea-output .jupyter-widgets')) !== b",
+                                       f"'[data-test-panel] [data-test-cell=\"{c['index']}\"] .jp-OutputArea-output .jupyter-widgets')) !== b",
                                        arg=before, timeout=WIDGET_UPDATE_TIMEOUT_S * 1000, polling=500)
             except Exception as exc:  # noqa: BLE001 - reported with the server log
                 raise AssertionError(f"cell {c['index']}: the widget did not update after: {done}\n"
@@ -283,7 +299,7 @@ def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, bro
             view.scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOTS / f"{nb_path.stem}-widget{c['index']}.png"), full_page=False)
         assert "Exception in comm" not in lab.log_tail(100_000), lab.log_tail()
-        assert page.get_by_text("Error displaying widget").count() == 0, "a widget failed to display"
+        _assert_no_widget_error(panel)
         assert not page_errors, f"page errors: {page_errors[:5]}"
         print(f"{nb_path.stem}: ran in {run_s:.0f} s, {len(widget_cells)} widget(s) updated")
     finally:
