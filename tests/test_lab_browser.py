@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CHROMIUM_ARGS
+from test_exercise_notebooks import _exercise_names
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
@@ -160,6 +161,16 @@ _NOTEBOOK_READY = """() => {
   return !!(w && w.content && w.context.isReady && k && k.status === 'idle');
 }"""
 
+# Errors the kernel publishes outside any cell's outputs (widget callbacks: JupyterLab's log console).
+_WATCH_KERNEL = r"""() => {
+  window.__kernelErrors = [];
+  window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.iopubMessage.connect((_, msg) => {
+    const t = msg.header.msg_type, c = msg.content;
+    if (t === 'error') window.__kernelErrors.push(c.ename + ': ' + c.evalue + '\n' + c.traceback.join('\n'));
+    if (t === 'stream' && c.name === 'stderr' && /Traceback|Exception in/.test(c.text)) window.__kernelErrors.push(c.text);
+  });
+}"""
+
 _RUN_ALL = """() => {
   window.__runAll = undefined;
   window.jupyterapp.commands.execute('notebook:run-all-cells').then(
@@ -182,6 +193,7 @@ _CELLS = """() => {
     const outs = c.model.outputs.toJSON();
     return {index: i, tags: c.model.getMetadata('tags') || [], count: c.model.executionCount,
             source: c.model.sharedModel.getSource().slice(0, 200),
+            text: outs.filter(o => o.output_type === 'stream').map(o => o.text).join(''),
             errors: outs.filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue),
             widget_views: outs.filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json']).length};
   }).filter(c => c !== null);
@@ -193,6 +205,10 @@ _VIEW = """(root) => {
   const imgs = Array.from(root.querySelectorAll('.widget-image')).map(e => e.getAttribute('src') || '');
   return JSON.stringify([html, imgs]);
 }"""
+
+
+def _ansi_free(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)[-4000:]
 
 
 def _assert_no_widget_error(panel) -> None:
@@ -235,7 +251,7 @@ def _interact(page, view) -> str:
 
 
 @pytest.mark.parametrize("nb_path", LEARNER, ids=lambda p: p.stem)
-def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, browser):
+def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, browser, lab):
     nb = learner_copy(nb_path, lab.root / "lab", lab.root / "outputs" / nb_path.stem)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -256,6 +272,7 @@ def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, bro
         kernel_spec = page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.name")
         assert kernel_spec == KERNEL, f"kernel started: {kernel_spec!r}"
 
+        page.evaluate(_WATCH_KERNEL)
         page.evaluate(_RUN_ALL)
         page.wait_for_function("() => window.__runAll !== undefined", timeout=RUN_ALL_TIMEOUT_S * 1000, polling=1000)
         page.wait_for_function(_IDLE, timeout=60_000, polling=500)
@@ -272,6 +289,9 @@ def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, bro
             '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text="Traceback")
         assert stderr_tracebacks.count() == 0, stderr_tracebacks.first.inner_text()
         _assert_no_widget_error(panel)
+        printed = "".join(c["text"] for c in cells)
+        for name in _exercise_names(nb_path):
+            assert f"using the reference solution for {name}\n" in printed, f"{name}: the reference was not used"
 
         widget_cells = [c for c in cells if "widget" in c["tags"]]
         assert widget_cells, "no cell tagged 'widget'"
@@ -293,11 +313,13 @@ def test_learner_notebook_runs_in_jupyterlab_with_live_widgets(nb_path, lab, bro
                                        arg=before, timeout=WIDGET_UPDATE_TIMEOUT_S * 1000, polling=500)
             except Exception as exc:  # noqa: BLE001 - reported with the server log
                 raise AssertionError(f"cell {c['index']}: the widget did not update after: {done}\n"
-                                     f"{lab.log_tail()}") from exc
+                                     + _ansi_free("\n".join(page.evaluate("window.__kernelErrors")))) from exc
             page.wait_for_function(_IDLE, timeout=WIDGET_UPDATE_TIMEOUT_S * 1000, polling=500)
             page.wait_for_timeout(300)
-            view.scroll_into_view_if_needed()
+            view.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(SCREENSHOTS / f"{nb_path.stem}-widget{c['index']}.png"), full_page=False)
+        kernel_errors = page.evaluate("window.__kernelErrors")
+        assert not kernel_errors, "kernel errors:\n" + _ansi_free("\n".join(kernel_errors))
         assert "Exception in comm" not in lab.log_tail(100_000), lab.log_tail()
         _assert_no_widget_error(panel)
         assert not page_errors, f"page errors: {page_errors[:5]}"
