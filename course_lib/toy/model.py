@@ -36,15 +36,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Literal, get_args
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_lib import weight_sparsity
+from course_lib import cache, weight_sparsity
 
 ToyKind = Literal["relu_output", "relu_hidden", "abs"]
 KINDS: tuple[str, ...] = get_args(ToyKind)
@@ -268,6 +271,32 @@ def _sparsity_groups(
     return groups
 
 
+# Bump when training changes what a trained toy model is: cached models are then retrained.
+TOY_CACHE_VERSION = "toy-v1"
+
+
+def code_id(fn: Callable[..., object]) -> str | None:
+    """A hash of a function's source code, or None when its source cannot be read.
+
+    A notebook cell's function has its source registered by IPython, so the learner's data generator
+    of notebook 01 has one; two functions with the same source (and the same globals) compute the same.
+    """
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _fresh(cfg: ToyConfig, feature_probability: torch.Tensor, importance: torch.Tensor, tc: ToyTrainConfig,
+           seed: int, device: torch.device, data_fn: Callable[..., torch.Tensor] | None) -> ToyModel:
+    init_gen = torch.Generator().manual_seed(seed)
+    model = ToyModel(cfg, feature_probability, importance, generator=init_gen, data_fn=data_fn).to(device)
+    data_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    train(model, tc, generator=data_gen)
+    return model.eval()
+
+
 def train_new(
     cfg: ToyConfig,
     feature_probability: torch.Tensor,
@@ -276,17 +305,34 @@ def train_new(
     seed: int = 0,
     device: torch.device | str = "cpu",
     data_fn: Callable[..., torch.Tensor] | None = None,
+    use_cache: bool = True,
 ) -> ToyModel:
     """Build a :class:`ToyModel` from ``seed`` on ``device``, train it, return it (in eval mode).
 
     ``data_fn``: the training data generator (default :func:`generate_batch`), see :class:`ToyModel`.
+    With ``use_cache`` the trained weights are cached (:func:`course_lib.cache.load_or_build`) under
+    everything that decides them: both configs, probabilities, importances, seed, device type, and the
+    source code of the data generator (:func:`code_id`, the library's or ``data_fn``'s); a ``data_fn``
+    whose source cannot be read is never cached. A rerun then loads instead of training.
     """
     device = torch.device(device)
-    init_gen = torch.Generator().manual_seed(seed)
-    model = ToyModel(cfg, feature_probability, importance, generator=init_gen, data_fn=data_fn).to(device)
-    data_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    train(model, tc, generator=data_gen)
-    return model.eval()
+    data_code = code_id(generate_batch if data_fn is None else data_fn)
+    if not use_cache or data_code is None:
+        return _fresh(cfg, feature_probability, importance, tc, seed, device, data_fn)
+    key = {"cfg": cfg, "train": dataclasses.replace(tc, progress=False), "seed": seed, "device": device.type,
+           "p": torch.as_tensor(feature_probability, dtype=torch.float32).tolist(),
+           "imp": torch.as_tensor(importance, dtype=torch.float32).tolist(),
+           "data": data_code, "library_data": data_fn is None}
+
+    def build(folder):
+        model = _fresh(cfg, feature_probability, importance, tc, seed, device, data_fn)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(folder / "model.safetensors"))
+
+    folder = cache.load_or_build("toy", key, TOY_CACHE_VERSION, build)
+    model = ToyModel(cfg, feature_probability, importance, data_fn=data_fn)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.to(device).eval()
 
 
 @torch.no_grad()

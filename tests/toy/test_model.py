@@ -97,3 +97,32 @@ def test_training_works_with_autograd_turned_off_by_the_caller():
         hist = toy.train(toy.ToyModel(cfg, torch.tensor([0.5]), torch.ones(4)),
                          toy.ToyTrainConfig(steps=5, batch_size=8, lr=1e-2))
     assert len(hist) > 0
+
+
+def test_train_new_caches_by_everything_that_decides_the_weights(tmp_path, monkeypatch):
+    from course_lib.toy import model as toy_model
+
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=2)
+    tc = toy.ToyTrainConfig(steps=30, batch_size=64)
+    args = (cfg, torch.tensor([1.0, 0.1]), toy.importances(5, 0.9, 2), tc)
+    first = toy.train_new(*args, seed=3)
+    calls = []
+    real = toy_model._fresh
+    monkeypatch.setattr(toy_model, "_fresh", lambda *a: calls.append(a) or real(*a))
+    again = toy.train_new(*args, seed=3)
+    assert calls == [] and torch.equal(first.W, again.W) and not again.training  # loaded, not trained
+    toy.train_new(*args, seed=4)
+    toy.train_new(cfg, torch.tensor([1.0, 0.2]), toy.importances(5, 0.9, 2), tc, seed=3)
+
+    def mine(p, n, b, g):  # a learner's generator: its own source, its own cache entry
+        return toy.generate_batch(p, n, b, generator=g)
+
+    toy.train_new(*args, seed=3, data_fn=mine)
+    assert len(calls) == 3
+    ns: dict = {}
+    exec("def anon(p, n, b, g):\n    return toy.generate_batch(p, n, b, generator=g)\n", {"toy": toy}, ns)
+    assert toy_model.code_id(ns["anon"]) is None  # no readable source: never cached
+    toy.train_new(*args, seed=3, data_fn=ns["anon"])
+    toy.train_new(*args, seed=3, data_fn=ns["anon"])
+    assert len(calls) == 5
