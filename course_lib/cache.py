@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,27 @@ def _as_dict(config: Any) -> Any:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     return config
+
+
+def code_id(fn: Callable[..., Any]) -> str | None:
+    """A hash of a function's source code, for cache keys; None when its source cannot be read.
+
+    A notebook cell's function has its source registered by IPython, so a learner's function has one:
+    two functions with the same source (and the same globals) compute the same thing, and a learner who
+    edits theirs gets a new key.
+    """
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def tensor_digest(tensors: Iterable[Any]) -> str:
+    """A hash of tensors' dtypes, shapes and values (in the given order), for cache keys."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:20]

@@ -25,6 +25,7 @@ from course_lib.circuits.pruning import (
     accept_circuit,
     all_kept,
     find_circuit,
+    find_circuit_cached,
     hard_mask,
     iter_node_hooks,
     learn_masks,
@@ -64,7 +65,7 @@ from course_lib.circuits.transformer import SparseTransformer, SparseTransformer
 __all__ = [
     "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
-    "count_edges", "edge_list_counts", "edges", "encode_example", "exercises", "eval_loss", "find_circuit", "hard_mask",
+    "count_edges", "edge_list_counts", "edges", "encode_example", "exercises", "eval_loss", "find_circuit", "find_circuit_cached", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
     "node_sites", "node_top_tokens", "plots", "widgets", "pruning", "single_token_id", "task_logits", "task_loss",
     "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows", "random_circuit_losses",

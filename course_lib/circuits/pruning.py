@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from course_lib import cache
 from course_lib.circuits.edges import EdgeFn, count_edges, weight_edges
 from course_lib.circuits.tasks import TaskData
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
@@ -316,6 +317,44 @@ def find_circuit(
         kept=kept, train_nodes=k_star, full_train_loss=task_loss(model, train), target_loss=pcfg.target_loss,
         solved=full_loss <= pcfg.solved_loss, valid=valid,
     )
+
+
+CIRCUIT_CACHE_VERSION = "circuit-v1"  # bump when find_circuit's result changes for the same inputs
+
+
+def find_circuit_cached(
+    model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
+    means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool = False,
+    mask_fn: MaskFn = hard_mask, accept_fn: AcceptFn = accept_circuit, edge_fn: EdgeFn = weight_edges,
+) -> Circuit:
+    """:func:`find_circuit`, its result cached (:func:`course_lib.cache.load_or_build`) under everything
+    that decides it: the model's weights, both prompt sets, the ablation means, ``pcfg``, the device
+    type, and the source code of ``mask_fn``, ``accept_fn`` and ``edge_fn`` (the learner's or the
+    library's, :func:`course_lib.cache.code_id`). A function whose source cannot be read is never cached.
+    """
+    codes = [cache.code_id(f) for f in (mask_fn, accept_fn, edge_fn)]
+    if None in codes:
+        return find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+    state = model.state_dict()
+    key = {
+        "weights": cache.tensor_digest(state[k] for k in sorted(state)), "cfg": model.cfg, "task": train.task,
+        "prompts": [cache.tensor_digest([d.tokens, d.last, d.answer_ids]) for d in (train, test)],
+        "means": cache.tensor_digest(means[k] for k in sorted(means)), "prune": pcfg, "code": codes,
+        "device": next(model.parameters()).device.type,
+    }
+
+    def build(folder) -> None:
+        c = find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+        fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "model_name"}
+        fields["kept"] = {h: m.cpu() for h, m in c.kept.items()}
+        torch.save(fields, folder / "circuit.pt")
+
+    folder = cache.load_or_build("circuit", key, CIRCUIT_CACHE_VERSION, build)
+    fields = torch.load(folder / "circuit.pt", weights_only=True)
+    dev = next(model.parameters()).device
+    fields["kept"] = {h: m.to(dev) for h, m in fields["kept"].items()}
+    fields["order"] = [(h, int(ch)) for h, ch in fields["order"]]
+    return Circuit(model_name=model_name, **fields)
 
 
 def zero_means(means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Literal, get_args
@@ -275,19 +273,6 @@ def _sparsity_groups(
 TOY_CACHE_VERSION = "toy-v1"
 
 
-def code_id(fn: Callable[..., object]) -> str | None:
-    """A hash of a function's source code, or None when its source cannot be read.
-
-    A notebook cell's function has its source registered by IPython, so the learner's data generator
-    of notebook 01 has one; two functions with the same source (and the same globals) compute the same.
-    """
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):
-        return None
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
-
-
 def _fresh(cfg: ToyConfig, feature_probability: torch.Tensor, importance: torch.Tensor, tc: ToyTrainConfig,
            seed: int, device: torch.device, data_fn: Callable[..., torch.Tensor] | None) -> ToyModel:
     init_gen = torch.Generator().manual_seed(seed)
@@ -312,11 +297,11 @@ def train_new(
     ``data_fn``: the training data generator (default :func:`generate_batch`), see :class:`ToyModel`.
     With ``use_cache`` the trained weights are cached (:func:`course_lib.cache.load_or_build`) under
     everything that decides them: both configs, probabilities, importances, seed, device type, and the
-    source code of the data generator (:func:`code_id`, the library's or ``data_fn``'s); a ``data_fn``
+    source code of the data generator (:func:`course_lib.cache.code_id`, the library's or ``data_fn``'s); a ``data_fn``
     whose source cannot be read is never cached. A rerun then loads instead of training.
     """
     device = torch.device(device)
-    data_code = code_id(generate_batch if data_fn is None else data_fn)
+    data_code = cache.code_id(generate_batch if data_fn is None else data_fn)
     if not use_cache or data_code is None:
         return _fresh(cfg, feature_probability, importance, tc, seed, device, data_fn)
     key = {"cfg": cfg, "train": dataclasses.replace(tc, progress=False), "seed": seed, "device": device.type,

@@ -196,3 +196,30 @@ def test_find_circuit_uses_the_given_mask_accept_and_edge_functions(model, token
     assert c.order == ref.order and c.test_loss == ref.test_loss  # same masks learned
     never = circuits.find_circuit(model, "m", tr, te, means, pcfg, accept_fn=lambda *a: False)
     assert not never.valid and never.n_nodes is None and never.edges is None
+
+
+def test_find_circuit_cached_equals_find_circuit_and_reuses_it(model, tokenizer, windows, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    tr = circuits.make_task_data("set_or_string", tokenizer, 16, seed=0, split="train")
+    te = circuits.make_task_data("set_or_string", tokenizer, 16, seed=0, split="test")
+    means = circuits.node_means(model, windows)
+    pcfg = circuits.PruneConfig(steps=10, grid_points=6, target_loss=0.6)
+    plain = circuits.find_circuit(model, "random", tr, te, means, pcfg)
+    first = circuits.find_circuit_cached(model, "random", tr, te, means, pcfg)
+    calls = []
+    real = circuits.pruning.find_circuit
+    monkeypatch.setattr(circuits.pruning, "find_circuit", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = circuits.find_circuit_cached(model, "renamed", tr, te, means, pcfg)
+    assert calls == [] and again.model_name == "renamed"  # read back, not searched again
+    for c in (first, again):
+        assert c.order == plain.order and c.curve_loss == plain.curve_loss and c.valid == plain.valid
+        assert c.n_nodes == plain.n_nodes and c.edges == plain.edges and c.test_loss == plain.test_loss
+        assert all(torch.equal(c.kept[h], plain.kept[h]) for h in plain.kept)
+    # any input that decides the result is in the key: another target, another mask function
+    circuits.find_circuit_cached(model, "random", tr, te, means, dataclasses.replace(pcfg, target_loss=0.5))
+
+    def my_mask(logits, temperature):  # the learner's own (same maths, its own source)
+        return circuits.hard_mask(logits, temperature)
+
+    circuits.find_circuit_cached(model, "random", tr, te, means, pcfg, mask_fn=my_mask)
+    assert len(calls) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib import toy
+from course_lib import cache, toy
 
 
 def test_generate_batch_sparsity_and_range():
@@ -122,7 +122,7 @@ def test_train_new_caches_by_everything_that_decides_the_weights(tmp_path, monke
     assert len(calls) == 3
     ns: dict = {}
     exec("def anon(p, n, b, g):\n    return toy.generate_batch(p, n, b, generator=g)\n", {"toy": toy}, ns)
-    assert toy_model.code_id(ns["anon"]) is None  # no readable source: never cached
+    assert cache.code_id(ns["anon"]) is None  # no readable source: never cached
     toy.train_new(*args, seed=3, data_fn=ns["anon"])
     toy.train_new(*args, seed=3, data_fn=ns["anon"])
     assert len(calls) == 5
