@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from course_lib import circuits, exercises, lens, sae, toy, workshop
+from course_lib.autointerp import exercises as autointerp_exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +103,7 @@ def test_committed_learner_versions_match_the_generator():
     """`make exercises` output is committed: regenerate and compare."""
     problems = workshop.drift()
     assert not problems, "run `make exercises` and commit exercises/:\n" + "\n".join(problems)
-    assert {p.stem[:2] for p in (ROOT / "exercises").glob("*.ipynb")} >= {"00", "01", "02", "03"}
+    assert {p.stem[:2] for p in (ROOT / "exercises").glob("*.ipynb")} >= {"00", "01", "02", "03", "04"}
 
 
 def _stubs(stem: str) -> dict[str, object]:
@@ -134,6 +135,11 @@ def _stubs(stem: str) -> dict[str, object]:
                                      "dimensions_per_feature": toy.exercises.check_dimensions_per_feature,
                                      "feature_dimensionality": toy.exercises.check_feature_dimensionality,
                                      "topk_per_instance": toy.exercises.check_topk_per_instance}),
+    ("04_automated_interpretability", {"discretise": autointerp_exercises.check_discretise,
+                                       "pooled_correlation": autointerp_exercises.check_pooled_correlation,
+                                       "auroc": autointerp_exercises.check_auroc,
+                                       "balanced_accuracy": autointerp_exercises.check_balanced_accuracy,
+                                       "detection_questions": autointerp_exercises.check_detection_questions}),
 ])
 def test_every_learner_stub_is_reported_not_attempted_with_its_hint(stem, checks):
     stubs = _stubs(stem)

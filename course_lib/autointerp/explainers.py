@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from course_lib.autointerp.backends import BackendError, ChatClient
 from course_lib.autointerp.localmodel import LocalLM
@@ -62,9 +62,13 @@ class Explainer(Protocol):
     def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]: ...
 
 
-def format_record(r: Record, max_act: float) -> str:
-    """``token<TAB>d`` lines between ``<start>``/``<end>``; nonzero lines repeated if under 20% nonzero."""
-    d = discretise(r.acts, max_act)
+def format_record(r: Record, max_act: float, discretise_fn: Callable[..., Any] = discretise) -> str:
+    """``token<TAB>d`` lines between ``<start>``/``<end>``; nonzero lines repeated if under 20% nonzero.
+
+    ``d = discretise_fn(r.acts, max_act)``: :func:`~course_lib.autointerp.records.discretise`, or notebook
+    04's learner's version of it (for the record the notebook shows).
+    """
+    d = discretise_fn(r.acts, max_act)
     lines = [f"{escape_token(s)}\t{int(v)}" for s, v in zip(r.strings, d)]
     text = "<start>\n" + "\n".join(lines) + "\n<end>\n"
     nz = [ln for ln, v in zip(lines, d) if v > 0]

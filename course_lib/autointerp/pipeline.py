@@ -4,6 +4,10 @@
 one local LM; the keyword simulator and the embedder need none). Every scorer that reads the LM is
 one batched forward per unit: simulation (all test records), and detection + fuzzing together
 (all test records, and the top records marked right and wrong).
+
+A result keeps the predictions its scores came from (simulations, P(Yes), similarities), so
+:func:`rescore` can recompute its correlations, AUROCs and balanced accuracies with other functions
+(notebook 04: its learners') without running a model again.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +30,12 @@ from course_lib.autointerp.records import UnitRecords
 from course_lib.autointerp.results import SCORE_KEYS, Result, append_jsonl, read_jsonl_lines
 from course_lib.autointerp.scoring import (
     YesNoScorer,
+    auroc,
+    balanced_accuracy,
     embedding_score,
     intruder_score,
+    pooled_correlation,
+    simulation_correlation,
     simulation_score,
     surprisal_score,
 )
@@ -83,13 +92,16 @@ class Scorers:
                 scores["detection_auroc"], scores["detection_bacc"] = d["auroc"], d["balanced_accuracy"]
                 extra["detection_p_yes"] = d["p_yes"]
                 scores["fuzzing_auroc"], scores["fuzzing_bacc"] = f["auroc"], f["balanced_accuracy"]
+                extra["fuzzing_p_yes"], extra["fuzzing_labels"] = f["p_yes"], f["labels"]
             if self.embedder is not None:
-                scores["embedding_auroc"] = embedding_score(self.embedder, t, ur)["auroc"]
+                e = embedding_score(self.embedder, t, ur)
+                scores["embedding_auroc"] = e["auroc"]
+                extra["embedding_similarity"] = e["similarity"]
             if self.delphi_lm is not None:
                 t0 = time.perf_counter()
                 s = surprisal_score(self.delphi_lm, t, ur)
                 scores["surprisal_auroc"] = s["auroc"]
-                extra["surprisal_gain"] = s["gain"]
+                extra["surprisal_gain"], extra["surprisal_labels"] = s["gain"], s["labels"]
                 extra["seconds"]["surprisal"] = time.perf_counter() - t0
                 t0 = time.perf_counter()  # the intruder test reads no explanation
                 scores["intruder_accuracy"] = intruder_score(
@@ -97,6 +109,56 @@ class Scorers:
                 extra["seconds"]["intruder"] = time.perf_counter() - t0
         return Result(unit=ur.unit, kind=ur.kind, explainer=expl.explainer, explanation=expl.text,
                       reason=expl.reason, scores=scores, records=ur.to_dict(), extra=extra)
+
+
+def _metric(value: Any) -> float | None:
+    """A metric as a result stores it: a float, None when undefined (None, NaN or infinite)."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def rescore(result: Result, correlation_fn: Callable[..., Any] = pooled_correlation,
+            auroc_fn: Callable[..., Any] = auroc, balanced_accuracy_fn: Callable[..., Any] = balanced_accuracy) -> Result:
+    """``result`` with its correlations, AUROCs and balanced accuracies recomputed by the given functions
+    from the predictions it stores; every other score is kept.
+
+    The predictions are what the models produced: the simulations (``extra["simulated"]``, LM, and
+    ``extra["simulated_keyword"]``), P(Yes) of detection (labels: 1 for the top test records, 0 for the
+    random ones) and of fuzzing, the embedding similarities and the surprisal gains. A score whose
+    predictions the result does not hold is kept as it is. Balanced accuracy is read at threshold 0.5.
+    With the default functions the scores are those :meth:`Scorers.score` computed (non-finite ones as
+    None, as a reloaded result has them). Notebook 04 passes its learners' functions: the models'
+    forwards are cached, the metrics computed from them are not.
+    """
+    x, recs = result.extra, result.records
+    scores = dict(result.scores)
+    top, rnd = recs.get("test_top", []), recs.get("test_random", [])
+    real = [list(r["acts"]) for r in [*top, *rnd]]
+    labels = [1] * len(top) + [0] * len(rnd)
+    for key, sim_key in (("correlation_keyword", "simulated_keyword"), ("correlation_llm", "simulated")):
+        if sim_key in x and real:
+            scores[key] = _metric(simulation_correlation(real, [list(s) for s in x[sim_key]], correlation_fn))
+
+    def auc(y: list[int], s: list[float]) -> float | None:
+        return _metric(auroc_fn(y, list(s))) if y else None
+
+    def bacc(y: list[int], s: list[float]) -> float | None:
+        return _metric(balanced_accuracy_fn(y, list(s), 0.5)) if y else None
+
+    if "detection_p_yes" in x:
+        p = x["detection_p_yes"]
+        y = labels if len(p) == len(labels) else []
+        scores["detection_auroc"], scores["detection_bacc"] = auc(y, p), bacc(y, p)
+    if "fuzzing_p_yes" in x:
+        p, y = x["fuzzing_p_yes"], list(x.get("fuzzing_labels", []))
+        scores["fuzzing_auroc"], scores["fuzzing_bacc"] = auc(y, p), bacc(y, p)
+    if "embedding_similarity" in x:
+        scores["embedding_auroc"] = auc(labels, x["embedding_similarity"])
+    if "surprisal_gain" in x and "surprisal_labels" in x:
+        scores["surprisal_auroc"] = auc(list(x["surprisal_labels"]), x["surprisal_gain"])
+    return dataclasses.replace(result, scores=scores)
 
 
 def _failed(ur: UnitRecords, explainer: str, stage: str, err: BaseException | str,
@@ -187,7 +249,7 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
 
 # Bump when a change to explaining or scoring changes what a result holds: cached results are then
 # recomputed instead of reused.
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2  # 2: results also hold fuzzing's P(Yes) and labels, the embedding similarities, surprisal's labels
 
 
 def _settings(obj: Any) -> dict[str, Any]:

@@ -43,7 +43,7 @@ the median similarity), ``(TPR + TNR) / 2``. Each yes/no scorer is one batched f
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -147,18 +147,25 @@ def balanced_accuracy(labels: Sequence[int], scores: Sequence[float], threshold:
 # --------------------------------------------------------------------------- correlation
 
 
-def correlation_score(simulator: Any, explanation: str, ur: UnitRecords) -> tuple[float, list[np.ndarray]]:
-    """``(r, simulated)``: pooled correlation of ``simulator.simulate`` on the unit's test records.
+def simulation_correlation(real: Sequence[Sequence[float]], simulated: Sequence[Sequence[float]],
+                           correlation_fn: Callable[..., Any] = pooled_correlation) -> float:
+    """The correlation score of a simulation: ``correlation_fn(real, simulated)`` (None read as NaN).
 
     A constant simulation (e.g. the keyword simulator on an explanation that quotes no token)
     predicts nothing: ``r = 0``. Constant *real* activations leave ``r`` undefined (NaN, missing).
+    ``correlation_fn`` is :func:`pooled_correlation`, or notebook 04's learner's version of it.
     """
+    flat = np.concatenate([np.asarray(s, dtype=np.float64) for s in simulated]) if len(simulated) else np.zeros(0)
+    if flat.size and np.ptp(flat) == 0 and np.ptp(np.concatenate([np.asarray(r, dtype=np.float64) for r in real])) > 0:
+        return 0.0
+    r = correlation_fn(real, simulated)
+    return float("nan") if r is None else float(r)
+
+
+def correlation_score(simulator: Any, explanation: str, ur: UnitRecords) -> tuple[float, list[np.ndarray]]:
+    """``(r, simulated)``: :func:`simulation_correlation` of ``simulator.simulate`` on the unit's test records."""
     sim = simulator.simulate(explanation, ur.test)
-    real = [r.acts for r in ur.test]
-    flat = np.concatenate(sim) if sim else np.zeros(0)
-    if flat.size and np.ptp(flat) == 0 and np.ptp(np.concatenate(real)) > 0:
-        return 0.0, sim
-    return pooled_correlation(real, sim), sim
+    return simulation_correlation([r.acts for r in ur.test], sim), sim
 
 
 def simulation_score(simulator: Any, explanation: str, ur: UnitRecords) -> tuple[dict[str, float], list[np.ndarray]]:
@@ -191,6 +198,14 @@ def record_text(r: Record, marked: Sequence[bool] | None = None) -> str:
     return "".join(f"<<{s}>>" if m else s for s, m in zip(r.strings, marked))
 
 
+def detection_questions(explanation: str, ur: UnitRecords) -> tuple[list[str], list[int]]:
+    """``(questions, labels)`` of the detection scorer: one :data:`DETECT_Q` per held-out test record
+    (its plain text, no activations), label 1 for a top-activating record and 0 for a random one;
+    the top records first, in the order of ``ur.test``."""
+    labels = [1] * len(ur.test_top) + [0] * len(ur.test_random)
+    return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.test], labels
+
+
 @dataclasses.dataclass
 class YesNoScorer:
     """Reads ``P(Yes) / (P(Yes) + P(No))`` of a local chat LM for a batch of questions."""
@@ -216,8 +231,7 @@ class YesNoScorer:
         return p[:, : len(self.yes)].sum(axis=1)
 
     def _detection_questions(self, explanation: str, ur: UnitRecords) -> tuple[list[str], list[int]]:
-        labels = [1] * len(ur.test_top) + [0] * len(ur.test_random)
-        return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.test], labels
+        return detection_questions(explanation, ur)
 
     def _fuzzing_questions(self, explanation: str, ur: UnitRecords,
                            generator: torch.Generator) -> tuple[list[str], list[int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from course_lib.autointerp.pipeline import Scorers, explain_text
@@ -20,12 +20,15 @@ class ExplainExplorer(Explorer):
     A press of Score runs the cheap scorers (:meth:`Scorers.live`: keyword simulator and embedding,
     well under a second); the "all scorers" box adds the LM's all-at-once simulation, detection and
     fuzzing (three batched forwards, several seconds), shown as "-" otherwise. The test records are
-    drawn with the LM's simulation when it ran, else with the keyword simulator's.
+    drawn with the LM's simulation when it ran, else with the keyword simulator's. ``rescore`` (e.g.
+    :func:`~course_lib.autointerp.pipeline.rescore` with notebook 04's learner's metric functions)
+    recomputes the scores of each typed explanation.
     """
 
     def __init__(self, unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
-                 reference_name: str, text: str = 'the token "("', all_scorers: bool = False):
-        self.units, self.scorers, self.all_scorers = unit_records, scorers, all_scorers
+                 reference_name: str, text: str = 'the token "("', all_scorers: bool = False,
+                 rescore: Callable[[Result], Result] | None = None):
+        self.units, self.scorers, self.all_scorers, self.rescore = unit_records, scorers, all_scorers, rescore
         self.reference, self.reference_name = reference, reference_name
         self.unit, self.text = next(iter(unit_records)), text
         self.render_scores(self.unit, text)
@@ -38,6 +41,8 @@ class ExplainExplorer(Explorer):
         ur = self.units[unit]
         scorers = self.scorers if self.all_scorers else self.scorers.live()
         mine = scorers.score(explain_text(text, unit), ur)
+        if self.rescore is not None:
+            mine = self.rescore(mine)
         theirs = self.reference.get(unit)
 
         def fmt(v: float | None) -> str:
@@ -86,6 +91,7 @@ class ExplainExplorer(Explorer):
 
 
 def explain_explorer(unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
-                     reference_name: str, text: str = 'the token "("', all_scorers: bool = False) -> ExplainExplorer:
+                     reference_name: str, text: str = 'the token "("', all_scorers: bool = False,
+                     rescore: Callable[[Result], Result] | None = None) -> ExplainExplorer:
     """Notebook 04's "explain it yourself" explorer (see :class:`ExplainExplorer`)."""
-    return ExplainExplorer(unit_records, scorers, reference, reference_name, text, all_scorers)
+    return ExplainExplorer(unit_records, scorers, reference, reference_name, text, all_scorers, rescore)

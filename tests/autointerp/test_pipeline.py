@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
-from course_lib.autointerp import explainers, pipeline, records, results
+from course_lib.autointerp import explainers, pipeline, records, results, scoring
 
 
 def _unit(i: int) -> records.UnitRecords:
@@ -149,3 +151,84 @@ def test_cached_results_are_reused_not_recomputed(tmp_path, monkeypatch):
     second = pipeline.explain_and_score(again, _scorers(), urs, progress=False,
                                         out=pipeline.cached_results_path(again, _scorers(), urs))
     assert again.explained == [] and [r.to_json() for r in second] == [r.to_json() for r in first]
+
+
+# --------------------------------------------------------------------------- rescore
+
+
+class FakeYesNo(scoring.YesNoScorer):
+    """P(Yes) 0.9 for a question whose text holds " def", else 0.5 (ties with the threshold and each other)."""
+
+    def __post_init__(self):
+        self.yes, self.no = [1], [2]
+
+    def p_yes(self, questions):
+        return np.array([0.9 if "Text:\nx def" in q or "<< def>>" in q else 0.5 for q in questions])
+
+
+class FakeEmbedder:
+    def encode(self, texts, **kwargs):
+        return np.array([[1.0, 0.0] if " def" in t else [0.6, 0.8] for t in texts])
+
+
+class RampSimulator:
+    def simulate(self, explanation, recs):
+        return [np.arange(len(r.tokens), dtype=float) for r in recs]
+
+
+def _scored_unit():
+    top = [records.Record(0, "top", [1, 2, 3], ["x", " def", " y"], [0.0, 2.0, 0.5]),
+           records.Record(2, "top", [1, 2, 3], ["a", " b", " def"], [0.1, 0.0, 1.5])]
+    rnd = [records.Record(1, "random", [4, 5, 6], [" a", " b", " c"], [0.0, 0.2, 0.0]),
+           records.Record(3, "random", [4, 5, 6], [" d", " e", " f"], [0.0, 0.0, 0.0])]
+    ur = records.UnitRecords("sae/9", "sae", 2.0, top[:1], top, rnd)
+    scorers = pipeline.Scorers(simulator=RampSimulator(), yes_no=FakeYesNo(None), embedder=FakeEmbedder())
+    return scorers.score(explainers.Explanation(ur.unit, "fake", 'the token " def".'), ur)
+
+
+def test_results_store_the_predictions_of_every_metric():
+    r = _scored_unit()
+    assert len(r.extra["detection_p_yes"]) == 4 and len(r.extra["embedding_similarity"]) == 4
+    assert r.extra["fuzzing_labels"] == [1, 0, 1, 0] and len(r.extra["fuzzing_p_yes"]) == 4
+    assert all(r.scores[k] is not None for k in ("correlation_llm", "detection_auroc", "fuzzing_auroc", "embedding_auroc"))
+
+
+def test_rescore_with_the_library_functions_reproduces_the_scores():
+    fresh = _scored_unit()
+    reloaded = results.Result.from_dict(json.loads(fresh.to_json()))
+    again = pipeline.rescore(reloaded)
+    assert again.scores == reloaded.scores  # exactly, None where a score is undefined
+    assert pipeline.rescore(fresh).scores == json.loads(fresh.to_json())["scores"]
+
+
+def test_rescore_uses_the_given_functions_on_plain_lists():
+    seen = []
+
+    def corr(real, sim):
+        seen.append((type(real), type(real[0]), type(sim[0])))
+        return None  # undefined
+
+    base = _scored_unit()
+    r = pipeline.rescore(base, correlation_fn=corr, auroc_fn=lambda y, s: np.float64(0.25),
+                         balanced_accuracy_fn=lambda y, s, t: torch.tensor(0.75 if t == 0.5 else 0.0))
+    assert seen == [(list, list, list)] * 2
+    assert r.scores["correlation_llm"] is None and r.scores["correlation_keyword"] is None
+    for k in ("detection_auroc", "fuzzing_auroc", "embedding_auroc"):
+        assert r.scores[k] == 0.25
+    assert r.scores["detection_bacc"] == 0.75 and r.scores["fuzzing_bacc"] == 0.75
+    assert r.scores["rsquared_llm"] == base.scores["rsquared_llm"]  # not a metric of the exercises: kept
+    assert base.scores["detection_auroc"] != 0.25  # the input is not modified
+
+
+def test_rescore_keeps_scores_without_stored_predictions():
+    r = _scored_unit()
+    for k in ("fuzzing_p_yes", "embedding_similarity", "simulated"):
+        del r.extra[k]
+    again = pipeline.rescore(r, correlation_fn=lambda a, s: 0.5, auroc_fn=lambda y, s: 0.25)
+    assert again.scores["fuzzing_auroc"] == r.scores["fuzzing_auroc"]
+    assert again.scores["embedding_auroc"] == r.scores["embedding_auroc"]
+    assert again.scores["correlation_llm"] == r.scores["correlation_llm"]
+    assert again.scores["correlation_keyword"] == 0.5 and again.scores["detection_auroc"] == 0.25
+    missing = results.Result("sae/1", "sae", "fake", None, "dead unit", {k: None for k in results.SCORE_KEYS},
+                             _unit(1).to_dict(), {})
+    assert pipeline.rescore(missing, auroc_fn=lambda y, s: 1 / 0).scores == missing.scores

@@ -32,3 +32,13 @@ def test_default_score_is_live_and_fast():
     ex.all_scorers = True
     ex.render_scores(ur.unit, 'the token " def"')
     assert CountingSimulator.calls == 1 and "LM simulator" in ex.html
+
+
+def test_rescore_recomputes_the_typed_explanations_scores():
+    top = [records.Record(0, "top", [1, 2], ["x", " def"], [0.0, 1.0])]
+    rnd = [records.Record(1, "random", [3, 4], [" a", " b"], [0.0, 0.0])]
+    ur = records.UnitRecords("token/ def", "token", 1.0, top, top, rnd)
+    scorers = pipeline.Scorers(simulator=None, yes_no=None)
+    ex = widgets.explain_explorer({ur.unit: ur}, scorers, {}, "ref", text='the token " def"',
+                                  rescore=lambda r: pipeline.rescore(r, correlation_fn=lambda a, s: -0.5))
+    assert "<td>correlation_keyword</td><td>-0.50</td>" in ex.html
