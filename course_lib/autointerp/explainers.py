@@ -121,6 +121,15 @@ def _missing(unit: str, name: str, reason: str, raw: str = "") -> Explanation:
     return Explanation(unit=unit, explainer=name, text=None, reason=reason, raw=raw)
 
 
+def _per_live_unit(urs: Sequence[UnitRecords], name: str,
+                   explain_alive: Callable[[Sequence[UnitRecords]], list[Explanation]]) -> list[Explanation]:
+    """One Explanation per unit, in order: ``explain_alive`` (one call, in order) explains the live units, and
+    every dead unit gets a missing explanation with the reason "dead unit"."""
+    alive = [u for u in urs if u.alive]
+    done = iter(explain_alive(alive) if alive else [])
+    return [next(done) if u.alive else _missing(u.unit, name, "dead unit: no activating records") for u in urs]
+
+
 @dataclasses.dataclass
 class LocalLLMExplainer:
     """Explanations from a local chat LM (greedy completion of :data:`PREFIX`)."""
@@ -138,19 +147,13 @@ class LocalLLMExplainer:
 
     def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]:
         """One batched greedy generation for the live units of ``urs``."""
-        alive = [u for u in urs if u.alive]
-        prompts = [self.lm.chat_ids(explanation_messages(u, self.max_records, prefilled=True),
-                                    assistant_prefix=PREFIX[0].upper() + PREFIX[1:]) for u in alive]
-        raws = iter(self.lm.generate_many(prompts, self.max_new_tokens) if prompts else [])
-        out = []
-        for u in urs:
-            if not u.alive:
-                out.append(_missing(u.unit, self.name, "dead unit: no activating records"))
-                continue
-            raw = next(raws)
-            text, reason = parse_explanation(raw)
-            out.append(Explanation(u.unit, self.name, text, reason, raw))
-        return out
+        def explain_alive(alive: Sequence[UnitRecords]) -> list[Explanation]:
+            prompts = [self.lm.chat_ids(explanation_messages(u, self.max_records, prefilled=True),
+                                        assistant_prefix=PREFIX[0].upper() + PREFIX[1:]) for u in alive]
+            raws = self.lm.generate_many(prompts, self.max_new_tokens)
+            return [Explanation(u.unit, self.name, *parse_explanation(raw), raw) for u, raw in zip(alive, raws)]
+
+        return _per_live_unit(urs, self.name, explain_alive)
 
 
 @dataclasses.dataclass
@@ -168,20 +171,12 @@ class HTTPExplainer:
         return self.explain_many([ur])[0]
 
     def explain_many(self, urs: Sequence[UnitRecords]) -> list[Explanation]:
-        alive = [u for u in urs if u.alive]
-        answers = iter(self.client.map([explanation_messages(u, self.max_records) for u in alive]))
-        out = []
-        for u in urs:
-            if not u.alive:
-                out.append(_missing(u.unit, self.name, "dead unit: no activating records"))
-                continue
-            ans = next(answers)
-            if isinstance(ans, BackendError):
-                out.append(_missing(u.unit, self.name, f"backend error: {ans}"))
-            else:
-                text, reason = parse_explanation(ans)
-                out.append(Explanation(u.unit, self.name, text, reason, ans))
-        return out
+        def explain_alive(alive: Sequence[UnitRecords]) -> list[Explanation]:
+            answers = self.client.map([explanation_messages(u, self.max_records) for u in alive])
+            return [_missing(u.unit, self.name, f"backend error: {ans}") if isinstance(ans, BackendError)
+                    else Explanation(u.unit, self.name, *parse_explanation(ans), ans) for u, ans in zip(alive, answers)]
+
+        return _per_live_unit(urs, self.name, explain_alive)
 
 
 @dataclasses.dataclass
