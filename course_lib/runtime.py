@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -179,6 +180,47 @@ def configure_threads() -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the ``with`` block with ``n`` torch CPU threads (None: as is), then restore the count."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+_THREAD_CHOICE: dict[Any, int] = {}
+
+
+def faster_thread_count(key: Any, probe: Callable[[], Any], reps: int = 3) -> int:
+    """1 or the current torch thread count, whichever runs ``probe()`` faster here; measured once per ``key``.
+
+    Small programs (the toy models, notebook 02's 64-wide transformers) spend more time synchronising
+    threads than computing: on this course's 2-core AMD EPYC the circuit search ran 2-3x faster on one
+    thread. Larger ones (SmolLM2, SAE training) gain from every core. Rather than guess a size, time
+    ``probe`` (one representative step, a few milliseconds) ``reps`` times each way, interleaved, and keep
+    the faster (best of each). ``key`` names the workload shape (config, batch) so the choice is reused.
+    """
+    many = torch.get_num_threads()
+    if many <= 1:
+        return 1
+    if key not in _THREAD_CHOICE:
+        best = {1: math.inf, many: math.inf}
+        probe()  # warm-up: allocations and lazy initialisation are not what we time
+        for _ in range(reps):
+            for n in best:
+                with cpu_threads(n):
+                    t0 = time.perf_counter()
+                    probe()
+                    best[n] = min(best[n], time.perf_counter() - t0)
+        _THREAD_CHOICE[key] = 1 if best[1] <= best[many] else many
+    return _THREAD_CHOICE[key]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -81,3 +82,32 @@ def test_cache_names_stay_importable_from_runtime():
     for name in ("load_or_build", "atomic_path", "atomic_write_text", "atomic_write_bytes", "cache_dir",
                  "model_cache_dir", "config_hash", "verify_artifact", "jsonable"):
         assert getattr(runtime, name) is getattr(cache, name), name
+
+
+def test_cpu_threads_restores_the_count_even_on_error():
+    old = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with runtime.cpu_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == old
+
+
+@pytest.mark.parametrize("slow_on_many", [True, False])
+def test_faster_thread_count_keeps_the_faster_and_measures_once_per_key(slow_on_many):
+    calls = []
+
+    def probe():  # sleeps 30 ms under the count that should lose
+        calls.append(torch.get_num_threads())
+        many = torch.get_num_threads() > 1
+        time.sleep(0.03 if many == slow_on_many else 0.0)
+
+    with runtime.cpu_threads(2):
+        key = ("test", slow_on_many)
+        runtime._THREAD_CHOICE.pop(key, None)
+        got = runtime.faster_thread_count(key, probe)
+        assert got == (1 if slow_on_many else 2)
+        assert set(calls) == {1, 2}
+        n = len(calls)
+        assert runtime.faster_thread_count(key, probe) == got and len(calls) == n  # cached: no new probe
+        assert torch.get_num_threads() == 2

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from course_lib import cache
+from course_lib import cache, runtime
 from course_lib.circuits.edges import EdgeFn, count_edges, weight_edges
 from course_lib.circuits.tasks import TaskData
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
@@ -275,6 +275,20 @@ def find_circuit(
     ``mask_fn`` makes the masks while learning (:func:`learn_masks`), ``accept_fn`` decides whether the
     node set is a circuit (``valid``), ``edge_fn`` counts its edges (:func:`~course_lib.circuits.edges.count_edges`).
     """
+    if next(model.parameters()).device.type == "cpu":
+        key = ("find_circuit", model.cfg, tuple(train.tokens.shape))
+        ones = {h: m.float() for h, m in all_kept(model).items()}
+        threads = runtime.faster_thread_count(key, lambda: task_loss(model, train, ones, means))
+        with runtime.cpu_threads(threads):
+            return _find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+    return _find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+
+
+def _find_circuit(
+    model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
+    means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool,
+    mask_fn: MaskFn, accept_fn: AcceptFn, edge_fn: EdgeFn,
+) -> Circuit:
     logits = learn_masks(model, train, means, pcfg, progress, mask_fn)
     flat = [(float(v), h, c) for h, s in logits.items() for c, v in enumerate(s.tolist())]
     flat.sort(key=lambda t: -t[0])

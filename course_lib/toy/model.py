@@ -34,7 +34,6 @@ Metrics of the trained weights live in :mod:`course_lib.toy.metrics`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
@@ -45,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_lib import cache, weight_sparsity
+from course_lib import cache, runtime, weight_sparsity
 
 ToyKind = Literal["relu_output", "relu_hidden", "abs"]
 KINDS: tuple[str, ...] = get_args(ToyKind)
@@ -194,18 +193,6 @@ class ToyModel(nn.Module):
                               symmetric=self.cfg.kind == "abs", generator=generator)
 
 
-@contextlib.contextmanager
-def _cpu_threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
-
-
 @torch.enable_grad()  # trains even where a caller (or a library it loaded) turned gradients off globally
 def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None = None) -> list[float]:
     """Train all instances together with Adam; return the summed loss every ~1% of training.
@@ -222,7 +209,7 @@ def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None
     if threads is None and model.b_final.device.type == "cpu":
         cfg = model.cfg
         threads = 1 if cfg.n_instances * tc.batch_size * cfg.n_features < 2**20 else None
-    with _cpu_threads(threads if model.b_final.device.type == "cpu" else None):
+    with runtime.cpu_threads(threads if model.b_final.device.type == "cpu" else None):
         return _train_loop(model, tc, opt, groups, constrained, generator)
 
 
