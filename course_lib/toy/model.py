@@ -78,8 +78,9 @@ class ToyTrainConfig:
     anneal_end: float = 0.5  # fraction of training at which it reaches weight_sparsity
     sparsify_bias: bool = False  # also keep only the top-k entries of b_final
     progress: bool = False  # show a tqdm progress bar
-    # torch CPU threads while training; None: 1 thread when a step touches < 2**20 activations (these
-    # programs are too small to gain from threads, and on a shared machine threads cost a lot), else as is
+    # torch CPU threads while training; None: 1 or all, whichever one training step runs faster on here
+    # (measured once per model shape by runtime.faster_thread_count: most toy programs are too small to
+    # gain from threads)
     cpu_threads: int | None = None
 
 
@@ -207,8 +208,13 @@ def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None
     constrained = model.weight_matrices() + ([model.b_final] if tc.sparsify_bias else [])
     threads = tc.cpu_threads
     if threads is None and model.b_final.device.type == "cpu":
-        cfg = model.cfg
-        threads = 1 if cfg.n_instances * tc.batch_size * cfg.n_features < 2**20 else None
+        probe_x = model.sample(tc.batch_size, torch.Generator().manual_seed(0))  # not the training stream
+
+        def probe() -> None:  # one forward and backward; the gradients are dropped, no step is taken
+            model.loss(probe_x).backward()
+            model.zero_grad(set_to_none=True)
+
+        threads = runtime.faster_thread_count(("toy", model.cfg, tc.batch_size), probe)
     with runtime.cpu_threads(threads if model.b_final.device.type == "cpu" else None):
         return _train_loop(model, tc, opt, groups, constrained, generator)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from course_lib import sae
+from course_lib.sae.model import SAEConfig, SparseAutoencoder, nmse, relu_loss
 
 from .helpers import perturbed_sae as _sae
 
@@ -43,3 +44,24 @@ def test_geometric_median():
     pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [100.0, 100.0]])
     med = sae.geometric_median(pts)
     assert med.norm() < 2.0  # the outlier barely moves it (the mean would be at ~20)
+
+
+def test_relu_loss_matches_the_textbook_formula_in_value_and_every_gradient():
+    """relu_loss folds b_pre into the encoder bias (one GEMM fewer); loss and all four gradients must equal
+    those of relu(W_enc (x - b_pre) + b_enc) written out directly."""
+    torch.manual_seed(0)
+    cfg = SAEConfig(d_in=12, n_latents=40, k=4, kind="relu", l1_coef=0.03)
+    a = SparseAutoencoder(cfg)
+    with torch.no_grad():
+        a.b_pre.normal_()
+        a.b_enc.normal_(std=0.1)
+    x = torch.randn(64, 12)
+
+    loss, _ = relu_loss(a, x)
+    got = torch.autograd.grad(loss, list(a.parameters()))
+    z = torch.relu((x - a.b_pre) @ a.W_enc.T + a.b_enc)
+    ref = nmse(x, z @ a.W_dec + a.b_pre) + cfg.l1_coef * z.sum(1).mean()
+    want = torch.autograd.grad(ref, list(a.parameters()))
+    assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-6)
+    for (name, _), g, w in zip(a.named_parameters(), got, want):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-6), name
