@@ -3,7 +3,8 @@
 Modules: ``model`` (the SAE and its losses), ``fast_grads`` (the one-GEMM TopK gradients),
 ``training`` (steps, loop, cache), ``evaluation`` (reconstruction, sparsity, downstream loss),
 ``harvest`` and ``store`` (the on-disk activation store), ``saelens_io`` (SAELens's folder
-layout), ``dashboards`` (feature dashboards), ``plots``, and ``default`` (the course's default SAE,
+layout), ``dashboards`` (feature dashboards), ``steering`` (steer generation with a latent, latents on live
+text), ``plots``, and ``default`` (the course's default SAE,
 which notebook 04 loads). Notebooks write ``from course_lib import sae`` and use ``sae.SAEConfig``,
 ``sae.load_or_train``, ``sae.evaluation.reconstruction_metrics``, ``sae.plots.plot_training``...
 """
@@ -18,6 +19,7 @@ from course_lib.sae import (
     model,
     plots,
     saelens_io,
+    steering,
     store,
     training,
     widgets,
@@ -50,7 +52,7 @@ __all__ = [
     "KINDS", "ActivationStore", "DefaultSAE", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
     "SparseAutoencoder", "TrainHistory", "dashboards", "default", "default_configs", "evaluation", "exercises", "fast_grads",
     "geometric_median", "harvest", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
-    "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "store",
+    "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "steering", "store",
     "topk_grads_autograd", "topk_grads_fast", "topk_loss", "train_on_store", "train_sae", "train_step",
     "training", "widgets", "write_store",
 ]

@@ -88,6 +88,15 @@ def _ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), tgt.reshape(-1), reduction="sum")
 
 
+def _kl_sum(logp_clean: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``sum over predictions of KL(p_clean || p)``, predictions at positions >= 1 as in :func:`_ce`."""
+    logp = logits[:, 1:-1].float().log_softmax(-1)
+    return (logp_clean.exp() * (logp_clean - logp)).sum()
+
+
+SPLICES = ("sae", "zero", "mean")  # what replaces the activation at the hook in downstream_ce
+
+
 @torch.no_grad()
 def downstream_ce(
     model: Any,
@@ -97,14 +106,25 @@ def downstream_ce(
     batch_size: int = 8,
     massive_factor: float = hooks.MASSIVE_FACTOR,
     progress: bool = False,
+    mean_act: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """CE of ``model`` on ``tokens [n_seq, seq_len]`` (BOS first): clean, SAE-spliced, zero-ablated.
+    """CE and KL of ``model`` on ``tokens [n_seq, seq_len]`` (BOS first) with the hook's activation spliced.
 
-    Returns ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_loss_score``, ``delta_ce``, ``n_predictions``,
-    ``n_massive_kept`` (massive tokens left unspliced).
+    Splices at ``hook_name`` on every position after BOS except massive-norm tokens: ``sae`` (the SAE's
+    reconstruction), ``zero`` (zeros) and, when ``mean_act [d_in]`` (the raw activation's mean over a
+    store) is given, ``mean`` (mean ablation: the activation carries no information about the token
+    but keeps its typical offset, so it is the gentler, more honest floor).
+
+    Returns ``ce_clean`` and per splice ``ce_<splice>`` and ``kl_<splice>`` (mean over predictions of
+    ``KL(p_clean || p_splice)`` in nats: how far the next-token distribution moves, not only the loss on
+    the true token); ``delta_ce = ce_sae - ce_clean``; ``ce_loss_score = (ce_zero - ce_sae) / (ce_zero -
+    ce_clean)`` and, with ``mean_act``, ``ce_loss_score_mean`` (the same with the mean-ablation floor);
+    ``n_predictions`` and ``n_massive_kept`` (massive tokens left unspliced).
     """
     dev = next(model.parameters()).device
-    sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    splices = [m for m in SPLICES if m != "mean" or mean_act is not None]
+    ce_sums = dict.fromkeys(["clean", *splices], 0.0)
+    kl_sums = dict.fromkeys(splices, 0.0)
     n_pred = 0
     n_massive = 0
 
@@ -116,6 +136,8 @@ def downstream_ce(
             if mode == "sae":
                 new = autoencoder(body.float()).to(x.dtype)
                 n_massive += int((~keep).sum())
+            elif mode == "mean":
+                new = mean_act.to(x.device, x.dtype).expand_as(body)
             else:
                 new = torch.zeros_like(body)
             body = torch.where(keep.unsqueeze(-1), new, body)
@@ -125,22 +147,28 @@ def downstream_ce(
 
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="downstream CE", disable=not progress):
         batch = tokens[start : start + batch_size].to(dev)
-        sums["clean"] += float(_ce(model(batch, return_type="logits"), batch))
-        for mode in ("sae", "zero"):
+        clean = model(batch, return_type="logits")
+        ce_sums["clean"] += float(_ce(clean, batch))
+        logp_clean = clean[:, 1:-1].float().log_softmax(-1)
+        del clean
+        for mode in splices:
             logits = model.run_with_hooks(batch, fwd_hooks=[(hook_name, splice(mode))], return_type="logits")
-            sums[mode] += float(_ce(logits, batch))
+            ce_sums[mode] += float(_ce(logits, batch))
+            kl_sums[mode] += float(_kl_sum(logp_clean, logits))
         n_pred += batch.shape[0] * (batch.shape[1] - 2)
-    ce = {k: v / max(n_pred, 1) for k, v in sums.items()}
-    denom = ce["zero"] - ce["clean"]
-    return {
-        "ce_clean": ce["clean"],
-        "ce_sae": ce["sae"],
-        "ce_zero": ce["zero"],
-        "ce_loss_score": (ce["zero"] - ce["sae"]) / denom if abs(denom) > 1e-12 else math.nan,
-        "delta_ce": ce["sae"] - ce["clean"],
-        "n_predictions": n_pred,
-        "n_massive_kept": n_massive,
-    }
+    ce = {k: v / max(n_pred, 1) for k, v in ce_sums.items()}
+
+    def score(floor: str) -> float:
+        denom = ce[floor] - ce["clean"]
+        return (ce[floor] - ce["sae"]) / denom if abs(denom) > 1e-12 else math.nan
+
+    out = {f"ce_{k}": v for k, v in ce.items()}
+    out.update({f"kl_{k}": v / max(n_pred, 1) for k, v in kl_sums.items()})
+    out["ce_loss_score"] = score("zero")
+    if mean_act is not None:
+        out["ce_loss_score_mean"] = score("mean")
+    out.update({"delta_ce": ce["sae"] - ce["clean"], "n_predictions": n_pred, "n_massive_kept": n_massive})
+    return out
 
 
 def power_law_fit(x: Iterable[float], y: Iterable[float]) -> tuple[float, float]:

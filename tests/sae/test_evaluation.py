@@ -46,7 +46,16 @@ def test_downstream_ce_identity_and_zero(smollm2):
         def forward(self, x):
             return x
 
-    res = evaluation.downstream_ce(smollm2, Identity(), tokens, "blocks.15.hook_resid_post", batch_size=2)
-    assert abs(res["delta_ce"]) < 1e-4
+    _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.15.hook_resid_post")
+    mean_act = cache["blocks.15.hook_resid_post"][0, 1:].float().mean(0)
+    res = evaluation.downstream_ce(smollm2, Identity(), tokens, "blocks.15.hook_resid_post", batch_size=2,
+                                   mean_act=mean_act)
+    assert abs(res["delta_ce"]) < 1e-4 and abs(res["kl_sae"]) < 1e-4  # the identity changes nothing
     assert math.isclose(res["ce_loss_score"], 1.0, abs_tol=1e-3)
+    assert math.isclose(res["ce_loss_score_mean"], 1.0, abs_tol=1e-3)
     assert res["ce_zero"] > res["ce_clean"] + 0.5  # deleting the residual stream hurts
+    assert res["ce_mean"] > res["ce_clean"] + 0.1  # so does replacing it by its mean
+    assert res["kl_zero"] > 0.1 and res["kl_mean"] > 0.05  # and both move the next-token distribution
+    without = evaluation.downstream_ce(smollm2, Identity(), tokens, "blocks.15.hook_resid_post", batch_size=2)
+    assert "ce_mean" not in without and "ce_loss_score_mean" not in without
+    assert math.isclose(without["kl_zero"], res["kl_zero"], rel_tol=1e-5)
