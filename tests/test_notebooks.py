@@ -81,24 +81,50 @@ def test_notebook_runs_in_smoke_profile_offline(nb_path, tmp_path, monkeypatch):
     assert cli.external_references(html_page) == []
 
 
-@pytest.mark.notebook
+def _run_until_start_run(nb_path: Path, params: dict) -> BaseException | None:
+    """Execute the notebook's code cells in this process, papermill-style (the parameters cell, then the
+    injected values), up to and including the cell that calls ``runtime.start_run``; return what it raised.
+
+    The validation cells are plain Python, so a kernel per bad value (20 kernel starts, each importing torch)
+    would test the same code more slowly; the smoke test above runs every notebook in a real kernel."""
+    cells = [c for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == "code"]
+    i = next(j for j, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    ns: dict = {"__name__": "__main__"}
+    exec(compile(cells[i].source, "parameters", "exec"), ns)
+    exec("\n".join(f"{k} = {v!r}" for k, v in params.items()), ns)
+    for j, c in enumerate(cells[i + 1:], start=i + 1):
+        src = c.source
+        try:
+            exec(compile(src, f"cell {j}", "exec"), ns)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            e.cell_source = src
+            return e
+        if "runtime.start_run(" in src:
+            return None  # validated and passed: nothing raised
+    return None
+
+
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("bad", [
     {"PROFILE": "quick"}, {"DEVICE": "tpu"}, {"DEVICE": "cuda"}, {"OUT_DIR": "/proc/no/such/dir"},
 ], ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()))
-def test_bad_input_fails_in_the_validation_cell(nb_path, bad, tmp_path):
+def test_bad_input_fails_in_the_validation_cell(nb_path, bad, tmp_path, monkeypatch):
     import torch
+
+    from course_lib import runtime
 
     if bad.get("DEVICE") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
     params = {"PROFILE": "smoke", "SEED": 0, "DEVICE": "cpu", "OUT_DIR": str(tmp_path / "o"), **bad}
-    res = cli.execute_notebook(nb_path, tmp_path / "out", "smoke", kernel=None, echo=None, extra_parameters=params)
-    assert not res.ok
-    assert "ParameterError" in res.error, res.error
+    err = _run_until_start_run(nb_path, params)
+    assert isinstance(err, runtime.ParameterError), f"expected a ParameterError, got {err!r}"
+    msg = str(err)
     name, value = next(iter(bad.items()))
-    assert name in res.error
+    assert name in msg
     if name in ("PROFILE", "DEVICE"):
-        assert "valid" in res.error
+        assert "valid" in msg
     if name == "PROFILE":
-        assert "smoke, workshop, full" in res.error
-    assert "start_run" in res.error  # it failed in the validation cell, before any compute
+        assert "smoke, workshop, full" in msg
+    assert "runtime.start_run(" in err.cell_source  # it failed in the validation cell, before any compute
+    assert not (tmp_path / "o").exists() or name == "OUT_DIR"  # nothing written

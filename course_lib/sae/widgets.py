@@ -89,13 +89,15 @@ class SteeringExplorer(Explorer):
     def build(self) -> Any:
         import ipywidgets as W
 
-        prompt_w = W.Text(value=self.prompt, description="prompt", layout=W.Layout(width="60%"))
+        prompt_w = W.Text(value=self.prompt, description="prompt", continuous_update=False,
+                          layout=W.Layout(width="60%"))
         latent_w = W.BoundedIntText(value=self.latent, min=0, max=self.codes.n_latents - 1, description="latent")
-        strength_w = W.FloatSlider(value=self.strength, min=-20.0, max=20.0, step=0.5, description="strength")
+        strength_w = W.FloatSlider(value=self.strength, min=-20.0, max=20.0, step=0.5, description="strength",
+                                   continuous_update=False)
         go = W.Button(description="Generate")
         html_w, img_w = view_widgets(self)
 
-        def on_go(_: Any) -> None:
+        def update(_: Any = None) -> None:  # any change regenerates (a few seconds); the button reruns
             go.disabled, go.description = True, "generating..."
             try:
                 self.render(prompt_w.value, latent_w.value, strength_w.value)
@@ -103,7 +105,9 @@ class SteeringExplorer(Explorer):
             finally:
                 go.disabled, go.description = False, "Generate"
 
-        go.on_click(on_go)
+        go.on_click(update)
+        for w in (prompt_w, latent_w, strength_w):
+            w.observe(update, names="value")
         return W.VBox([prompt_w, W.HBox([latent_w, strength_w, go]), html_w])
 
 

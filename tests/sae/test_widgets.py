@@ -29,9 +29,12 @@ def test_steering_explorer_shows_both_texts_and_regenerates(smollm2):
     assert ex.max_act(3) == float(codes.latent(3)[1].max())
     box = ex.build()
     (latent_w, strength_w, go), html_w = box.children[1].children, box.children[2]
-    latent_w.value, strength_w.value = 5, 0.0
+    strength_w.value = 0.0  # a change regenerates at once
+    assert "strength 0 " in html_w.value and ex.result.before == ex.result.after  # strength 0: no change
+    latent_w.value = 5
+    assert "latent 5" in html_w.value
     go.click()
-    assert "latent 5" in html_w.value and ex.result.before == ex.result.after  # strength 0: no change
+    assert "latent 5" in html_w.value
     assert not go.disabled and go.description == "Generate"
 
 
