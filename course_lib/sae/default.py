@@ -37,7 +37,7 @@ def default_configs(profile: str, seed: int = 0) -> tuple[HarvestConfig, SAEConf
     hc = runtime.by_profile(
         profile,
         smoke=HarvestConfig(n_tokens=2_048, seq_len=64, batch_size=16, shard_tokens=1_024),
-        workshop=HarvestConfig(n_tokens=64_000, seq_len=128, batch_size=16),
+        workshop=HarvestConfig(n_tokens=48_000, seq_len=128, batch_size=16),
         full=HarvestConfig(n_tokens=2_000_000, seq_len=128, batch_size=16),
     )
     sc = runtime.by_profile(

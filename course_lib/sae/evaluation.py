@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from course_lib import hooks
@@ -81,17 +80,10 @@ def log10_density(density: np.ndarray, floor: float | None = None) -> np.ndarray
 # --------------------------------------------------------------------------- downstream loss
 
 
-def _ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token CE over predictions made at positions >= 1 (after BOS): sum and count."""
-    pred = logits[:, 1:-1].float()
-    tgt = tokens[:, 2:]
-    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), tgt.reshape(-1), reduction="sum")
-
-
-def _kl_sum(logp_clean: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``sum over predictions of KL(p_clean || p)``, predictions at positions >= 1 as in :func:`_ce`."""
-    logp = logits[:, 1:-1].float().log_softmax(-1)
-    return (logp_clean.exp() * (logp_clean - logp)).sum()
+def _logp(logits: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities ``[b, T-2, vocab]`` of the predictions made at positions 1 .. T-2 (after
+    BOS, each with a next token to score)."""
+    return logits[:, 1:-1].float().log_softmax(-1)
 
 
 SPLICES = ("sae", "zero", "mean")  # what replaces the activation at the hook in downstream_ce
@@ -147,14 +139,14 @@ def downstream_ce(
 
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="downstream CE", disable=not progress):
         batch = tokens[start : start + batch_size].to(dev)
-        clean = model(batch, return_type="logits")
-        ce_sums["clean"] += float(_ce(clean, batch))
-        logp_clean = clean[:, 1:-1].float().log_softmax(-1)
-        del clean
+        target = batch[:, 2:, None]
+        logp_clean = _logp(model(batch, return_type="logits"))
+        p_clean = logp_clean.exp()
+        ce_sums["clean"] -= float(logp_clean.gather(-1, target).sum())
         for mode in splices:
-            logits = model.run_with_hooks(batch, fwd_hooks=[(hook_name, splice(mode))], return_type="logits")
-            ce_sums[mode] += float(_ce(logits, batch))
-            kl_sums[mode] += float(_kl_sum(logp_clean, logits))
+            logp = _logp(model.run_with_hooks(batch, fwd_hooks=[(hook_name, splice(mode))], return_type="logits"))
+            ce_sums[mode] -= float(logp.gather(-1, target).sum())
+            kl_sums[mode] += float((p_clean * (logp_clean - logp)).sum())  # KL(p_clean || p_splice)
         n_pred += batch.shape[0] * (batch.shape[1] - 2)
     ce = {k: v / max(n_pred, 1) for k, v in ce_sums.items()}
 
