@@ -172,3 +172,49 @@ def test_from_server_shares_one_client_and_keys_results_by_server():
     local_none = pipeline.Scorers(simulator=None, yes_no=None)
     keys = {pipeline.results_key(E(), x, [ur]) for x in (s, other, local_none)}
     assert len(keys) == 3
+
+
+class _IdsServer:
+    """POST /v1/completions accepting token ids, echoing them OpenAI-style (entry i: the distribution that
+    predicted token i): after a tab (id ``tab``) the value "3" is certain, elsewhere the tab is."""
+
+    def __init__(self, tab: int):
+        self.prompts: list = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                ids = body["prompt"]
+                outer.prompts.append(body)
+                tops = [None] + [{"3": 0.0, "unknown": -9.0} if prev == tab else {"\t": 0.0} for prev in ids[:-1]]
+                choice = {"text": "", "logprobs": {"tokens": [str(i) for i in ids], "top_logprobs": tops}}
+                data = json.dumps({"choices": [choice]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_token_id_prompts_are_the_local_simulators_ids_and_read_by_index():
+    rec = records.Record(0, "top", [7001, 7002, 7003], ["a", " b\n", "c"], [0.0, 1.0, 0.0])
+    tok = _Tok(rec)
+    srv = _IdsServer(tab=tok("\t")["input_ids"][0])
+    try:
+        client = backends.ChatClient(backends.ChatConfig(base_url=srv.url, model="m", api_key_env=None))
+        sim = remote.ServerSimulator(client, tokenizer=tok, top_logprobs=20)
+        values = sim.simulate('the letter "b".', [rec, rec])
+    finally:
+        srv.httpd.shutdown()
+    expected_ids, _ = sim._ids.prompt('the letter "b".', rec.tokens)
+    assert sim.send_ids is True and all(b["prompt"] == expected_ids for b in srv.prompts)
+    assert srv.prompts[0]["echo"] is True and srv.prompts[0]["logprobs"] == 20 and srv.prompts[0]["max_tokens"] == 1
+    assert sim.last_alignment == "predicts" and all(np.allclose(v, 3 * 10 / 9) for v in values)
