@@ -309,7 +309,9 @@ def results_key(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords]) ->
         if getattr(scorer, "client", None) is not None:
             server = _settings(scorer.client.cfg)
             server.pop("api_key_env", None)
-            spec["scorers"][f"{role}_server"] = _settings(scorer) | {"client": server}
+            tok = getattr(scorer, "tokenizer", None)  # token-id prompts or text
+            spec["scorers"][f"{role}_server"] = _settings(scorer) | {
+                "client": server, "tokenizer": None if tok is None else str(getattr(tok, "name_or_path", type(tok).__name__))}
     blob = json.dumps(spec, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 

@@ -182,6 +182,8 @@ class ServerSimulator:
             self._ids = AllAtOnceSimulator(LocalLM(model=None, tokenizer=self.tokenizer, name="tokenizer"))
             if self.scale is None:
                 self.scale = self._ids.scale
+            elif self.scale != self._ids.scale:
+                raise ValueError(f"scale={self.scale}, but the tokenizer's single-token values give {self._ids.scale}")
         if self.scale is None:
             self.scale = 10
         if not 1 <= self.scale <= 10:

@@ -35,6 +35,8 @@
   A good explanation helps on top records more than on random ones: AUROC of the gain, top vs random
   (one batched forward over both prefixes).
 
+Detection and fuzzing read ``P(Yes)`` from a local LM (:class:`YesNoScorer`) or from a server's chat model
+(:class:`~course_lib.autointerp.remote.ChatYesNoScorer`), both on the questions of :class:`YesNoQuestions`.
 Detection, fuzzing, embedding and surprisal are reported as **AUROC** (threshold-free; ties count 1/2, so a
 constant predictor scores exactly 0.5) and **balanced accuracy** at threshold 0.5 (embedding: at
 the median similarity), ``(TPR + TNR) / 2``. Each yes/no scorer is one batched forward per unit.
