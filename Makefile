@@ -4,7 +4,7 @@
 #   make test   ruff + unit tests + every notebook under papermill (smoke profile); builds .saelens-venv
 #               once (the real SAELens, for tests/sae/test_saelens_real.py) and .llamacpp-venv once (a real
 #               llama.cpp server, for tests/autointerp/test_server_real.py; compiles llama.cpp the first time
-#               on a machine, about 10 minutes on 2 cores) and reuses them
+#               on a machine, 15-20 minutes on 2 cores) and reuses them
 #   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
 #   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
