@@ -35,8 +35,8 @@ records and explanations:
   within ``YES_TOL`` = 0.08. Observed: max |difference| 0.025, mean 0.013 (8 questions).
 
 Cost: llama-cpp-python sorts the whole 49,152-token vocabulary in Python for every echoed prompt token
-(about 0.1 s each here), so one simulation request of ~125 tokens takes about 17 s; the run makes four
-(simulation 70 s, explanations ~8 s, detection + fuzzing 5 s) and the module about 100 s, on 2 cores shared
+(about 0.1 s each here), so one simulation request of ~125 tokens takes 14-18 s; the run makes four
+(simulation 57-72 s, explanations ~8 s, detection + fuzzing 4-5 s) and the module 80-105 s, on 2 cores shared
 with other jobs.
 """
 
