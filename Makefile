@@ -2,7 +2,9 @@
 #   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
 #               (make run NOTEBOOKS=02 reruns one notebook; PROFILE=smoke|workshop|full)
 #   make test   ruff + unit tests + every notebook under papermill (smoke profile); builds .saelens-venv
-#               once (the real SAELens, for tests/sae/test_saelens_real.py) and reuses it
+#               once (the real SAELens, for tests/sae/test_saelens_real.py) and .llamacpp-venv once (a real
+#               llama.cpp server, for tests/autointerp/test_server_real.py; compiles llama.cpp the first time
+#               on a machine, 15-20 minutes on 2 cores) and reuses them
 #   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
 #   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
@@ -27,6 +29,10 @@ STAMP := $(VENV)/.installed
 # in a venv of its own, built once by bench/saelens_venv.sh; its stamp names the pinned versions.
 SAELENS_VENV ?= .saelens-venv
 SAELENS_STAMP := $(SAELENS_VENV)/.installed
+# A real OpenAI-compatible server (llama-cpp-python[server]) for the autointerp server tests, in its own venv
+# built by bench/llamacpp_venv.sh; the wheel it compiles is kept per CPU level in ~/.cache/mechinterp-course.
+LLAMACPP_VENV ?= .llamacpp-venv
+LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed
 # torch's OpenMP threads spin-wait by default; on a busy 2-core machine that made small training
 # steps up to 10x slower (notebook 02). Passive waiting costs nothing measurable when idle.
 OMP_WAIT_POLICY ?= PASSIVE
@@ -48,14 +54,17 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 $(SAELENS_STAMP): bench/saelens_venv.sh
 	PYTHON="$(PYTHON)" TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" bash bench/saelens_venv.sh $(SAELENS_VENV)
 
+$(LLAMACPP_STAMP): bench/llamacpp_venv.sh
+	PYTHON="$(PYTHON)" bash bench/llamacpp_venv.sh $(LLAMACPP_VENV)
+
 setup: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m course_lib.cli run $(NOTEBOOKS) --profile $(PROFILE) --out outputs
 
-test: $(STAMP) $(SAELENS_STAMP)
+test: $(STAMP) $(SAELENS_STAMP) $(LLAMACPP_STAMP)
 	$(PY) -m ruff check course_lib tests bench
-	SAELENS_VENV="$(SAELENS_VENV)" $(PY) -m pytest -q
+	SAELENS_VENV="$(SAELENS_VENV)" LLAMACPP_VENV="$(LLAMACPP_VENV)" $(PY) -m pytest -q
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_DIR)

@@ -42,3 +42,13 @@ def test_saelens_venv_pins_the_course_torch():
     script = (ROOT / "bench" / "saelens_venv.sh").read_text()
     assert f"TORCH=torch{torch_pin}\n" in script
     assert re.search(r"^SAELENS=sae-lens==6\.\d+\.\d+$", script, re.M)
+
+
+def test_llamacpp_venv_builds_a_portable_wheel_once_per_cpu_level():
+    """The llama.cpp server venv (tests/autointerp/test_server_real.py): a pinned version, compiled without
+    -march=native for a named CPU level, kept in a folder keyed by that level, never in pip's cache (whose
+    key ignores the CPU)."""
+    script = (ROOT / "bench" / "llamacpp_venv.sh").read_text()
+    assert re.search(r"^VERSION=0\.3\.\d+$", script, re.M)
+    assert "-DGGML_NATIVE=OFF" in script and "--no-cache-dir" in script and "$LEVEL" in script
+    assert "LLAVA_BUILD=OFF" in script

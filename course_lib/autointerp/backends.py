@@ -1,21 +1,26 @@
-"""An OpenAI-compatible chat-completions client (stdlib only) for hosted or self-served LLMs.
+"""An OpenAI-compatible HTTP client (stdlib only) for hosted or self-served LLMs: chat and completions.
 
 ``POST {base_url}/chat/completions`` with ``{"model", "messages", "max_tokens", "temperature"}``
-and ``Authorization: Bearer <key>``; the answer is ``choices[0].message.content``. This is the API
-of OpenAI and of self-served engines (vLLM ``--api-key``, llama.cpp ``llama-server``, Ollama's
-``/v1``), so one client covers them all.
+and ``Authorization: Bearer <key>``; the answer is ``choices[0].message.content``
+(:meth:`ChatClient.complete`; :meth:`ChatClient.chat_choice` for the whole choice, log-probabilities
+included). ``POST {base_url}/completions`` with ``{"model", "prompt", ...}`` (text or token ids;
+:meth:`ChatClient.completion_choice`) serves the all-at-once simulator's prompt log-probabilities
+(:mod:`course_lib.autointerp.remote`). This is the API of OpenAI and of self-served engines (vLLM
+``--api-key``, llama.cpp's servers, Ollama's ``/v1``), so one client covers them all.
 
 * The key is read from the environment variable *named* by ``api_key_env`` at request time; it is
   never stored on the object, never put in a message, exception, log or result, and
   :func:`redact` scrubs it from any text that passes through (server error bodies, before they are
-  shortened, and completion text, in case a server echoes the ``Authorization`` header).
+  shortened, and every reply's text before it is parsed, in case a server echoes the
+  ``Authorization`` header).
 * ``timeout_s`` is a *total* deadline per HTTP request (connect, headers and body together): a
   server that trickles bytes cannot hold a request longer, because the socket is shut down when
   the time is up. Retries with exponential backoff (``backoff * 2**attempt``, honouring
   ``Retry-After``) on 429, 5xx and network errors, at most ``max_retries`` times; a 401/403 is not
   retried and raises :class:`AuthenticationError` saying which variable to set.
 * Any bad reply (not UTF-8, truncated, not HTTP, not JSON) is a :class:`BackendError` for that
-  request; :meth:`ChatClient.map` runs many requests with at most ``concurrency`` in flight and
+  request; :meth:`ChatClient.map` (:meth:`ChatClient.run_many` for any request) runs many requests
+  with at most ``concurrency`` in flight and
   returns one result or :class:`BackendError` per request (a failed unit never loses the finished
   ones).
 """
@@ -33,13 +38,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
+R = TypeVar("R")
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class BackendError(RuntimeError):
-    """A request failed (after retries, if retryable). The message never contains the API key."""
+    """A request failed (after retries, if retryable). The message never contains the API key.
+
+    ``status``: the HTTP status of a refused request (e.g. 422: the server rejected a field), else None.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class AuthenticationError(BackendError):
@@ -209,21 +223,22 @@ class ChatClient:
             raise TimeoutError(f"no complete answer within timeout_s={self.cfg.timeout_s} s")
         return status, data, resp_headers
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
-        """The assistant's reply to ``messages`` (the key redacted from it, should a server echo it).
+    def request(self, path: str, payload: dict[str, Any], max_retries: int | None = None) -> dict[str, Any]:
+        """``POST {base_url}/{path}`` with ``payload`` (``model`` added): the reply's JSON object.
 
-        Raises :class:`BackendError` / :class:`AuthenticationError`.
+        Retries (``max_retries``, default the config's), deadline and errors as in the module docstring; the key is redacted from the reply's
+        text before it is parsed, so no string in the result can hold it. Raises
+        :class:`BackendError` (``status`` set for an HTTP error status) / :class:`AuthenticationError`.
         """
         key = self._key()
-        body = json.dumps({"model": self.cfg.model, "messages": messages,
-                           "max_tokens": max_tokens or self.cfg.max_tokens,
-                           "temperature": self.cfg.temperature}).encode()
+        body = json.dumps({"model": self.cfg.model, **payload}).encode()
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = self.cfg.base_url.rstrip("/") + "/chat/completions"
+        url = self.cfg.base_url.rstrip("/") + "/" + path.lstrip("/")
         last = "no attempt"
-        for attempt in range(self.cfg.max_retries + 1):
+        retries = self.cfg.max_retries if max_retries is None else max_retries
+        for attempt in range(retries + 1):
             self.n_requests += 1
             retry_after = None
             try:
@@ -235,19 +250,16 @@ class ChatClient:
             else:
                 if 200 <= status < 300:
                     try:
-                        text = data.decode("utf-8")
-                        payload = json.loads(text)
+                        text = redact(data.decode("utf-8"), [key])
+                        reply = json.loads(text)
                     except UnicodeDecodeError:
                         last = "response is not valid UTF-8"
                     except (json.JSONDecodeError, RecursionError):
                         last = "response is not JSON"
                     else:
-                        try:
-                            content = payload["choices"][0]["message"]["content"]
-                        except (KeyError, IndexError, TypeError):
-                            raise BackendError(f"unexpected response shape from {self.cfg.base_url}: "
-                                               f"{redact(text, [key])[:200]}") from None
-                        return redact(str(content or ""), [key])
+                        if not isinstance(reply, dict):
+                            raise BackendError(f"unexpected response shape from {self.cfg.base_url}: {text[:200]}")
+                        return reply
                 else:
                     detail = redact(data.decode("utf-8", "replace"), [key])[:300]
                     if status in (401, 403):
@@ -256,22 +268,64 @@ class ChatClient:
                         if self.cfg.api_key_env and not key:
                             hint = f"environment variable {self.cfg.api_key_env} is not set"
                         raise AuthenticationError(f"HTTP {status} from {self.cfg.base_url}: {hint}. "
-                                                  f"Server said: {detail}") from None
+                                                  f"Server said: {detail}", status) from None
                     last = f"HTTP {status}: {detail}"
                     if status not in RETRY_STATUS:
-                        raise BackendError(f"{self.cfg.base_url} answered {last}") from None
+                        raise BackendError(f"{self.cfg.base_url} answered {last}", status) from None
                     retry_after = resp_headers.get("Retry-After") if resp_headers else None
-            if attempt < self.cfg.max_retries:
+            if attempt < retries:
                 self._wait(attempt, retry_after)
-        raise BackendError(f"{self.cfg.base_url}: gave up after {self.cfg.max_retries + 1} tries; last: {last}")
+        raise BackendError(f"{self.cfg.base_url}: gave up after {retries + 1} tries; last: {last}")
 
-    def map(self, conversations: Sequence[list[dict[str, str]]]) -> list[str | BackendError]:
-        """:meth:`complete` for each conversation, ``concurrency`` at a time; errors returned, not raised
-        (except :class:`AuthenticationError`, which would fail every request alike)."""
+    def _first_choice(self, reply: dict[str, Any]) -> dict[str, Any]:
+        try:
+            choice = reply["choices"][0]
+        except (KeyError, IndexError, TypeError):
+            choice = None
+        if not isinstance(choice, dict):
+            raise BackendError(f"unexpected response shape from {self.cfg.base_url}: {json.dumps(reply)[:200]}")
+        return choice
 
-        def one(msgs: list[dict[str, str]]) -> str | BackendError:
+    def chat_choice(self, messages: list[dict[str, str]], max_tokens: int | None = None,
+                    max_retries: int | None = None, **params: Any) -> dict[str, Any]:
+        """``choices[0]`` of a chat completion (``message``, and ``logprobs`` when asked for and given).
+
+        ``params`` go into the request as they are, e.g. ``logprobs=True, top_logprobs=5``.
+        """
+        reply = self.request("chat/completions", {"messages": messages, "max_tokens": max_tokens or self.cfg.max_tokens,
+                                                  "temperature": self.cfg.temperature, **params}, max_retries)
+        choice = self._first_choice(reply)
+        if not isinstance(choice.get("message"), dict) or "content" not in choice["message"]:
+            raise BackendError(f"unexpected response shape from {self.cfg.base_url}: {json.dumps(reply)[:200]}")
+        return choice
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
+        """The assistant's reply to ``messages`` (the key redacted from it, should a server echo it).
+
+        Raises :class:`BackendError` / :class:`AuthenticationError`.
+        """
+        return str(self.chat_choice(messages, max_tokens)["message"]["content"] or "")
+
+    def completion_choice(self, prompt: str | list[int], max_tokens: int, max_retries: int | None = None,
+                          **params: Any) -> dict[str, Any]:
+        """``choices[0]`` of a *completions* request (``POST {base_url}/completions``).
+
+        ``prompt`` is text, or token ids (OpenAI and vLLM accept them; llama-cpp-python's server does
+        not: HTTP 500 with a validation error). ``params`` go into the request as they are, e.g.
+        ``echo=True, logprobs=15``.
+        """
+        return self._first_choice(self.request("completions", {"prompt": prompt, "max_tokens": max_tokens,
+                                                               "temperature": self.cfg.temperature, **params},
+                                               max_retries))
+
+    def run_many(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R | BackendError]:
+        """``fn(item)`` for each item, ``concurrency`` at a time, in order; a :class:`BackendError` (or any
+        unforeseen error, wrapped in one) is returned for its item, not raised, except
+        :class:`AuthenticationError`, which would fail every request alike."""
+
+        def one(item: T) -> R | BackendError:
             try:
-                return self.complete(msgs)
+                return fn(item)
             except AuthenticationError:
                 raise
             except BackendError as e:
@@ -281,4 +335,9 @@ class ChatClient:
                                     f"{redact(str(e), [self._key()])[:300]}")
 
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency)) as pool:
-            return list(pool.map(one, conversations))
+            return list(pool.map(one, items))
+
+    def map(self, conversations: Sequence[list[dict[str, str]]]) -> list[str | BackendError]:
+        """:meth:`complete` for each conversation, ``concurrency`` at a time; errors returned, not raised
+        (except :class:`AuthenticationError`, which would fail every request alike)."""
+        return self.run_many(self.complete, conversations)

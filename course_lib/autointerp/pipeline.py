@@ -25,10 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from course_lib import cache
+from course_lib.autointerp.backends import ChatClient, ChatConfig
 from course_lib.autointerp.explainers import Explanation, parse_explanation
 from course_lib.autointerp.records import UnitRecords
+from course_lib.autointerp.remote import ChatYesNoScorer, ServerSimulator
 from course_lib.autointerp.results import SCORE_KEYS, Result, append_jsonl, read_jsonl_lines
 from course_lib.autointerp.scoring import (
+    YesNoQuestions,
     YesNoScorer,
     auroc,
     balanced_accuracy,
@@ -46,8 +49,8 @@ from course_lib.autointerp.simulator import AllAtOnceSimulator, KeywordSimulator
 class Scorers:
     """The scorers of one run (any of them may be None to skip it)."""
 
-    simulator: AllAtOnceSimulator | None  # LLM all-at-once simulator
-    yes_no: YesNoScorer | None  # detection + fuzzing
+    simulator: AllAtOnceSimulator | ServerSimulator | None  # LLM all-at-once simulator (local or server)
+    yes_no: YesNoQuestions | None  # detection + fuzzing (YesNoScorer: local LM; ChatYesNoScorer: server)
     embedder: Any = None  # sentence-transformers model (embedding score)
     keyword: KeywordSimulator = dataclasses.field(default_factory=KeywordSimulator)  # no-LLM simulator
     seed: int = 0  # seeds fuzzing's choice of wrongly marked tokens (and the intruder's records)
@@ -58,6 +61,19 @@ class Scorers:
         """All scorers on one local LM; ``delphi_extra`` adds intruder + surprisal (2 more forwards)."""
         return cls(simulator=AllAtOnceSimulator(lm), yes_no=YesNoScorer(lm), embedder=embedder, seed=seed,
                    delphi_lm=lm if delphi_extra else None)
+
+    @classmethod
+    def from_server(cls, cfg: ChatConfig | ChatClient, tokenizer: Any = None, embedder: Any = None,
+                    seed: int = 0, top_logprobs: int = 15) -> Scorers:
+        """Simulation (completions API) and detection + fuzzing (chat API) on one OpenAI-compatible server.
+
+        The same ``cfg`` (base URL, model, key variable) drives :class:`~.explainers.HTTPExplainer`.
+        ``tokenizer``: the served model's, to send token-id prompts; ``top_logprobs``: the simulator's
+        ``N`` (the paper's 15; a server that allows ~100 returns every value token, see :mod:`~.remote`).
+        """
+        client = cfg if isinstance(cfg, ChatClient) else ChatClient(cfg)
+        return cls(simulator=ServerSimulator(client, tokenizer=tokenizer, top_logprobs=top_logprobs),
+                   yes_no=ChatYesNoScorer(client), embedder=embedder, seed=seed)
 
     def live(self) -> Scorers:
         """The cheap subset for interactive use: keyword simulator + embedding (no LM forward).
@@ -288,6 +304,14 @@ def results_key(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords]) ->
         "units": [u.to_dict() for u in urs],
     }
     spec["explainer"]["client"].pop("api_key_env", None)  # the variable's name is not an input
+    for role in ("simulator", "yes_no"):  # a server scorer: its settings and its server (local ones: above)
+        scorer = getattr(scorers, role)
+        if getattr(scorer, "client", None) is not None:
+            server = _settings(scorer.client.cfg)
+            server.pop("api_key_env", None)
+            tok = getattr(scorer, "tokenizer", None)  # token-id prompts or text
+            spec["scorers"][f"{role}_server"] = _settings(scorer) | {
+                "client": server, "tokenizer": None if tok is None else str(getattr(tok, "name_or_path", type(tok).__name__))}
     blob = json.dumps(spec, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 

@@ -35,6 +35,8 @@
   A good explanation helps on top records more than on random ones: AUROC of the gain, top vs random
   (one batched forward over both prefixes).
 
+Detection and fuzzing read ``P(Yes)`` from a local LM (:class:`YesNoScorer`) or from a server's chat model
+(:class:`~course_lib.autointerp.remote.ChatYesNoScorer`), both on the questions of :class:`YesNoQuestions`.
 Detection, fuzzing, embedding and surprisal are reported as **AUROC** (threshold-free; ties count 1/2, so a
 constant predictor scores exactly 0.5) and **balanced accuracy** at threshold 0.5 (embedding: at
 the median similarity), ``(TPR + TNR) / 2``. Each yes/no scorer is one batched forward per unit.
@@ -206,29 +208,13 @@ def detection_questions(explanation: str, ur: UnitRecords) -> tuple[list[str], l
     return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.test], labels
 
 
-@dataclasses.dataclass
-class YesNoScorer:
-    """Reads ``P(Yes) / (P(Yes) + P(No))`` of a local chat LM for a batch of questions."""
-
-    lm: LocalLM  # the local model
-
-    def __post_init__(self) -> None:
-        yes = [t for t in (self.lm.single_token_id("Yes"), self.lm.single_token_id(" Yes")) if t is not None]
-        no = [t for t in (self.lm.single_token_id("No"), self.lm.single_token_id(" No")) if t is not None]
-        if not yes or not no:
-            raise ValueError("the local model's tokenizer has no single-token Yes/No")
-        self.yes, self.no = yes, no
-
-    def questions(self, questions: Sequence[str]) -> list[list[int]]:
-        return [self.lm.chat_ids([{"role": "system", "content": SYSTEM_YN}, {"role": "user", "content": q}])
-                for q in questions]
+class YesNoQuestions:
+    """Detection and fuzzing from any source of ``P(Yes)``: a subclass defines :meth:`p_yes`
+    (:class:`YesNoScorer`: a local LM; :class:`~course_lib.autointerp.remote.ChatYesNoScorer`: a server)."""
 
     def p_yes(self, questions: Sequence[str]) -> np.ndarray:
-        """``[n]`` probabilities of Yes among {Yes, No} at the first answer token (one forward)."""
-        seqs = self.questions(questions)
-        probs = self.lm.candidate_probs(seqs, [[len(s) - 1] for s in seqs], self.yes + self.no)
-        p = torch.cat(probs, dim=0).double().numpy()  # [n, n_yes + n_no]
-        return p[:, : len(self.yes)].sum(axis=1)
+        """``[n]`` probabilities of Yes, one per question."""
+        raise NotImplementedError
 
     def _detection_questions(self, explanation: str, ur: UnitRecords) -> tuple[list[str], list[int]]:
         return detection_questions(explanation, ur)
@@ -257,22 +243,47 @@ class YesNoScorer:
                 "p_yes": p.tolist(), "labels": labels}
 
     def detection(self, explanation: str, ur: UnitRecords) -> dict[str, Any]:
-        """Top vs random test records: does the text activate the unit? (one forward)"""
+        """Top vs random test records: does the text activate the unit? (one batch of questions)"""
         q, labels = self._detection_questions(explanation, ur)
         return self._summary(labels, self.p_yes(q))
 
     def fuzzing(self, explanation: str, ur: UnitRecords, generator: torch.Generator) -> dict[str, Any]:
-        """Correctly vs wrongly marked tokens in top records (one forward)."""
+        """Correctly vs wrongly marked tokens in top records (one batch of questions)."""
         q, labels = self._fuzzing_questions(explanation, ur, generator)
         return self._summary(labels, self.p_yes(q) if q else np.zeros(0))
 
     def detection_and_fuzzing(self, explanation: str, ur: UnitRecords,
                               generator: torch.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Both scorers' questions in **one** batched forward: ``(detection, fuzzing)``."""
+        """Both scorers' questions in **one** batch (one forward for a local LM): ``(detection, fuzzing)``."""
         qd, ld = self._detection_questions(explanation, ur)
         qf, lf = self._fuzzing_questions(explanation, ur, generator)
         p = self.p_yes(qd + qf)
         return self._summary(ld, p[: len(qd)]), self._summary(lf, p[len(qd):])
+
+
+@dataclasses.dataclass
+class YesNoScorer(YesNoQuestions):
+    """Reads ``P(Yes) / (P(Yes) + P(No))`` of a local chat LM for a batch of questions."""
+
+    lm: LocalLM  # the local model
+
+    def __post_init__(self) -> None:
+        yes = [t for t in (self.lm.single_token_id("Yes"), self.lm.single_token_id(" Yes")) if t is not None]
+        no = [t for t in (self.lm.single_token_id("No"), self.lm.single_token_id(" No")) if t is not None]
+        if not yes or not no:
+            raise ValueError("the local model's tokenizer has no single-token Yes/No")
+        self.yes, self.no = yes, no
+
+    def questions(self, questions: Sequence[str]) -> list[list[int]]:
+        return [self.lm.chat_ids([{"role": "system", "content": SYSTEM_YN}, {"role": "user", "content": q}])
+                for q in questions]
+
+    def p_yes(self, questions: Sequence[str]) -> np.ndarray:
+        """``[n]`` probabilities of Yes among {Yes, No} at the first answer token (one forward)."""
+        seqs = self.questions(questions)
+        probs = self.lm.candidate_probs(seqs, [[len(s) - 1] for s in seqs], self.yes + self.no)
+        p = torch.cat(probs, dim=0).double().numpy()  # [n, n_yes + n_no]
+        return p[:, : len(self.yes)].sum(axis=1)
 
 
 # --------------------------------------------------------------------------- embedding

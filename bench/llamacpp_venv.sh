@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build the llama.cpp server venv (default .llamacpp-venv) that `make test` drives as a subprocess
+# (tests/autointerp/test_server_real.py: a real OpenAI-compatible server on 127.0.0.1 serving the
+# SmolLM2 GGUF the course ships). The Makefile builds it once (its stamp is VENV/.installed); this
+# script is its recipe.
+#   bash bench/llamacpp_venv.sh [VENV]      PYTHON (default python3); LLAMACPP_WHEELS: wheel folder
+#
+# llama-cpp-python has no prebuilt wheel on PyPI: pip compiles llama.cpp from the sdist (15-20
+# minutes on 2 cores, see README). The wheel is built once per CPU *level* and kept in
+#   ~/.cache/mechinterp-course/wheels/llama-cpp-python-<version>-<level>/
+# and every later venv installs it from there in seconds. Not pip's own wheel cache: pip keys a built
+# wheel by the sdist's URL and hash only, never by CMAKE_ARGS or the CPU, so a wheel compiled for
+# one machine (llama.cpp's default is -march=native) would be reused on another and die there with
+# an illegal instruction. Here the build is never native: GGML_NATIVE=OFF with the instruction set
+# of the level named in the folder (x86-64-v3: AVX2/FMA/F16C/BMI2, Haswell and Zen onwards;
+# x86-64-v2: SSE4.2 only; other architectures: the compiler's portable baseline), and the wheel is
+# built with --no-cache-dir so pip never hands back (or keeps) a wheel made with other flags.
+# Only what the Python package loads is built: no multimodal library (LLAVA_BUILD=OFF), no tests,
+# examples, tools or llama.cpp's own server binary. The stamp names the pins and the level and is
+# written last, after an import check: an interrupted or failed build leaves none and the next run
+# redoes it; a venv made on another CPU level is rebuilt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-.llamacpp-venv}
+PY=${PYTHON:-python3}
+VERSION=0.3.36
+LLAMA=llama-cpp-python==$VERSION
+# The server's own dependencies, pinned to the versions this was tested with.
+SERVER_DEPS="uvicorn==0.54.0 fastapi==0.165.0 pydantic-settings==2.16.3 sse-starlette==3.7.0 starlette-context==0.3.6 PyYAML==6.0.3"
+
+cpu_level() {
+  case "$(uname -m)" in
+    x86_64 | amd64)
+      local flags
+      flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+      for f in avx avx2 fma f16c bmi2; do
+        case "$flags" in *" $f "*) ;; *) echo x86-64-v2; return ;; esac
+      done
+      echo x86-64-v3 ;;
+    *) echo "$(uname -m)-baseline" ;;
+  esac
+}
+LEVEL=$(cpu_level)
+case "$LEVEL" in
+  x86-64-v3) ISA="-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF" ;;
+  x86-64-v2) ISA="-DGGML_SSE42=ON -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF -DGGML_AVX512=OFF" ;;
+  *) ISA="" ;;
+esac
+WHEELS=${LLAMACPP_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/mechinterp-course/wheels/llama-cpp-python-$VERSION-$LEVEL}
+STAMP="$VENV/.installed"
+WANT="$LLAMA $LEVEL $SERVER_DEPS"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VENV/bin/python" -c "import llama_cpp.server.app" 2>/dev/null; then
+  touch "$STAMP"; echo "$VENV ready ($LLAMA, $LEVEL)"; exit 0  # touched: make's rule holds until the script changes
+fi
+rm -f "$STAMP"
+if "$VENV/bin/python" -c "" 2>/dev/null; then "$PY" -m venv "$VENV"; else "$PY" -m venv --clear "$VENV"; fi
+if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
+  echo "building $LLAMA for $LEVEL (compiles llama.cpp: 15-20 minutes on 2 cores; once per machine)"
+  TMP="$WHEELS.tmp.$$"
+  rm -rf "$TMP"; mkdir -p "$TMP"
+  start=$(date +%s)
+  CMAKE_ARGS="-DGGML_NATIVE=OFF $ISA -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+    "$VENV/bin/python" -m pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$TMP" "$LLAMA"
+  rm -rf "$WHEELS"; mv "$TMP" "$WHEELS"  # complete wheels only
+  echo "built $(ls "$WHEELS") in $(( $(date +%s) - start )) s"
+fi
+"$VENV/bin/python" -m pip install --quiet --no-compile --no-index --no-deps "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl
+"$VENV/bin/python" -m pip install --quiet --no-compile "llama-cpp-python[server]==$VERSION" $SERVER_DEPS
+env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -c "import llama_cpp, llama_cpp.server.app; print('$VENV: llama_cpp', llama_cpp.__version__, '($LEVEL)')"
+echo "$WANT" > "$STAMP"
