@@ -6,10 +6,10 @@ both alike), median wall time per round:
 
 * notebook 02's circuit search: ``circuits.find_circuit`` on the shipped workshop dense model, one task,
   the workshop's prompts and pruning settings (150 mask steps, 20 grid points);
-* notebook 01's toy training: 300 steps of the 5 -> 2 toy models (10 sparsities x 3 seeds).
+* notebook 01's two costliest toy trainings (the 100 -> 20 sweep and the abs 20 -> 10 models), 400 steps each.
 
-Prints both medians, their ratio, and what ``runtime.faster_thread_count`` picks from its few-millisecond
-probe, so a reader sees whether the probe's choice agrees with the full workload's.
+Prints both medians, their ratio, and what the library's probe (``runtime.faster_thread_count``) picks for
+each, so a reader sees whether the probe's choice agrees with the full workload's.
 
     .venv/bin/python bench/bench_threads.py [--rounds 3]
 """
@@ -46,16 +46,18 @@ def circuit_workload():
     return search, probe
 
 
-def toy_workload():
-    cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=30)
-    p = toy.feature_probabilities(10).repeat_interleave(3)
-    imp = toy.importances(5, 0.9, 30)  # [30, 5]
+TOY_WORKLOADS = {  # notebook 01's two costliest workshop cells, fewer steps
+    "toy 100->20 sweep": (toy.ToyConfig(n_features=100, d_hidden=20, n_instances=16), 256, 0.7),
+    "toy abs 20->10": (toy.ToyConfig(n_features=20, d_hidden=10, n_instances=9, kind="abs"), 1024, 0.8),
+}
 
-    def train(threads: int):
-        torch.manual_seed(0)
-        toy.train(toy.ToyModel(cfg, p, imp), toy.ToyTrainConfig(steps=300, batch_size=1024, cpu_threads=threads))
 
-    return train
+def toy_train(cfg: toy.ToyConfig, batch: int, decay: float, threads: int | None, steps: int = 400) -> None:
+    """``steps`` training steps; ``threads=None`` lets the library choose (what the notebook does)."""
+    torch.manual_seed(0)
+    model = toy.ToyModel(cfg, toy.feature_probabilities(cfg.n_instances),
+                         toy.importances(cfg.n_features, decay, cfg.n_instances))
+    toy.train(model, toy.ToyTrainConfig(steps=steps, batch_size=batch, cpu_threads=threads))
 
 
 def main() -> None:
@@ -68,7 +70,6 @@ def main() -> None:
         print("one core: nothing to compare")
         return
     search, probe = circuit_workload()
-    train = toy_workload()
     times: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
         for n in (many, 1):
@@ -76,14 +77,18 @@ def main() -> None:
                 t0 = time.perf_counter()
                 search()
                 times.setdefault(("circuit search", n), []).append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            train(n)
-            times.setdefault(("toy training", n), []).append(time.perf_counter() - t0)
-    picked = runtime.faster_thread_count(("bench", "circuit"), probe)
-    for name in ("circuit search", "toy training"):
+            for name, (cfg, batch, decay) in TOY_WORKLOADS.items():
+                t0 = time.perf_counter()
+                toy_train(cfg, batch, decay, n)
+                times.setdefault((name, n), []).append(time.perf_counter() - t0)
+    picks = {"circuit search": runtime.faster_thread_count(("bench", "circuit"), probe)}
+    for name, (cfg, batch, decay) in TOY_WORKLOADS.items():
+        toy_train(cfg, batch, decay, None, steps=1)  # the library's own probe decides (and remembers)
+        picks[name] = next(v for k, v in runtime._THREAD_CHOICE.items() if k[0] == "toy" and k[1] == cfg)
+    for name in ["circuit search", *TOY_WORKLOADS]:
         a, b = statistics.median(times[(name, many)]), statistics.median(times[(name, 1)])
-        print(f"{name:15s} {many} threads {a:6.2f} s   1 thread {b:6.2f} s   all/one = {a / b:.2f}x")
-    print(f"runtime.faster_thread_count's probe picks {picked} thread(s) for the circuit search")
+        print(f"{name:18s} {many} threads {a:6.2f} s   1 thread {b:6.2f} s   all/one = {a / b:.2f}x   "
+              f"the library's probe picks {picks[name]}")
 
 
 if __name__ == "__main__":

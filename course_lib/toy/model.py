@@ -34,6 +34,7 @@ Metrics of the trained weights live in :mod:`course_lib.toy.metrics`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -78,9 +79,10 @@ class ToyTrainConfig:
     anneal_end: float = 0.5  # fraction of training at which it reaches weight_sparsity
     sparsify_bias: bool = False  # also keep only the top-k entries of b_final
     progress: bool = False  # show a tqdm progress bar
-    # torch CPU threads while training; None: 1 or all, whichever one training step runs faster on here
-    # (measured once per model shape by runtime.faster_thread_count: most toy programs are too small to
-    # gain from threads)
+    # torch CPU threads while training; None: 1 or all, whichever PROBE_STEPS training steps (on a copy) run
+    # faster here (measured once per model shape by runtime.faster_thread_count: most toy programs are too
+    # small to gain from threads; one forward and backward alone misled the choice, the step's many small
+    # operations are what threads slow down)
     cpu_threads: int | None = None
 
 
@@ -208,13 +210,14 @@ def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None
     constrained = model.weight_matrices() + ([model.b_final] if tc.sparsify_bias else [])
     threads = tc.cpu_threads
     if threads is None and model.b_final.device.type == "cpu":
-        probe_x = model.sample(tc.batch_size, torch.Generator().manual_seed(0))  # not the training stream
+        def probe() -> None:  # a few real steps (sampling, Adam, projection) on a copy: the model is untouched
+            twin = copy.deepcopy(model)
+            twin_opt = torch.optim.Adam(twin.parameters(), lr=tc.lr)
+            twin_constrained = twin.weight_matrices() + ([twin.b_final] if tc.sparsify_bias else [])
+            probe_tc = dataclasses.replace(tc, steps=PROBE_STEPS, progress=False)
+            _train_loop(twin, probe_tc, twin_opt, groups, twin_constrained, torch.Generator().manual_seed(0))
 
-        def probe() -> None:  # one forward and backward; the gradients are dropped, no step is taken
-            model.loss(probe_x).backward()
-            model.zero_grad(set_to_none=True)
-
-        threads = runtime.faster_thread_count(("toy", model.cfg, tc.batch_size), probe)
+        threads = runtime.faster_thread_count(("toy", model.cfg, tc.batch_size, bool(groups)), probe)
     with runtime.cpu_threads(threads if model.b_final.device.type == "cpu" else None):
         return _train_loop(model, tc, opt, groups, constrained, generator)
 
@@ -260,6 +263,9 @@ def _sparsity_groups(
                 groups.append((lo, i, sched))
             lo = i
     return groups
+
+
+PROBE_STEPS = 8  # training steps timed per thread count by the thread choice
 
 
 # Bump when training changes what a trained toy model is: cached models are then retrained.
