@@ -65,6 +65,7 @@ CASES = [
     ("04", "UNITS_PER_KIND", [0, 1000], [-1, 1001], {}),
     ("04", "SAMPLING", ["top", "quantiles"], ["random"], {}),
     ("04", "BACKEND", ["local", "baseline"], ["openai"], {}),
+    ("04", "SCORE_ON", ["local"], ["remote", "server"], {}),  # "server" needs BACKEND="openai_compatible"
 ]
 ACCEPT = [(nb, name, v, extra) for nb, name, ok, _, extra in CASES for v in ok]
 REJECT = [(nb, name, v, extra) for nb, name, _, bad, extra in CASES for v in bad]
@@ -109,3 +110,24 @@ def test_k_above_the_smoke_sizes_names_k_not_n_latents(tmp_path):
 def test_unwritable_out_dir_fails_in_the_validation_cell(tmp_path):
     with pytest.raises(runtime.ParameterError, match="OUT_DIR='/proc/x'"):
         run_validation("00", tmp_path, OUT_DIR="/proc/x")
+
+
+@pytest.mark.parametrize("nb", sorted(NOTEBOOKS))
+@pytest.mark.parametrize("bad", [
+    {"PROFILE": "quick"}, {"DEVICE": "tpu"}, {"DEVICE": "cuda"}, {"OUT_DIR": "/proc/no/such/dir"},
+], ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()))
+def test_common_parameters_fail_in_the_validation_cell(nb, bad, tmp_path):
+    """PROFILE, DEVICE and OUT_DIR of every notebook: a wrong value stops the validation cell (before any
+    compute) with a ParameterError naming it and, for the choices, the valid values."""
+    import torch
+
+    if bad.get("DEVICE") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    name = next(iter(bad))
+    with pytest.raises(runtime.ParameterError, match=re.escape(name)) as err:
+        run_validation(nb, tmp_path, **bad)
+    if name in ("PROFILE", "DEVICE"):
+        assert "valid" in str(err.value)
+    if name == "PROFILE":
+        assert "smoke, workshop, full" in str(err.value)
+
