@@ -202,8 +202,8 @@ def faster_thread_count(key: Any, probe: Callable[[], Any], reps: int = 3) -> in
     """1 or the current torch thread count, whichever runs ``probe()`` faster here; measured once per ``key``.
 
     Small programs (the toy models, notebook 02's 64-wide transformers) spend more time synchronising
-    threads than computing: on this course's 2-core AMD EPYC the circuit search ran 2-3x faster on one
-    thread. Larger ones (SmolLM2, SAE training) gain from every core. Rather than guess a size, time
+    threads than computing: on this course's 2-core AMD EPYC the circuit search ran 1.75x faster on one
+    thread (bench/bench_threads.py). Larger ones (SmolLM2, SAE training) gain from every core. Rather than guess a size, time
     ``probe`` (one representative step, a few milliseconds) ``reps`` times each way, interleaved, and keep
     the faster (best of each). ``key`` names the workload shape (config, batch) so the choice is reused.
     """
