@@ -79,11 +79,12 @@ def test_yes_probability_from_logprobs_then_text():
     assert remote.yes_probability({"message": {"content": "Perhaps"}}) == (0.5, "undecided")
 
 
-class _IdsRefusingServer:
-    """POST /v1/completions: HTTP 500 for a token-id prompt (as llama-cpp-python answers it), else ``reply``."""
+class _ScriptedServer:
+    """A local HTTP server answering ``POST /v1/completions`` with ``respond(body) -> (status, payload)``;
+    it records every request body in ``bodies``."""
 
-    def __init__(self, reply: dict):
-        self.prompts: list = []
+    def __init__(self):
+        self.bodies: list = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,9 +93,8 @@ class _IdsRefusingServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.prompts.append(body["prompt"])
-                status, payload = (500, {"error": {"message": "prompt: Input should be a valid string"}}) \
-                    if isinstance(body["prompt"], list) else (200, {"choices": [reply]})
+                outer.bodies.append(body)
+                status, payload = outer.respond(body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -105,6 +105,26 @@ class _IdsRefusingServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def respond(self, body: dict) -> tuple[int, dict]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class _IdsRefusingServer(_ScriptedServer):
+    """HTTP 500 for a token-id prompt (as llama-cpp-python answers it), else ``reply``."""
+
+    def __init__(self, reply: dict):
+        self.reply = reply
+        super().__init__()
+
+    @property
+    def prompts(self) -> list:
+        return [b["prompt"] for b in self.bodies]
+
+    def respond(self, body: dict) -> tuple[int, dict]:
+        if isinstance(body["prompt"], list):
+            return 500, {"error": {"message": "prompt: Input should be a valid string"}}
+        return 200, {"choices": [self.reply]}
 
 
 class _Tok:
@@ -174,34 +194,22 @@ def test_from_server_shares_one_client_and_keys_results_by_server():
     assert len(keys) == 3
 
 
-class _IdsServer:
-    """POST /v1/completions accepting token ids, echoing them OpenAI-style (entry i: the distribution that
-    predicted token i): after a tab (id ``tab``) the value "3" is certain, elsewhere the tab is."""
+class _IdsServer(_ScriptedServer):
+    """Accepts token ids, echoing them OpenAI-style (entry i: the distribution that predicted token i):
+    after a tab (id ``tab``) the value "3" is certain, elsewhere the tab is."""
 
     def __init__(self, tab: int):
-        self.prompts: list = []
-        outer = self
+        self.tab = tab
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    @property
+    def prompts(self) -> list:
+        return self.bodies
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                ids = body["prompt"]
-                outer.prompts.append(body)
-                tops = [None] + [{"3": 0.0, "unknown": -9.0} if prev == tab else {"\t": 0.0} for prev in ids[:-1]]
-                choice = {"text": "", "logprobs": {"tokens": [str(i) for i in ids], "top_logprobs": tops}}
-                data = json.dumps({"choices": [choice]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def respond(self, body: dict) -> tuple[int, dict]:
+        ids = body["prompt"]
+        tops = [None] + [{"3": 0.0, "unknown": -9.0} if prev == self.tab else {"\t": 0.0} for prev in ids[:-1]]
+        return 200, {"choices": [{"text": "", "logprobs": {"tokens": [str(i) for i in ids], "top_logprobs": tops}}]}
 
 
 def test_token_id_prompts_are_the_local_simulators_ids_and_read_by_index():
