@@ -32,9 +32,12 @@ from course_lib.sae.model import (
     SAEConfig,
     SAEKind,
     SparseAutoencoder,
+    batchtopk_loss,
     geometric_median,
+    jumprelu_loss,
     nmse,
     relu_loss,
+    sae_loss,
     topk_loss,
 )
 from course_lib.sae.saelens_io import load_saelens, save_saelens
@@ -50,9 +53,9 @@ from course_lib.sae.training import (
 
 __all__ = [
     "KINDS", "ActivationStore", "DefaultSAE", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
-    "SparseAutoencoder", "TrainHistory", "dashboards", "default", "default_configs", "evaluation", "exercises", "fast_grads",
-    "geometric_median", "harvest", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
-    "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "steering", "store",
+    "SparseAutoencoder", "TrainHistory", "batchtopk_loss", "dashboards", "default", "default_configs", "evaluation", "exercises", "fast_grads",
+    "geometric_median", "harvest", "jumprelu_loss", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
+    "load_saelens", "model", "nmse", "plots", "relu_loss", "sae_loss", "saelens_io", "save_saelens", "steering", "store",
     "topk_grads_autograd", "topk_grads_fast", "topk_loss", "train_on_store", "train_sae", "train_step",
     "training", "widgets", "write_store",
 ]

@@ -1,10 +1,14 @@
-"""Sparse autoencoders on residual-stream activations: TopK (Gao et al. 2024) and a ReLU + L1 baseline.
+"""Sparse autoencoders on residual-stream activations: TopK (Gao et al. 2024), a ReLU + L1 baseline,
+JumpReLU (Rajamanoharan et al. 2024, Gemma Scope) and BatchTopK (Bussmann et al. 2024).
 
 Model (all in *normalised* units, ``x_n = s * x`` with one constant ``s`` per SAE):
 
     pre   = W_enc (x_n - b_pre) + b_enc                      [batch, n_latents]
-    z     = ReLU(TopK_k(pre))        (TopK kind)             [batch, n_latents], k non-zeros per row
-    z     = ReLU(pre)                (ReLU kind, L1 penalty)
+    z     = ReLU(TopK_k(pre))        (topk)                  [batch, n_latents], k non-zeros per row
+    z     = ReLU(pre)                (relu, L1 penalty)
+    z     = pre * H(pre - theta)     (jumprelu: a learned threshold theta [n_latents] >= 0, L0 penalty)
+    z     = ReLU(pre) * H(pre - t)   (batchtopk at inference: one threshold t; training keeps the
+                                      k * batch largest ReLU(pre) of the whole batch instead)
     x_hat = W_dec^T z + b_pre                                [batch, d_in]
 
 Shapes: ``W_enc [n_latents, d_in]`` (rows = encoder directions), ``W_dec [n_latents, d_in]`` (rows =
@@ -20,8 +24,17 @@ the residual ``x_n - x_hat`` (normalised the same way). Init: decoder rows rando
 = decoder (tied), ``b_pre`` = geometric median of a sample. After each Adam step decoder rows are
 renormalised; before it, each row's gradient loses its component parallel to the row.
 
-Losses: :func:`topk_loss` and :func:`relu_loss` (dense autograd); the fast sparse gradients of the
-TopK loss are in :mod:`course_lib.sae.fast_grads`.
+JumpReLU's loss is ``NMSE + l0_coef * mean_b ||z_b||_0``; the step ``H`` has no gradient, so
+``theta`` learns through a straight-through estimator: ``dH(p - theta)/dtheta ~ -K((p - theta)/eps)/eps``
+and ``d(p H(p - theta))/dtheta ~ -(theta/eps) K((p - theta)/eps)`` with the rectangle kernel
+``K(u) = 1[|u| < 1/2]`` and bandwidth ``eps`` (``jump_bandwidth``); as in DeepMind's JumpReLU and
+SAELens's default, the estimator reaches ``theta`` only, not ``pre``. BatchTopK's loss is TopK's (NMSE +
+AuxK), and its inference threshold ``t`` follows ``t <- (1 - r) t + r * min(selected values)`` after each
+step (``r = threshold_rate``), so that at inference ``E ||z||_0 ~ k`` without a batch.
+
+Losses: :func:`topk_loss`, :func:`relu_loss`, :func:`jumprelu_loss`, :func:`batchtopk_loss` (dense
+autograd; :func:`sae_loss` picks by kind); the fast sparse gradients of the TopK loss are in
+:mod:`course_lib.sae.fast_grads`.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from torch import nn
 
 from course_lib import runtime
 
-SAEKind = Literal["topk", "relu"]
+SAEKind = Literal["topk", "relu", "jumprelu", "batchtopk"]
 KINDS: tuple[str, ...] = get_args(SAEKind)
 
 
@@ -44,18 +57,22 @@ KINDS: tuple[str, ...] = get_args(SAEKind)
 class SAEConfig:
     d_in: int  # width of the activations (576 for SmolLM2's residual stream)
     n_latents: int  # dictionary size (number of latents / features)
-    kind: SAEKind = "topk"  # "topk" (Gao et al.) or "relu" (ReLU + L1 baseline)
-    k: int = 32  # active latents per token (topk)
+    kind: SAEKind = "topk"  # "topk" (Gao et al.), "relu" (ReLU + L1 baseline), "jumprelu", "batchtopk"
+    k: int = 32  # active latents per token (topk; batchtopk: on average over the batch)
     l1_coef: float = 1e-3  # L1 penalty weight on sum_i z_i (relu; decoder rows are unit norm)
     aux_k: int | None = None  # dead latents used by AuxK; None = d_in // 2 (as the paper)
     aux_coef: float = 1.0 / 32.0  # AuxK weight; 0 turns AuxK off
     dead_tokens: int = 50_000  # a latent not fired for this many training tokens counts as dead
     tied_init: bool = True  # encoder initialised as the decoder's transpose
     median_init: bool = True  # b_pre = geometric median of a sample (else b_pre starts at 0)
+    l0_coef: float = 1e-3  # jumprelu: weight of the L0 penalty (per token, against the NMSE)
+    jump_bandwidth: float = 0.05  # jumprelu: width eps of the straight-through estimator's kernel
+    jump_init_threshold: float = 0.01  # jumprelu: theta at initialisation (normalised units)
+    threshold_rate: float = 0.01  # batchtopk: moving-average rate r of the inference threshold
 
     def __post_init__(self) -> None:
         runtime.check_choice("kind", self.kind, KINDS)
-        if self.kind == "topk" and not 0 < self.k <= self.n_latents:
+        if self.kind in ("topk", "batchtopk") and not 0 < self.k <= self.n_latents:
             raise runtime.ParameterError(f"k={self.k} must be in [1, n_latents={self.n_latents}]")
 
     @property
@@ -95,6 +112,10 @@ class SparseAutoencoder(nn.Module):
         self.W_dec = nn.Parameter(w_dec)
         self.b_pre = nn.Parameter(torch.zeros(cfg.d_in))
         self.register_buffer("scale", torch.ones(()))  # s: x_n = s * x
+        if cfg.kind == "jumprelu":  # theta [n_latents], learned (kept >= 0 after each step)
+            self.threshold = nn.Parameter(torch.full((cfg.n_latents,), float(cfg.jump_init_threshold)))
+        elif cfg.kind == "batchtopk":  # t, one number: a running average, not a parameter
+            self.register_buffer("threshold", torch.zeros(()))
 
     # ----- initialisation from data
     @torch.no_grad()
@@ -117,8 +138,14 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations ``z [..., n_latents]`` of raw activations ``x [..., d_in]``."""
-        if self.cfg.kind == "relu":
-            return F.relu(self.pre_acts(x.to(self.W_enc.dtype) * self.scale))
+        kind = self.cfg.kind
+        if kind != "topk":
+            pre = self.pre_acts(x.to(self.W_enc.dtype) * self.scale)
+            if kind == "relu":
+                return F.relu(pre)
+            if kind == "jumprelu":
+                return pre * (pre > self.threshold)
+            return F.relu(pre) * (pre > self.threshold)  # batchtopk at inference
         vals, idx = self.encode_sparse(x)
         return torch.zeros(*vals.shape[:-1], self.cfg.n_latents, dtype=vals.dtype,
                            device=vals.device).scatter_(-1, idx, vals)
@@ -169,6 +196,20 @@ def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x_hat - x).pow(2).sum() / fvu_denominator(x)
 
 
+def _auxk(autoencoder: SparseAutoencoder, pre: torch.Tensor, xn: torch.Tensor, x_hat: torch.Tensor,
+          dead: torch.Tensor | None) -> torch.Tensor:
+    """AuxK: ``NMSE(x_n - x_hat, TopK_kaux(pre over dead latents) @ W_dec)``; 0 when none is dead."""
+    cfg = autoencoder.cfg
+    if dead is None or cfg.aux_coef <= 0 or not bool(dead.any()):
+        return torch.zeros((), device=xn.device)
+    kk = min(cfg.k_aux, int(dead.sum()))
+    masked = pre.masked_fill(~dead, float("-inf"))
+    av, ai = masked.topk(kk, dim=1)
+    z_aux = torch.zeros_like(pre).scatter(1, ai, F.relu(av))
+    target = (xn - x_hat).detach()
+    return nmse(target, z_aux @ autoencoder.W_dec)
+
+
 def topk_loss(
     autoencoder: SparseAutoencoder, xn: torch.Tensor, dead: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -182,14 +223,7 @@ def topk_loss(
     z = torch.zeros_like(pre).scatter(1, idx, F.relu(vals))
     x_hat = z @ autoencoder.W_dec + autoencoder.b_pre
     recon = nmse(xn, x_hat)
-    aux = torch.zeros((), device=xn.device)
-    if dead is not None and cfg.aux_coef > 0 and bool(dead.any()):
-        kk = min(cfg.k_aux, int(dead.sum()))
-        masked = pre.masked_fill(~dead, float("-inf"))
-        av, ai = masked.topk(kk, dim=1)
-        z_aux = torch.zeros_like(pre).scatter(1, ai, F.relu(av))
-        target = (xn - x_hat).detach()
-        aux = nmse(target, z_aux @ autoencoder.W_dec)
+    aux = _auxk(autoencoder, pre, xn, x_hat, dead)
     loss = recon + cfg.aux_coef * aux
     return loss, {"nmse": recon.detach(), "aux": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
                   "fired": (z > 0).any(0)}
@@ -211,3 +245,88 @@ def relu_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor) -> tuple[torch.T
     loss = recon + autoencoder.cfg.l1_coef * l1
     return loss, {"nmse": recon.detach(), "aux": l1.detach(), "l0": (z > 0).sum(1).float().mean(),
                   "fired": (z > 0).any(0)}
+
+
+class _JumpReLU(torch.autograd.Function):
+    """``z = p * H(p - theta)`` for ``p [B, n]``, ``theta [n]``; straight-through gradient for ``theta``."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, theta: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        pre, theta = ctx.saved_tensors
+        near = ((pre - theta).abs() < ctx.eps / 2).to(g.dtype)  # K((p - theta) / eps)
+        return g * (pre > theta), -(theta / ctx.eps * near * g).sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    """``H(p - theta)`` (0/1) for ``p [B, n]``; gradient only for ``theta``: ``-K((p - theta)/eps)/eps``."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, theta: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        pre, theta = ctx.saved_tensors
+        near = ((pre - theta).abs() < ctx.eps / 2).to(g.dtype)
+        return None, -(near * g).sum(0) / ctx.eps, None
+
+
+def jumprelu_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor,
+                  dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """JumpReLU: ``NMSE + l0_coef * mean_b ||z_b||_0`` on normalised ``xn [B, d]`` (``dead`` unused).
+
+    ``pre`` as in :func:`relu_loss` (``b_pre`` folded into the bias); ``theta`` learns only through the
+    straight-through estimators of :class:`_JumpReLU` and :class:`_Step` (module docstring).
+    """
+    cfg = autoencoder.cfg
+    w = autoencoder.W_enc
+    pre = F.linear(xn, w, autoencoder.b_enc - w @ autoencoder.b_pre)
+    z = _JumpReLU.apply(pre, autoencoder.threshold, cfg.jump_bandwidth)
+    x_hat = z @ autoencoder.W_dec + autoencoder.b_pre
+    recon = nmse(xn, x_hat)
+    l0 = _Step.apply(pre, autoencoder.threshold, cfg.jump_bandwidth).sum(1).mean()
+    loss = recon + cfg.l0_coef * l0
+    return loss, {"nmse": recon.detach(), "aux": l0.detach(), "l0": (z != 0).sum(1).float().mean(),
+                  "fired": (z != 0).any(0)}
+
+
+def batchtopk_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor,
+                   dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BatchTopK: keep the ``k * B`` largest ``ReLU(pre)`` of the whole batch ``xn [B, d]`` (so a token
+    may use more or fewer than ``k`` latents), then ``NMSE + aux_coef * AuxK`` as :func:`topk_loss`.
+
+    Stats add ``min_selected``: the smallest kept value (> 0), which moves the inference threshold.
+    """
+    cfg = autoencoder.cfg
+    pre = autoencoder.pre_acts(xn)
+    flat = F.relu(pre).flatten()
+    vals, idx = flat.topk(min(cfg.k * xn.shape[0], flat.numel()))
+    z = torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+    x_hat = z @ autoencoder.W_dec + autoencoder.b_pre
+    recon = nmse(xn, x_hat)
+    aux = _auxk(autoencoder, pre, xn, x_hat, dead)
+    loss = recon + cfg.aux_coef * aux
+    pos = vals.detach()[vals.detach() > 0]
+    return loss, {"nmse": recon.detach(), "aux": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
+                  "fired": (z > 0).any(0), "min_selected": pos.min() if pos.numel() else None}
+
+
+def sae_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor,
+             dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The training loss of ``autoencoder``'s kind (dense autograd) on normalised ``xn [B, d]``."""
+    kind = autoencoder.cfg.kind
+    if kind == "topk":
+        return topk_loss(autoencoder, xn, dead)
+    if kind == "relu":
+        return relu_loss(autoencoder, xn)
+    if kind == "jumprelu":
+        return jumprelu_loss(autoencoder, xn, dead)
+    return batchtopk_loss(autoencoder, xn, dead)

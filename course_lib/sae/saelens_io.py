@@ -8,7 +8,9 @@ folds it into the weights and import unfolds it.
 What SAELens 6 (``SAE.load_from_disk(folder)``) expects in ``cfg.json``, and what we write:
 
 - ``architecture``: picks the class: ``"topk"`` -> ``TopKSAE`` (reads ``k``; ``rescale_acts_by_decoder_norm``
-  false), ``"standard"`` -> ``StandardSAE`` (ReLU; our ``relu`` kind).
+  false), ``"standard"`` -> ``StandardSAE`` (ReLU; our ``relu`` kind), ``"jumprelu"`` -> ``JumpReLUSAE``
+  (a ``threshold [d_sae]`` tensor beside the weights; our ``jumprelu`` kind, and our ``batchtopk`` kind at
+  inference, its one threshold repeated, as SAELens itself saves a BatchTopK SAE for inference).
 - ``d_in``, ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input`` (true: ``b_dec`` is subtracted
   before encoding, our ``b_pre``), ``normalize_activations`` (``"none"``: ``s`` is folded in),
   ``reshape_activations`` (``"none"``). Top-level keys its config class lacks are ignored.
@@ -58,12 +60,15 @@ def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: 
         "b_dec": (autoencoder.b_pre.detach().float().cpu() / s).contiguous(),
     }
     cfg = autoencoder.cfg
+    if cfg.kind in ("jumprelu", "batchtopk"):  # pre-activations are unchanged by the folding, so is theta
+        tensors["threshold"] = (autoencoder.threshold.detach().float().cpu()
+                                * torch.ones(cfg.n_latents)).contiguous()
     meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
             "model_name": model_name, "hook_name": hook_name, "hook_head_index": None, "prepend_bos": True,
             "course_lib": {"sae_config": dataclasses.asdict(cfg)},
             **(extra_metadata or {})}
     cfg_json: dict[str, Any] = {
-        "architecture": "topk" if cfg.kind == "topk" else "standard",
+        "architecture": {"topk": "topk", "relu": "standard"}.get(cfg.kind, "jumprelu"),
         "d_in": cfg.d_in,
         "d_sae": cfg.n_latents,
         "dtype": "float32",
@@ -83,7 +88,7 @@ def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: 
 
 
 def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load a SAELens-layout folder (``topk`` or ``standard``) into a :class:`SparseAutoencoder`.
+    """Load a SAELens-layout folder (``topk``, ``standard`` or ``jumprelu``) into a :class:`SparseAutoencoder`.
 
     The normalisation ``s`` is recovered from the decoder's row norms (``1/s`` when our SAE exported
     it; 1 for a SAELens SAE with unit-norm decoder rows), and the weights are unfolded back.
@@ -92,11 +97,13 @@ def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> Spar
     cfg_json = json.loads((folder / "cfg.json").read_text())
     w = load_file(str(folder / "sae_weights.safetensors"))
     arch = cfg_json.get("architecture", "standard")
-    if arch not in ("topk", "standard"):
-        raise ValueError(f"architecture {arch!r} not supported; valid values: 'topk', 'standard'")
+    if arch not in ("topk", "standard", "jumprelu"):
+        raise ValueError(f"architecture {arch!r} not supported; valid values: 'topk', 'standard', 'jumprelu'")
     ours = (cfg_json.get("metadata") or {}).get("course_lib", {}).get("sae_config", {})
     d_in, d_sae = int(cfg_json["d_in"]), int(cfg_json["d_sae"])
-    cfg = SAEConfig(**{**ours, "d_in": d_in, "n_latents": d_sae, "kind": "topk" if arch == "topk" else "relu",
+    kind = {"topk": "topk", "standard": "relu"}.get(arch) or (
+        "batchtopk" if ours.get("kind") == "batchtopk" else "jumprelu")
+    cfg = SAEConfig(**{**ours, "d_in": d_in, "n_latents": d_sae, "kind": kind,
                        "k": int(cfg_json.get("k", ours.get("k", 32)))})
     W_dec = w["W_dec"].float()
     norms = W_dec.norm(dim=1)
@@ -108,6 +115,10 @@ def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> Spar
         autoencoder.W_enc.copy_(w["W_enc"].float().t() / s)
         autoencoder.b_enc.copy_(w["b_enc"].float())
         autoencoder.b_pre.copy_(w["b_dec"].float() * s)
+        if kind == "jumprelu":
+            autoencoder.threshold.copy_(w["threshold"].float())
+        elif kind == "batchtopk":
+            autoencoder.threshold.fill_(float(w["threshold"].float().mean()))
     return autoencoder.to(device).eval()
 
 

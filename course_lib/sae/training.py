@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from course_lib import cache
 from course_lib.sae.fast_grads import topk_grads_fast
-from course_lib.sae.model import SAEConfig, SparseAutoencoder, relu_loss, topk_loss
+from course_lib.sae.model import SAEConfig, SparseAutoencoder, sae_loss
 from course_lib.sae.saelens_io import load_saelens, save_saelens
 from course_lib.sae.store import ActivationStore
 
@@ -82,8 +82,10 @@ def train_step(autoencoder: SparseAutoencoder, opt: torch.optim.Optimizer, x: to
     """One optimizer step on a RAW batch ``x [B, d_in]``; updates ``since_fired [n_latents]`` in place.
 
     Normalise (``x_n = s x``), mark dead latents (``since_fired > dead_tokens``), compute the gradients
-    (TopK: :func:`~course_lib.sae.fast_grads.topk_grads_fast` when ``fast``, else autograd), remove
-    each decoder row's parallel gradient, Adam step, renormalise the decoder rows. Returns the
+    (TopK: :func:`~course_lib.sae.fast_grads.topk_grads_fast` when ``fast``, else autograd of
+    :func:`~course_lib.sae.model.sae_loss`), remove each decoder row's parallel gradient, Adam step,
+    renormalise the decoder rows; then keep a JumpReLU's thresholds >= 0, or move a BatchTopK's inference
+    threshold towards the step's smallest selected value. Returns the
     step's stats (``nmse``, ``aux``, ``l0``, ``fired``) and ``dead`` (the mask used).
     """
     cfg = autoencoder.cfg
@@ -95,11 +97,16 @@ def train_step(autoencoder: SparseAutoencoder, opt: torch.optim.Optimizer, x: to
             p.grad = grads[name]
     else:
         opt.zero_grad(set_to_none=True)
-        loss, stats = topk_loss(autoencoder, xn, dead) if cfg.kind == "topk" else relu_loss(autoencoder, xn)
+        loss, stats = sae_loss(autoencoder, xn, dead)
         loss.backward()
     autoencoder.remove_parallel_grad_()
     opt.step()
     autoencoder.normalise_decoder_()
+    with torch.no_grad():
+        if cfg.kind == "jumprelu":  # theta >= 0 (projected, so a latent at 0 still gets gradients)
+            autoencoder.threshold.clamp_(min=0.0)
+        elif cfg.kind == "batchtopk" and stats.get("min_selected") is not None:
+            autoencoder.threshold.lerp_(stats["min_selected"], cfg.threshold_rate)
     since_fired += x.shape[0]
     since_fired[stats["fired"]] = 0
     return {**stats, "dead": dead}

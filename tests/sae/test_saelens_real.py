@@ -3,7 +3,8 @@
 SAELens pins transformer-lens<4, so it cannot share the course venv: `make test` builds
 ``.saelens-venv`` once (``bench/saelens_venv.sh``, stamp ``.saelens-venv/.installed``) and this test
 runs ``tests/sae/saelens_probe.py`` there as a subprocess, offline (HF_HUB_OFFLINE=1 and the network guard).
-Checked for a TopK and a ReLU ("standard") SAE: the class and architecture SAELens builds (``k`` for
+Checked for a TopK, a ReLU ("standard"), a JumpReLU and a BatchTopK SAE (the last two as SAELens's
+``JumpReLUSAE``, with their thresholds): the class and architecture SAELens builds (``k`` for
 TopK), ``d_in``/``d_sae``, the hook and model names it reads from ``metadata``, and that its
 ``encode`` and ``decode(encode(x))`` equal ours on a fixed held-out input (float32: to within 1e-5 of
 the largest value). The SAEs are trained by course_lib for a few steps, so the reconstruction is a real one.
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 VENV = ROOT / os.environ.get("SAELENS_VENV", ".saelens-venv")  # an absolute SAELENS_VENV replaces ROOT
 PROBE = Path(__file__).with_name("saelens_probe.py")
 HOOK = hooks.resid_hook(15)
-KINDS = {"topk": ("TopKSAE", "topk"), "relu": ("StandardSAE", "standard")}
+KINDS = {"topk": ("TopKSAE", "topk"), "relu": ("StandardSAE", "standard"), "jumprelu": ("JumpReLUSAE", "jumprelu"),
+         "batchtopk": ("JumpReLUSAE", "jumprelu")}  # a BatchTopK SAE is a JumpReLU one at inference (one threshold)
 TOL = 1e-5  # float32, sums in another order: max |difference| <= TOL * max |ours| (observed ~2e-7 of it)
 
 
@@ -111,6 +113,8 @@ def test_real_saelens_reconstructs_like_ours(exported, kind):
     _assert_close(z_theirs, z, "encode(x)")
     if kind == "topk":
         assert int((z_theirs > 0).sum(1).max()) <= m.cfg.k
+    if kind in ("jumprelu", "batchtopk"):  # the thresholds matter: some positive pre-activations were cut
+        assert float(m.threshold.detach().max()) > 0 and int((z_theirs > 0).sum()) > 0
     _assert_close(torch.tensor(theirs["reconstruction"]), recon, "decode(encode(x))")
     _assert_close(torch.tensor(theirs["forward"]), recon, "forward(x)")
     assert float(sae.nmse(x, recon)) < 0.3  # not vacuous: a trained SAE's reconstruction of held-out data
