@@ -1,4 +1,13 @@
-"""Our TopK SAE training step against SAELens's TopK SAE, same activations, same d_in/width/k/batch/steps.
+"""Our SAE training step against SAELens's same architecture, same activations, same d_in/width/k/batch/steps.
+
+``--kind topk`` (default), ``batchtopk`` or ``jumprelu``: each against SAELens's ``TopKTrainingSAE``,
+``BatchTopKTrainingSAE`` or ``JumpReLUTrainingSAE``. Our BatchTopK and JumpReLU steps are dense autograd
+(no sparse fast path yet), so their ratio measures the rest of the step. For JumpReLU both sides get the same
+objective: SAELens's loss is the per-token squared error summed over dimensions, ours the NMSE (that error
+over the batch's variance), so SAELens's ``l0_coefficient`` is ours times the held-out data's mean squared
+distance to its mean; the same ``jumprelu_bandwidth`` and initial threshold on both sides. BatchTopK's
+held-out NMSE is taken as SAELens computes it in its training class: the ``k * B`` largest of each 4096-token
+chunk (not our inference threshold, which needs a few hundred steps to settle).
 
 Both start from the same weights (our tied init, b_pre = geometric median) and see the same batches of
 SmolLM2 layer-15 residual activations (normalised to mean norm sqrt(d_in)); Adam with the same constant
@@ -48,16 +57,26 @@ def gemm_flops(batch: int, d: int, n: int, repeats: int = 5) -> float:
 
 
 def saelens_half(folder: Path) -> None:
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    import sae_lens
     from sae_lens.saes.sae import TrainStepInput
 
     spec = json.loads((folder / "spec.json").read_text())
     data = load_file(str(folder / "data.safetensors"))
     init = load_file(str(folder / "init.safetensors"))
     x, val, order = data["x"], data["val"], data["order"]
-    cfg = TopKTrainingSAEConfig(d_in=spec["d_in"], d_sae=spec["width"], k=spec["k"], dtype="float32", device="cpu",
-                                apply_b_dec_to_input=True, normalize_activations="none")
-    model = TopKTrainingSAE(cfg)
+    common = {"d_in": spec["d_in"], "d_sae": spec["width"], "dtype": "float32", "device": "cpu",
+              "apply_b_dec_to_input": True, "normalize_activations": "none"}
+    coefficients = {}
+    if spec["kind"] == "jumprelu":
+        cfg = sae_lens.JumpReLUTrainingSAEConfig(**common, jumprelu_bandwidth=spec["bandwidth"],
+                                                 jumprelu_init_threshold=spec["init_threshold"],
+                                                 l0_coefficient=spec["l0_coef_saelens"])
+        model = sae_lens.JumpReLUTrainingSAE(cfg)
+        coefficients = {"l0": spec["l0_coef_saelens"]}
+    elif spec["kind"] == "batchtopk":
+        model = sae_lens.BatchTopKTrainingSAE(sae_lens.BatchTopKTrainingSAEConfig(**common, k=spec["k"]))
+    else:
+        model = sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(**common, k=spec["k"]))
     with torch.no_grad():
         model.W_enc.copy_(init["W_enc"].t())
         model.W_dec.copy_(init["W_dec"])
@@ -71,7 +90,7 @@ def saelens_half(folder: Path) -> None:
         t0 = time.perf_counter()
         model.train()
         out = model.training_forward_pass(step_input=TrainStepInput(
-            sae_in=batch, coefficients={}, dead_neuron_mask=dead, n_training_steps=step, is_logging_step=False))
+            sae_in=batch, coefficients=coefficients, dead_neuron_mask=dead, n_training_steps=step, is_logging_step=False))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -80,11 +99,20 @@ def saelens_half(folder: Path) -> None:
     with torch.no_grad():
         model.eval()
         recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
+        l0 = float((model.encode(val) != 0).sum(1).float().mean())
     save_file({"recon": recon.contiguous()}, str(folder / "recon_saelens.safetensors"))  # NMSE: by the parent
-    print("RESULT " + json.dumps({"times": times, "threads": torch.get_num_threads()}))
+    print("RESULT " + json.dumps({"times": times, "threads": torch.get_num_threads(), "l0": l0}))
 
 
 # --------------------------------------------------------------------------- our half + driver
+
+
+def batch_topk_forward(model, x: torch.Tensor) -> torch.Tensor:
+    """Our BatchTopK SAE with its training-time selection (the ``k * B`` largest of the chunk ``x [B, d]``)."""
+    r = torch.relu(model.pre_acts(x * model.scale))
+    vals, idx = r.flatten().topk(model.cfg.k * x.shape[0])
+    z = torch.zeros_like(r).flatten().scatter(0, idx, vals).view_as(r)
+    return model.decode(z)
 
 
 def ours_half(folder: Path, spec: dict) -> dict:
@@ -93,7 +121,9 @@ def ours_half(folder: Path, spec: dict) -> dict:
     data = load_file(str(folder / "data.safetensors"))
     init = load_file(str(folder / "init.safetensors"))
     x, val, order = data["x"], data["val"], data["order"]
-    cfg = sae.SAEConfig(d_in=spec["d_in"], n_latents=spec["width"], k=spec["k"], dead_tokens=10**12)
+    cfg = sae.SAEConfig(d_in=spec["d_in"], n_latents=spec["width"], k=spec["k"], dead_tokens=10**12,
+                        kind=spec["kind"], l0_coef=spec["l0_coef"], jump_bandwidth=spec["bandwidth"],
+                        jump_init_threshold=spec["init_threshold"])
     model = sae.SparseAutoencoder(cfg)
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_pre"):
@@ -107,8 +137,14 @@ def ours_half(folder: Path, spec: dict) -> dict:
         sae.train_step(model, opt, batch, since)  # the library's own step (fast sparse gradients)
         times.append(time.perf_counter() - t0)
     with torch.no_grad():
-        recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
-    return {"times": times, "nmse": float(sae.evaluation.fvu(val, recon)), "threads": torch.get_num_threads()}
+        if spec["kind"] == "batchtopk":  # as SAELens evaluates it: the k * B largest of each 4096-token chunk
+            recon = torch.cat([batch_topk_forward(model, val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
+            l0 = float(spec["k"])
+        else:
+            recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
+            l0 = float((model.encode(val) != 0).sum(1).float().mean())
+    return {"times": times, "nmse": float(sae.evaluation.fvu(val, recon)), "threads": torch.get_num_threads(),
+            "l0": l0}
 
 
 def prepare(folder: Path, args: argparse.Namespace) -> dict:
@@ -130,7 +166,10 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict:
     init = {n: p.detach().clone().contiguous() for n, p in model.named_parameters()}
     save_file({"x": x, "val": val, "order": order}, str(folder / "data.safetensors"))
     save_file(init, str(folder / "init.safetensors"))
-    spec = {"d_in": x.shape[1], "width": args.width, "k": args.k, "batch": args.batch, "lr": args.lr,
+    spread = float((val - val.mean(0)).pow(2).sum(1).mean())  # SAELens's error per token / our NMSE
+    spec = {"kind": args.kind, "l0_coef": args.l0_coef, "l0_coef_saelens": args.l0_coef * spread,
+            "bandwidth": args.bandwidth, "init_threshold": args.init_threshold,
+            "d_in": x.shape[1], "width": args.width, "k": args.k, "batch": args.batch, "lr": args.lr,
             "steps": total, "warmup": args.warmup, "tokens": x.shape[0], "scale_seen_by_sae": float(model.scale)}
     (folder / "spec.json").write_text(json.dumps(spec))
     return spec
@@ -145,6 +184,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--tokens", type=int, default=16_384)
+    ap.add_argument("--kind", choices=("topk", "batchtopk", "jumprelu"), default="topk")
+    ap.add_argument("--l0-coef", type=float, default=1e-3, help="jumprelu: our L0 coefficient (NMSE scale)")
+    ap.add_argument("--bandwidth", type=float, default=0.05, help="jumprelu: straight-through bandwidth")
+    ap.add_argument("--init-threshold", type=float, default=0.01, help="jumprelu: initial threshold")
     ap.add_argument("--saelens-half", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.saelens_half is not None:
@@ -176,16 +219,18 @@ def main() -> None:
     one_gemm = 2 * args.batch * spec["d_in"] * args.width / flops
     w = args.warmup
     t_ours = statistics.median(ours["times"][w:])
-    print(f"d_in {spec['d_in']}, width {args.width}, k {args.k}, batch {args.batch}, {args.steps} timed steps "
+    print(f"{args.kind} SAE: d_in {spec['d_in']}, width {args.width}, k {args.k}, batch {args.batch}, {args.steps} timed steps "
           f"(+{w} warm-up), lr {args.lr}, {spec['tokens']} SmolLM2 layer-15 tokens, fp32 CPU, "
           f"{ours['threads']} threads")
     print(f"GEMM throughput (encoder-shaped fp32): {flops / 1e9:.1f} GFLOP/s "
           f"(before {flops_before / 1e9:.1f}, after {flops_after / 1e9:.1f}); one-GEMM floor {one_gemm * 1e3:.0f} ms")
     print(f"ours:    {t_ours:.3f} s/step  ({args.batch / t_ours:,.0f} tokens/s)  final NMSE {ours['nmse']:.4f}  "
+          f"L0 {ours['l0']:.1f}  "
           f"fraction of one-GEMM floor {one_gemm / t_ours:.2f}")
     if theirs is not None:
         t_sl = statistics.median(theirs["times"][w:])
         print(f"SAELens: {t_sl:.3f} s/step  ({args.batch / t_sl:,.0f} tokens/s)  final NMSE {theirs['nmse']:.4f}  "
+              f"L0 {theirs['l0']:.1f}  "
               f"fraction of six-GEMM floor {6 * one_gemm / t_sl:.2f}")
         print(f"step-time ratio SAELens / ours: {t_sl / t_ours:.2f}x;  NMSE difference ours - SAELens: "
               f"{ours['nmse'] - theirs['nmse']:+.4f}")

@@ -106,7 +106,10 @@ def train_step(autoencoder: SparseAutoencoder, opt: torch.optim.Optimizer, x: to
         if cfg.kind == "jumprelu":  # theta >= 0 (projected, so a latent at 0 still gets gradients)
             autoencoder.threshold.clamp_(min=0.0)
         elif cfg.kind == "batchtopk" and stats.get("min_selected") is not None:
-            autoencoder.threshold.lerp_(stats["min_selected"], cfg.threshold_rate)
+            if float(autoencoder.threshold) == 0.0:  # first step: start the average at the first value
+                autoencoder.threshold.copy_(stats["min_selected"])
+            else:
+                autoencoder.threshold.lerp_(stats["min_selected"], cfg.threshold_rate)
     since_fired += x.shape[0]
     since_fired[stats["fired"]] = 0
     return {**stats, "dead": dead}

@@ -117,3 +117,31 @@ def test_new_kinds_round_trip_through_the_saelens_layout(tmp_path, kind):
     with torch.no_grad():
         assert torch.allclose(back.encode(x), m.encode(x), atol=1e-5)
         assert torch.allclose(back(x), m(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["jumprelu", "batchtopk"])
+def test_folded_b_pre_gives_the_textbook_gradients(kind):
+    """Both losses compute W_enc (x - b_pre) + b_enc as W_enc x + (b_enc - W_enc b_pre): same values and
+    gradients as the formula written out, for every parameter."""
+    m = perturbed_sae(kind=kind, k=4)
+    xn = torch.randn(48, 16, generator=torch.Generator().manual_seed(9))
+    loss_fn = sae.jumprelu_loss if kind == "jumprelu" else sae.batchtopk_loss
+    loss, _ = loss_fn(m, xn)
+    got = torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)
+    pre = m.pre_acts(xn)  # the unfused formula
+    if kind == "batchtopk":
+        vals, idx = torch.relu(pre).flatten().topk(4 * 48)
+        z = torch.zeros(pre.numel()).scatter(0, idx, vals).view_as(pre)
+        ref = nmse(xn, z @ m.W_dec + m.b_pre)
+    else:
+        from course_lib.sae.model import _JumpReLU, _Step
+        z = _JumpReLU.apply(pre, m.threshold, m.cfg.jump_bandwidth)
+        ref = nmse(xn, z @ m.W_dec + m.b_pre) + m.cfg.l0_coef * _Step.apply(
+            pre, m.threshold, m.cfg.jump_bandwidth).sum(1).mean()
+    want = torch.autograd.grad(ref, list(m.parameters()), allow_unused=True)
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    for (name, _), g, w in zip(m.named_parameters(), got, want):
+        if w is None:
+            assert g is None or float(g.abs().max()) == 0.0, name
+        else:
+            assert torch.allclose(g, w, rtol=1e-4, atol=1e-6), name
