@@ -13,6 +13,9 @@ Definitions (``x [N, d]`` raw activations, ``x_hat`` the SAE's reconstruction, `
   (CE_zero - CE_clean)`` (1 = as good as clean), ``delta_ce = CE_sae - CE_clean`` (nats/token). BOS and
   massive-activation tokens (norm > ``massive_factor`` x median), which the SAE never saw, are left
   as they are in both ablations.
+* Convergence (:func:`late_fall`): the relative fall of a kind's training objective between two stretches
+  of the constant-learning-rate phase; an SAE whose objective still falls there is not converged, and a
+  frontier that compares it with a converged one is not a fair comparison.
 """
 
 from __future__ import annotations
@@ -168,3 +171,45 @@ def power_law_fit(x: Iterable[float], y: Iterable[float]) -> tuple[float, float]
     lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
     b, log_a = np.polyfit(lx, ly, 1)
     return float(math.exp(log_a)), float(b)
+
+
+def training_objective(history: dict[str, Any], cfg: Any) -> np.ndarray:
+    """The objective each kind minimises, per logged step: NMSE for ``topk``/``batchtopk`` (AuxK left
+    out: it only revives dead latents), ``NMSE + l1_coef * L1`` for ``relu``, ``NMSE + l0_coef * L0``
+    for ``jumprelu`` (``history["aux"]`` holds the L1 sum or the L0 of the batch)."""
+    nm = np.asarray(history["nmse"], float)
+    aux = np.asarray(history["aux"], float)
+    if cfg.kind == "relu":
+        return nm + cfg.l1_coef * aux
+    if cfg.kind == "jumprelu":
+        return nm + cfg.l0_coef * aux
+    return nm
+
+
+def late_fall(values: Iterable[float], early: tuple[float, float] = (0.3, 0.5),
+              late: tuple[float, float] = (0.6, 0.8)) -> float:
+    """Relative fall ``(mean_early - mean_late) / mean_late`` of a logged series between two stretches
+    (fractions of its length; the defaults lie in the constant-learning-rate phase, before the final decay
+    that flattens every curve). About 0 (or below, noise): converged at this learning rate; clearly above 0:
+    still learning. NaN when a stretch is empty."""
+    v = np.asarray(list(values), float)
+    n = len(v)
+
+    def stretch(a: float, b: float) -> np.ndarray:
+        return v[int(a * n):max(int(a * n) + 1, int(b * n))] if n else v
+
+    e, l_ = stretch(*early), stretch(*late)
+    if not len(e) or not len(l_):
+        return float("nan")
+    return float((e.mean() - l_.mean()) / l_.mean())
+
+
+def nmse_at_l0(rows: Iterable[dict[str, Any]], l0: float) -> float:
+    """NMSE of a frontier curve (``rows`` with ``l0`` and ``nmse``) at ``l0``, interpolated linearly in
+    log-log space between its two nearest points; NaN outside the curve's L0 range (no extrapolation)."""
+    pts = sorted((float(r["l0"]), float(r["nmse"])) for r in rows)
+    if not pts or not pts[0][0] <= l0 <= pts[-1][0]:
+        return float("nan")
+    lx = np.log([p[0] for p in pts])
+    ly = np.log([p[1] for p in pts])
+    return float(np.exp(np.interp(math.log(l0), lx, ly)))

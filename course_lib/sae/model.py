@@ -68,7 +68,10 @@ class SAEConfig:
     median_init: bool = True  # b_pre = geometric median of a sample (else b_pre starts at 0)
     l0_coef: float = 1e-3  # jumprelu: weight of the L0 penalty (per token, against the NMSE)
     jump_bandwidth: float = 0.05  # jumprelu: width eps of the straight-through estimator's kernel
-    jump_init_threshold: float = 0.01  # jumprelu: theta at initialisation (normalised units)
+    # jumprelu: theta at initialisation (normalised units, where pre-activations are O(1)). Adam moves theta
+    # by about lr per step, so it travels only ~lr * steps (0.04 in a 100-step workshop run): SAELens's 0.01
+    # suits long runs; 1.0 starts latents sparse (L0 ~ 50 of 1152 after 97 steps in notebook 03's sweep)
+    jump_init_threshold: float = 1.0
     threshold_rate: float = 0.01  # batchtopk: moving-average rate r of the inference threshold
 
     def __post_init__(self) -> None:

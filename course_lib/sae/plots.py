@@ -64,21 +64,35 @@ def plot_training(history: dict[str, Any], title: str = "") -> Figure:
     return fig
 
 
-def plot_frontier(topk: list[dict[str, Any]], relu: list[dict[str, Any]], width: int) -> Figure:
-    """NMSE against L0 for TopK (label k) and ReLU+L1 (label L1 coefficient) SAEs of one width."""
+FRONTIER_STYLES = {"TopK": ("o-", "tab:blue"), "ReLU + L1": ("s--", "tab:orange"),
+                   "JumpReLU": ("^-.", "tab:green"), "BatchTopK": ("D:", "tab:purple")}
+
+
+def plot_frontier(curves: dict[str, list[dict[str, Any]]], width: int,
+                  still_learning: dict[str, float] | None = None) -> Figure:
+    """NMSE against L0 (log-log), one curve per architecture ``{name: rows}`` at one width; each row has
+    ``l0``, ``nmse`` and ``label`` (its knob, e.g. ``k=32``). ``still_learning`` (name -> the largest
+    :func:`~course_lib.sae.evaluation.late_fall` of its SAEs) marks, in the legend, curves whose SAEs were
+    still improving when training stopped."""
     fig, ax = _fig()
-    for rows, name, key, style in ((topk, "TopK", "k", "o-"), (relu, "ReLU + L1", "l1_coef", "s--")):
+    for name, rows in curves.items():
+        if not rows:
+            continue
+        style, color = FRONTIER_STYLES.get(name, (".-", None))
         rows = sorted(rows, key=lambda r: r["l0"])
-        ax.plot([r["l0"] for r in rows], [r["nmse"] for r in rows], style, label=name)
+        label = name
+        if still_learning and name in still_learning and np.isfinite(still_learning[name]):
+            label += f" (objective still fell {100 * still_learning[name]:.0f}%)"
+        ax.plot([r["l0"] for r in rows], [r["nmse"] for r in rows], style, color=color, label=label)
         for r in rows:
-            ax.annotate(f"{key}={r[key]:g}", (r["l0"], r["nmse"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+            ax.annotate(r["label"], (r["l0"], r["nmse"]), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=color)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("L0 (active latents per token)")
     ax.set_ylabel("NMSE (held-out)")
     ax.set_title(f"Sparsity-reconstruction frontier, {width} latents")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

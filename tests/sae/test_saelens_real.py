@@ -70,7 +70,9 @@ def exported(tmp_path_factory):
     save_file({"x": x.contiguous()}, str(tmp / "x.safetensors"))
     ours = {}
     for kind in KINDS:  # a tiny SAE trained by course_lib (32 steps), exported as the course does
-        cfg = sae.SAEConfig(d_in=16, n_latents=64, kind=kind, k=4, l1_coef=1e-3)
+        # 32 steps: a JumpReLU threshold starting low and a fast-moving BatchTopK threshold settle within them
+        cfg = sae.SAEConfig(d_in=16, n_latents=64, kind=kind, k=4, l1_coef=1e-3, jump_init_threshold=0.1,
+                            threshold_rate=0.2)
         tc = sae.SAETrainConfig(n_tokens=8192, batch_size=256, lr=1e-2, seed=0)
         m, _ = sae.train_sae(cfg, tc, iter(torch.cat([data, data]).split(256)), data[:1024], progress=False)
         sae.saelens_io.save_saelens(m, tmp / kind, hook_name=HOOK, model_name=lm.SMOLLM2_HUB_ID)
