@@ -213,3 +213,24 @@ def nmse_at_l0(rows: Iterable[dict[str, Any]], l0: float) -> float:
     lx = np.log([p[0] for p in pts])
     ly = np.log([p[1] for p in pts])
     return float(np.exp(np.interp(math.log(l0), lx, ly)))
+
+
+def power_law_fit_ci(x: Iterable[float], y: Iterable[float], level: float = 0.95) -> dict[str, Any]:
+    """:func:`power_law_fit` with a confidence interval on the exponent ``b``.
+
+    Ordinary least squares of ``log y = log a + b log x``; the interval is ``b +- t_{n-2} * se(b)`` with
+    ``se(b) = sqrt(RSS / (n - 2) / sum (log x - mean)^2)``: how well ``n`` points pin the slope, given how far
+    they sit off the line (not the seed-to-seed spread of each point). Needs ``n >= 3`` points; returns
+    ``{"a", "b", "ci": (lo, hi), "n"}`` (``ci`` NaN for 2 points).
+    """
+    from scipy import stats  # only here: the rest of the module does not need scipy
+
+    lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
+    n = len(lx)
+    b, log_a = np.polyfit(lx, ly, 1)
+    if n < 3:
+        return {"a": float(math.exp(log_a)), "b": float(b), "ci": (float("nan"), float("nan")), "n": n}
+    resid = ly - (log_a + b * lx)
+    se = math.sqrt(float(resid @ resid) / (n - 2) / float(((lx - lx.mean()) ** 2).sum()))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
+    return {"a": float(math.exp(log_a)), "b": float(b), "ci": (float(b - half), float(b + half)), "n": n}

@@ -54,3 +54,17 @@ def test_nmse_at_l0_interpolates_in_log_log_and_never_extrapolates():
     assert sae.evaluation.nmse_at_l0(rows, 8) == pytest.approx(0.4)
     assert math.isnan(sae.evaluation.nmse_at_l0(rows, 64))
     assert math.isnan(sae.evaluation.nmse_at_l0([], 10))
+
+
+def test_power_law_ci_is_exact_on_a_power_law_and_covers_the_truth_under_noise():
+    n = np.array([256, 512, 1024, 2048, 4096], float)
+    exact = sae.evaluation.power_law_fit_ci(n, 3.0 * n**-0.25)
+    assert exact["b"] == pytest.approx(-0.25) and exact["a"] == pytest.approx(3.0)
+    assert exact["ci"][1] - exact["ci"][0] == pytest.approx(0.0, abs=1e-9)
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(200):  # a 95% interval covers the true exponent about 95% of the time
+        fit = sae.evaluation.power_law_fit_ci(n, 3.0 * n**-0.25 * np.exp(rng.normal(0, 0.05, n.size)))
+        covered += fit["ci"][0] <= -0.25 <= fit["ci"][1]
+    assert 180 <= covered <= 200, covered
+    assert math.isnan(sae.evaluation.power_law_fit_ci([1, 2], [1, 2])["ci"][0])
