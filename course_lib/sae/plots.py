@@ -12,7 +12,7 @@ from matplotlib.ticker import FuncFormatter
 
 from course_lib import hooks
 from course_lib.sae.dashboards import Codes
-from course_lib.sae.evaluation import log10_density, power_law_fit
+from course_lib.sae.evaluation import log10_density, power_law_fit_ci
 
 # --------------------------------------------------------------------------- figures
 
@@ -98,20 +98,28 @@ def plot_frontier(curves: dict[str, list[dict[str, Any]]], width: int,
 
 
 def plot_nmse_vs_width(rows: list[dict[str, Any]], k: int) -> tuple[Figure, float]:
-    """NMSE against number of latents at fixed ``k`` with a power-law fit; returns ``(fig, exponent)``."""
+    """NMSE against number of latents at fixed ``k`` with a power-law fit and its 95% interval on the
+    exponent (:func:`~course_lib.sae.evaluation.power_law_fit_ci`); each point is labelled with its
+    training tokens when rows carry ``n_tokens``. Returns ``(fig, exponent)``."""
     fig, ax = _fig()
     n = np.array([r["n_latents"] for r in rows], float)
     y = np.array([r["nmse"] for r in rows], float)
-    a, b = power_law_fit(n, y)
+    fit = power_law_fit_ci(n, y)
+    a, b, (lo, hi) = fit["a"], fit["b"], fit["ci"]
     ax.plot(n, y, "o", label="TopK SAEs")
+    for r in rows:
+        if "n_tokens" in r:
+            ax.annotate(f"{r['n_tokens'] / 1000:g}k tok", (r["n_latents"], r["nmse"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
     grid = np.logspace(np.log10(n.min()), np.log10(n.max()), 50)
-    ax.plot(grid, a * grid**b, "--", label=f"fit NMSE = {a:.2f} n^{b:.3f}")
+    ci = "" if not np.isfinite(lo) else f", 95% CI [{lo:.3f}, {hi:.3f}]"
+    ax.plot(grid, a * grid**b, "--", label=f"fit NMSE = {a:.2f} n^{b:.3f}{ci}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of latents n")
     ax.set_ylabel("NMSE (held-out)")
     ax.set_title(f"Scaling the dictionary at fixed k={k}")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, b
 

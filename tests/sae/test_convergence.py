@@ -68,3 +68,14 @@ def test_power_law_ci_is_exact_on_a_power_law_and_covers_the_truth_under_noise()
         covered += fit["ci"][0] <= -0.25 <= fit["ci"][1]
     assert 180 <= covered <= 200, covered
     assert math.isnan(sae.evaluation.power_law_fit_ci([1, 2], [1, 2])["ci"][0])
+
+
+def test_width_figure_labels_tokens_and_reports_the_exponent_interval():
+    rows = [{"n_latents": n, "nmse": 3.0 * n**-0.2 * f, "n_tokens": 50 * n}
+            for n, f in ((256, 1.01), (512, 0.99), (1024, 1.02), (2048, 0.98), (4096, 1.0))]
+    fig, b = sae.plots.plot_nmse_vs_width(rows, 32)
+    ax = fig.axes[0]
+    assert b == pytest.approx(sae.evaluation.power_law_fit_ci([r["n_latents"] for r in rows],
+                                                              [r["nmse"] for r in rows])["b"])
+    assert any("95% CI [" in ln.get_label() for ln in ax.get_lines())
+    assert "12.8k tok" in [t.get_text() for t in ax.texts]
