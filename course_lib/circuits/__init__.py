@@ -43,6 +43,7 @@ from course_lib.circuits.pruning import (
     zero_means,
 )
 from course_lib.circuits.tasks import (
+    SUITE,
     TASKS,
     Example,
     Task,
@@ -63,7 +64,7 @@ from course_lib.circuits.training import (
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig, abstopk
 
 __all__ = [
-    "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
+    "SUITE", "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
     "count_edges", "edge_list_counts", "edges", "encode_example", "exercises", "eval_loss", "find_circuit", "find_circuit_cached", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",

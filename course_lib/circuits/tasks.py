@@ -24,6 +24,7 @@ WORDS = (
     "debug", "value", "name", "file", "test", "data", "title", "none", "empty", "other", "true", "line",
 )
 SEQS = ("items", "lines", "names", "values", "parts", "words", "args", "keys", "rows", "data")
+FUNCS = ("len", "str", "int", "list", "sorted", "repr", "tuple", "set", "print", "abs", "type", "iter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,28 @@ def _bracket_type(rng: random.Random, cls: int) -> Example:
     return Example(f"{rng.choice(NAMES)} = {opener}{vals}", closer, other)
 
 
+def _paren_close(rng: random.Random, cls: int) -> Example:
+    """Depth 1 (``f(x``) closes with ``)``; depth 2 (``f(g(x``) with ``))`` (one BPE token)."""
+    arg = rng.choice(NAMES)
+    if cls == 0:
+        return Example(f"{rng.choice(NAMES)} = {rng.choice(FUNCS)}({arg}", ")", "))")
+    return Example(f"{rng.choice(NAMES)} = {rng.choice(FUNCS)}({rng.choice(FUNCS)}({arg}", "))", ")")
+
+
+def _list_or_dict(rng: random.Random, cls: int) -> Example:
+    """A variable made as a list is used with ``.append`` (``.``), one made as a dict with ``[key] =``."""
+    v, it, seq = rng.choice(NAMES), rng.choice(("x", "k", "item", "key", "w")), rng.choice(SEQS)
+    init = rng.choice(("[]", "list()")) if cls == 0 else rng.choice(("{}", "dict()"))
+    prompt = f"{v} = {init}\nfor {it} in {seq}:\n    {v}"
+    return Example(prompt, "." if cls == 0 else "[", "[" if cls == 0 else ".")
+
+
+def _self_or_cls(rng: random.Random, cls: int) -> Example:
+    """The first parameter of a method: ``cls`` after ``@classmethod``, ``self`` after ``@property``."""
+    deco, first, other = ("classmethod", "cls", "self") if cls == 0 else ("property", "self", "cls")
+    return Example(f"class {rng.choice(NAMES).title()}:\n    @{deco}\n    def {rng.choice(NAMES)}(", first, other)
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -86,6 +109,24 @@ TASKS: dict[str, Task] = {
         Task("bracket_type", "close a tuple with ')' and a list with ']'", (")", "]"), _bracket_type),
     )
 }
+"""The four tasks notebook 02 runs today (the shipped workshop reference set was judged on these)."""
+
+SUITE: dict[str, Task] = {
+    **TASKS,
+    **{
+        t.name: t
+        for t in (
+            Task("paren_close", "close one call with ')' and two nested calls with '))'", (")", "))"),
+                 _paren_close),
+            Task("list_or_dict", "a variable made as a list is used with '.append' ('.'), a dict with '[key] ='",
+                 (".", "["), _list_or_dict),
+            Task("self_or_cls", "a method's first parameter: 'cls' after @classmethod, 'self' after @property",
+                 ("cls", "self"), _self_or_cls),
+        )
+    },
+}
+"""Every task (the issue's suite of >= 6): :data:`TASKS` plus three more; the reference-set trainer
+(:mod:`course_lib.circuits.reference_training`) reports held-out losses on all of them."""
 
 
 @dataclasses.dataclass
@@ -133,7 +174,7 @@ def make_task_data(task: str, tokenizer, n: int, seed: int, split: str) -> TaskD
     """
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; valid values: 'train', 'test'")
-    t = TASKS[task]
+    t = SUITE[task]
     rng = random.Random(f"{task}-{split}-{seed}")
     rows, answers, prompts, tries = [], [], [], 0
     while len(rows) < n:
