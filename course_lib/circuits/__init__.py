@@ -2,7 +2,8 @@
 
 ``transformer`` (the model), ``training`` (weight-sparse training, cached), ``tasks`` (binary
 next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (circuit size),
-``plots``, ``exercises`` (the checkers of the notebook's exercises). The names notebooks use are
+``frontier`` (dense/sparse circuit size at matched pretraining loss), ``reference_training`` (the
+resumable CPU trainer of the reference set), ``plots``, ``exercises`` (the checkers of the notebook's exercises). The names notebooks use are
 re-exported here: ``circuits.find_circuit``...
 """
 
@@ -10,8 +11,10 @@ from course_lib.circuits import (
     checkpoints,
     edges,
     exercises,
+    frontier,
     plots,
     pruning,
+    reference_training,
     tasks,
     training,
     transformer,
