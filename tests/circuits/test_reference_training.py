@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from course_lib import corpus
-from course_lib.circuits import checkpoints, reference_training as rt
+from course_lib.circuits import checkpoints
+from course_lib.circuits import reference_training as rt
 from course_lib.circuits.training import CircuitTrainConfig
 from course_lib.circuits.transformer import SparseTransformerConfig
 
