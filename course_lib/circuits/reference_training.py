@@ -404,6 +404,49 @@ def export_set(states: list[RunState], out: str | Path, command: str, set_name: 
     return manifest
 
 
+def run_status(spec: RunSpec, root: str | Path) -> dict:
+    """``{"name", "step", "steps", "wall_s", "cpu_s", "eval": [...]}`` from the run's checkpoint (metadata only;
+    step 0 and no evaluations when it has none)."""
+    path = Path(root) / spec.name / STATE
+    out = {"name": spec.name, "group": spec.group, "step": 0, "steps": spec.train.steps, "wall_s": 0.0,
+           "cpu_s": 0.0, "eval": []}
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        out.update(step=int(meta["step"]), wall_s=float(meta["wall_s"]), cpu_s=float(meta["cpu_s"]),
+                   eval=json.loads(meta["log"])["eval"])
+    return out
+
+
+def status_lines(specs: list[RunSpec], root: str | Path, every: int = 1) -> list[str]:
+    """A plain-text table of every run's evaluations (step, val loss, held-out task losses, CPU s/step)."""
+    lines = []
+    for spec in specs:
+        st = run_status(spec, root)
+        lines.append(f"{st['name']} ({st['group']}): step {st['step']}/{st['steps']}, wall {st['wall_s']:.0f} s, "
+                     f"CPU {st['cpu_s']:.0f} s ({st['cpu_s'] / max(st['step'], 1) * 1000:.0f} ms/step)")
+        for e in st["eval"][every - 1::every]:
+            tl = e["task_loss"]
+            solved = sum(v <= 0.35 for v in tl.values())
+            lines.append(f"  {e['step']:>6} val {e['val_loss']:.3f} solved(<=0.35) {solved}/{len(tl)} | "
+                         + " ".join(f"{k} {v:.2f}" for k, v in tl.items()))
+    return lines
+
+
+def load_set(folder: str | Path, device: torch.device | str = "cpu") -> list[tuple[dict, SparseTransformer]]:
+    """The models of an exported set, as ``(manifest entry, model in eval mode)``, in the set's order."""
+    from course_lib.circuits.checkpoints import load_compact
+
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    out = []
+    for entry in manifest["models"]:
+        model = SparseTransformer(SparseTransformerConfig(**entry["model"]))
+        model.load_state_dict(load_compact(folder / entry["file"]))
+        out.append((entry, model.to(device).eval()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", default="reference", choices=sorted(SETS))
@@ -412,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=None, help="train just these runs of the set (e.g. one per core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the timings assume 1)")
     ap.add_argument("--checkpoint-s", type=float, default=300.0, help="seconds between checkpoints")
+    ap.add_argument("--status", action="store_true", help="print every run's evaluations so far and exit")
     ap.add_argument("--stop-after-s", type=float, default=None, help="stop (after a checkpoint) after this long")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -424,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"--only: {unknown} not in set {a.set!r}; its runs: {[s.name for s in specs]}")
         specs = [s for s in specs if s.name in a.only]
+    if a.status:
+        print("\n".join(status_lines(specs, set_root)))  # noqa: T201 (command-line output)
+        return 0
     command = "python -m course_lib.circuits.reference_training " + " ".join(sys.argv[1:] if argv is None else argv)
     log.info("set %s: %d runs under %s, %d thread(s), pid %d", a.set, len(specs), set_root, a.threads, os.getpid())
     states = train_set(specs, set_root, a.checkpoint_s, a.stop_after_s)

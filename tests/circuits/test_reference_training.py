@@ -87,6 +87,10 @@ def test_train_set_stops_resumes_skips_and_exports(streams, tmp_path):
     # "interrupt" after the first evaluation slice: nothing is done, a checkpoint exists
     states = rt.train_set(specs, tmp_path / "set", checkpoint_s=0.0, stop_after_s=0.0, streams=streams)
     assert [s.step for s in states] == [4, 0] and not any(s.done for s in states)
+    st0, st1 = (rt.run_status(sp, tmp_path / "set") for sp in specs)
+    assert (st0["step"], len(st0["eval"]), st1["step"], st1["eval"]) == (4, 1, 0, [])
+    lines = rt.status_lines(specs, tmp_path / "set")
+    assert lines[0].startswith(f"{specs[0].name} (dense): step 4/8") and lines[1].split()[0] == "4"
     assert rt.load_state(specs[0], tmp_path / "set" / specs[0].name / rt.STATE).step == 4
     assert not (tmp_path / "set" / specs[1].name).exists()
     states = rt.train_set(specs, tmp_path / "set", streams=streams)
@@ -109,6 +113,11 @@ def test_train_set_stops_resumes_skips_and_exports(streams, tmp_path):
         assert set(entry["task_loss"]) == set(st.log["eval"][-1]["task_loss"])
         assert entry["steps"] == 8 and entry["val_loss"] > 0
     assert m["models"][1]["nonzero_fraction"] < 0.25 < m["models"][0]["nonzero_fraction"]
+    loaded = rt.load_set(tmp_path / "out")
+    assert [e["name"] for e, _ in loaded] == [s.name for s in specs]
+    for (_, model), st in zip(loaded, states):
+        for k, v in st.model.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v)
 
 
 def test_reference_set_is_ordered_and_wide_model_matches_nonzeros():
