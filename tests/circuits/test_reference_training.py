@@ -90,7 +90,7 @@ def test_train_set_stops_resumes_skips_and_exports(streams, tmp_path):
     st0, st1 = (rt.run_status(sp, tmp_path / "set") for sp in specs)
     assert (st0["step"], len(st0["eval"]), st1["step"], st1["eval"]) == (4, 1, 0, [])
     lines = rt.status_lines(specs, tmp_path / "set")
-    assert lines[0].startswith(f"{specs[0].name} (dense): step 4/8") and lines[1].split()[0] == "4"
+    assert lines[0].startswith(f"{specs[0].name} (sparse): step 4/8") and lines[1].split()[0] == "4"
     assert rt.load_state(specs[0], tmp_path / "set" / specs[0].name / rt.STATE).step == 4
     assert not (tmp_path / "set" / specs[1].name).exists()
     states = rt.train_set(specs, tmp_path / "set", streams=streams)
