@@ -47,7 +47,7 @@ from safetensors.torch import save_file
 from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits import pruning
 from course_lib.circuits.checkpoints import FORMAT, save_compact
-from course_lib.circuits.tasks import SUITE, TaskData, make_task_data
+from course_lib.circuits.tasks import SUITE, TaskData, make_task_data, task_corpus
 from course_lib.circuits.training import CircuitTrainConfig, eval_loss, lr_at, val_windows
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
@@ -67,6 +67,7 @@ class RunSpec:
     eval_every: int = 1000  # steps between evaluations (validation + held-out task losses)
     eval_windows: int = 128  # validation windows per evaluation
     task_prompts: int = 128  # held-out prompts per task per evaluation (seed 0, "test" split)
+    task_mix: float = 0.0  # share of training tokens from task-template text (tasks.task_corpus; 0: corpus only)
 
 
 # --------------------------------------------------------------------------- the sets
@@ -80,11 +81,13 @@ def _arch(d_model: int) -> SparseTransformerConfig:
 
 
 def _spec(group: str, d_model: int, steps: int, frac: float, seed: int, batch: int = 16, data: str = "full",
-          eval_every: int | None = None) -> RunSpec:
+          eval_every: int | None = None, task_mix: float = 0.0) -> RunSpec:
     kind = "dense" if frac >= 1 else f"sparse{frac:g}"
     name = f"{kind}-d{d_model}-{steps // 1000}k-s{seed}" if steps >= 1000 else f"{kind}-d{d_model}-{steps}-s{seed}"
+    if task_mix:
+        name += f"-mix{task_mix * 100:g}"
     t = CircuitTrainConfig(steps=steps, batch_size=batch, target_fraction=frac, seed=seed)
-    return RunSpec(name, group, _arch(d_model), t, data, eval_every or max(1, steps // 16))
+    return RunSpec(name, group, _arch(d_model), t, data, eval_every or max(1, steps // 16), task_mix=task_mix)
 
 
 def reference_set(seeds: tuple[int, ...] = (0, 1, 2)) -> list[RunSpec]:
@@ -114,6 +117,8 @@ def pilot_set() -> list[RunSpec]:
         _spec("dense", 32, 4000, 1.0, 0, eval_every=500),
         _spec("dense", 128, 4000, 1.0, 0, eval_every=500),
         _spec("sparse 0.2", 64, 8000, 0.2, 0, eval_every=500),
+        _spec("dense", 64, 2000, 1.0, 0, eval_every=250, task_mix=0.02),
+        _spec("sparse 0.1", 64, 4000, 0.1, 0, eval_every=250, task_mix=0.02),
     ]
 
 
@@ -300,6 +305,16 @@ def train_steps(st: RunState, stream: torch.Tensor, data: EvalData, until: int |
     return st
 
 
+def mixed_stream(stream: torch.Tensor, tokenizer, task_mix: float) -> torch.Tensor:
+    """``stream`` followed by task-template text (:func:`course_lib.circuits.tasks.task_corpus`) making up
+    ``task_mix`` of the tokens, so that uniformly drawn windows come from it with that probability.
+    Validation stays on the corpus alone."""
+    if task_mix <= 0:
+        return stream
+    n = round(task_mix / (1 - task_mix) * stream.numel())
+    return torch.cat([stream, task_corpus(tokenizer, n)[:n]])
+
+
 # --------------------------------------------------------------------------- the set
 
 
@@ -342,6 +357,7 @@ def train_set(specs: list[RunSpec], root: str | Path, checkpoint_s: float = 300.
         if spec.data not in streams:
             streams[spec.data] = corpus.data_streams(spec.data)
         tok, train_stream, val_stream = streams[spec.data]
+        train_stream = mixed_stream(train_stream, tok, spec.task_mix)
         data = eval_data(spec, tok, val_stream)
         log.info("[%d/%d] %s: %s from step %d of %d", i + 1, len(specs), spec.name,
                  "resuming" if st.step else "starting", st.step, spec.train.steps)

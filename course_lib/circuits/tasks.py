@@ -195,3 +195,34 @@ def make_task_data(task: str, tokenizer, n: int, seed: int, split: str) -> TaskD
         tokens[i, : len(r)] = torch.tensor(r)
     last = torch.tensor([len(r) - 1 for r in rows])
     return TaskData(task, tokens, last, torch.tensor(answers), prompts)
+
+
+def task_corpus(tokenizer, n_tokens: int, seed: int = 1, exclude_seed: int = 0, exclude_n: int = 1024) -> torch.Tensor:
+    """Task-template text to mix into pretraining: ``[>= n_tokens]`` int64 token ids.
+
+    Documents ``prompt + correct answer``, each followed by ``<|endoftext|>``, cycling over the tasks of
+    :data:`SUITE` that fit ``tokenizer`` (classes alternating), drawn from ``random.Random(f"{task}-pretrain-
+    {seed}")`` (a stream of its own, not the "train"/"test" prompt streams). Any prompt that occurs among the
+    first ``exclude_n`` *test* prompts of seed ``exclude_seed`` (what the notebook judges circuits on) is
+    left out, so held-out prompts stay unseen even where a template has few distinct fillings.
+    """
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    tasks, excluded = [], set()
+    for name in SUITE:
+        try:
+            excluded.update(make_task_data(name, tokenizer, exclude_n, exclude_seed, "test").prompts)
+            tasks.append(name)
+        except ValueError:  # an answer is not one token of this tokenizer
+            continue
+    rngs = {t: random.Random(f"{t}-pretrain-{seed}") for t in tasks}
+    ids: list[int] = []
+    i = 0
+    while len(ids) < n_tokens:
+        name = tasks[i % len(tasks)]
+        ex = SUITE[name].make(rngs[name], (i // len(tasks)) % 2)
+        i += 1
+        if ex.prompt in excluded:
+            continue
+        ids.extend(tokenizer.encode(ex.prompt + ex.correct).ids)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
