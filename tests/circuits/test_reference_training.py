@@ -135,3 +135,11 @@ def test_reference_set_is_ordered_and_wide_model_matches_nonzeros():
     assert wide.model.d_model > narrow.model.d_model
     assert abs(rt.nonzero_count(wide) / rt.nonzero_count(narrow) - 1) < 0.1
     assert all(dataclasses.replace(s.train).steps % s.eval_every == 0 for s in specs)
+
+
+def test_mixed_stream_appends_the_task_share(streams):
+    tok, train, _ = streams["smoke"]
+    assert rt.mixed_stream(train, tok, 0.0) is train
+    mixed = rt.mixed_stream(train, tok, 0.1)
+    assert torch.equal(mixed[: train.numel()], train)
+    assert (mixed.numel() - train.numel()) / mixed.numel() == pytest.approx(0.1, abs=1e-3)
