@@ -143,3 +143,14 @@ def test_mixed_stream_appends_the_task_share(streams):
     mixed = rt.mixed_stream(train, tok, 0.1)
     assert torch.equal(mixed[: train.numel()], train)
     assert (mixed.numel() - train.numel()) / mixed.numel() == pytest.approx(0.1, abs=1e-3)
+
+
+def test_reference_set_export_fits_25_mb_and_estimate_matches_a_real_file(tmp_path):
+    assert sum(rt.export_bytes(s) for s in rt.reference_set()) <= 25e6
+    # the estimate is the real size to within a few kB
+    st = rt.new_state(spec(frac=0.2))
+    for p in st.model.sparsified_parameters().values():
+        p.data.copy_(rt.weight_sparsity.project_topk(p.data, 0.2))
+    checkpoints.save_compact(st.model.state_dict(), tmp_path / "m.safetensors")
+    size = (tmp_path / "m.safetensors").stat().st_size
+    assert abs(size - rt.export_bytes(spec(frac=0.2))) < 20_000  # zero biases and the header: a few kB
