@@ -40,6 +40,15 @@ class FrontierModel:
         return self.fraction >= 1.0
 
 
+def model_from_entry(entry: Mapping, edges: Mapping[str, int | None]) -> FrontierModel:
+    """A :class:`FrontierModel` from a reference-set manifest entry (``reference_training.export_set``)
+    and the edges of its circuits; the config is the run name without its ``-s<seed>`` part."""
+    seed = entry["train"]["seed"]
+    config = entry["name"].replace(f"-s{seed}", "", 1)
+    return FrontierModel(entry["name"], entry["group"], config, float(entry["val_loss"]), dict(edges),
+                         float(entry["train"]["target_fraction"]))
+
+
 def common_tasks(models: Sequence[FrontierModel]) -> list[str]:
     """Tasks (in the first model's order) where every model has a circuit (edges > 0)."""
     if not models:

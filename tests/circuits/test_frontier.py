@@ -96,3 +96,13 @@ def test_plot_frontier_draws_the_matched_points():
     assert len(ax.lines) == 2 + 2 * 2
     hollow = [ln for ln in ax.lines if ln.get_markerfacecolor() == "none"]
     assert sorted(ln.get_ydata()[0] for ln in hollow) == pytest.approx(sorted(res["matched"].values()))
+
+
+def test_model_from_manifest_entry_groups_seeds_into_one_config():
+    def entry(seed, loss):
+        return {"name": f"dense-d64-8k-s{seed}-mix5", "group": "dense", "val_loss": loss,
+                "train": {"seed": seed, "target_fraction": 1.0}}
+    a, b = fr.model_from_entry(entry(0, 3.0), {"t": 100}), fr.model_from_entry(entry(1, 3.2), {"t": 400})
+    assert a.config == b.config == "dense-d64-8k-mix5" and a.dense and a.name != b.name
+    curve = fr.dense_curve([a, b], "t")
+    assert len(curve) == 1 and curve[0][0] == pytest.approx(3.1) and math.exp(curve[0][1]) == pytest.approx(200)
