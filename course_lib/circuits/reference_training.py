@@ -192,6 +192,42 @@ def spec_key(spec: RunSpec) -> dict:
     return {"version": VERSION, **cache.jsonable(dataclasses.asdict(spec))}
 
 
+def _plain(value: object) -> object:
+    """``value`` as the JSON a checkpoint stores (dataclasses as dicts, tuples as lists)."""
+    return json.loads(json.dumps(cache.jsonable(dataclasses.asdict(value) if dataclasses.is_dataclass(value)
+                                                else value)))
+
+
+def _without_defaults(value: object, saved: object) -> tuple[object, object]:
+    """``(value, saved)`` as plain JSON values, leaving out every dataclass field whose value is its
+    default and which ``saved`` (the JSON of an older spec) lacks or holds at that default."""
+    if dataclasses.is_dataclass(value) and isinstance(saved, dict):
+        cur, old = {}, dict(saved)
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+            jv = _plain(v)
+            if default is not dataclasses.MISSING and jv == _plain(default) \
+                    and (f.name not in old or old[f.name] == jv):
+                old.pop(f.name, None)
+                continue
+            cur[f.name], sub = _without_defaults(v, old.get(f.name))
+            if f.name in old:
+                old[f.name] = sub
+        return cur, old
+    return _plain(value), saved
+
+
+def same_spec(saved: dict, spec: RunSpec) -> bool:
+    """Whether ``saved`` (a checkpoint's spec) is ``spec``. Fields added to the configs since the checkpoint
+    was written count as equal when ``spec`` has them at their defaults, so adding an option does not throw
+    away runs in progress."""
+    if saved.get("version") != VERSION:
+        return False
+    cur, old = _without_defaults(spec, {k: v for k, v in saved.items() if k != "version"})
+    return cur == old
+
+
 def new_state(spec: RunSpec) -> RunState:
     """Step 0: the model initialised with ``torch.manual_seed(seed)``, a fresh Adam and batch generator."""
     torch.manual_seed(spec.train.seed)
@@ -220,7 +256,7 @@ def load_state(spec: RunSpec, path: str | Path) -> RunState:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if json.loads(meta["spec"]) != json.loads(json.dumps(spec_key(spec))):
+    if not same_spec(json.loads(meta["spec"]), spec):
         raise ValueError(f"{path} holds a run of another spec; remove it to retrain")
     st = new_state(spec)
     st.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

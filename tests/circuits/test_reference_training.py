@@ -82,6 +82,20 @@ def test_state_of_another_spec_is_refused(streams, data, tmp_path):
         rt.load_state(spec(frac=0.1), tmp_path / "s.safetensors")
 
 
+def test_checkpoints_of_older_specs_load_when_new_fields_are_at_their_defaults():
+    saved = json.loads(json.dumps(rt.spec_key(spec())))
+    assert rt.same_spec(saved, spec())
+    older = {k: v for k, v in saved.items() if k != "task_mix"}  # written before task_mix existed
+    del older["train"]["eval_windows"]  # and before a train-config field
+    assert rt.same_spec(older, spec())
+    assert not rt.same_spec(older, dataclasses.replace(spec(), task_mix=0.05))  # a real change
+    assert not rt.same_spec({**saved, "task_mix": 0.05}, spec())
+    assert not rt.same_spec({**saved, "version": "other"}, spec())
+    changed = json.loads(json.dumps(saved))
+    changed["train"]["steps"] = 13
+    assert not rt.same_spec(changed, spec())
+
+
 def test_train_set_stops_resumes_skips_and_exports(streams, tmp_path):
     specs = [spec(steps=8, frac=1.0), spec(steps=8, frac=0.2)]
     # "interrupt" after the first evaluation slice: nothing is done, a checkpoint exists
