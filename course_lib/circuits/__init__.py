@@ -2,14 +2,17 @@
 
 ``transformer`` (the model), ``training`` (weight-sparse training, cached), ``tasks`` (binary
 next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (circuit size),
-``plots``, ``exercises`` (the checkers of the notebook's exercises). The names notebooks use are
-re-exported here: ``circuits.find_circuit``...
+``frontier`` (dense/sparse circuit size at matched pretraining loss), ``plots``, ``exercises`` (the
+checkers of the notebook's exercises). The names notebooks use are re-exported here:
+``circuits.find_circuit``... ``reference_training`` (the resumable CPU trainer of the reference set, a
+command-line module) is imported on its own: ``from course_lib.circuits import reference_training``.
 """
 
 from course_lib.circuits import (
     checkpoints,
     edges,
     exercises,
+    frontier,
     plots,
     pruning,
     tasks,
@@ -43,6 +46,7 @@ from course_lib.circuits.pruning import (
     zero_means,
 )
 from course_lib.circuits.tasks import (
+    SUITE,
     TASKS,
     Example,
     Task,
@@ -63,7 +67,7 @@ from course_lib.circuits.training import (
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig, abstopk
 
 __all__ = [
-    "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "NodeSite", "PruneConfig", "SparseTransformer",
+    "SUITE", "TASKS", "accept_circuit", "checkpoints", "Circuit", "CircuitTrainConfig", "Example", "frontier", "NodeSite", "PruneConfig", "SparseTransformer",
     "SparseTransformerConfig", "Task", "TaskData", "TrainedModel", "abstopk", "all_kept", "checkpoint_nonzero_fraction",
     "count_edges", "edge_list_counts", "edges", "encode_example", "exercises", "eval_loss", "find_circuit", "find_circuit_cached", "hard_mask",
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",

@@ -12,7 +12,9 @@ Regenerate one with::
     python -m course_lib.circuits.checkpoints --profile workshop --levels 0.2 0.1 --out DIR
 
 Training is seeded (model init and batch order), so on the same machine and thread count the command
-gives the same weights again.
+gives the same weights again. The larger, hours-long reference set of issue 11 (several widths, kept
+fractions and seeds) is trained resumably by :mod:`course_lib.circuits.reference_training`, which writes
+its export with :func:`save_compact`.
 """
 
 from __future__ import annotations

@@ -311,20 +311,41 @@ def plot_wiring(
 
 
 def plot_frontier(front: Mapping) -> Figure:
-    """Validation loss (x) against circuit edges (y, log): one curve for dense, one per kept fraction."""
+    """Validation loss (x) against circuit edges (y, log): one curve for dense, one per kept fraction.
+
+    ``front`` comes from :func:`course_lib.circuits.edges.frontier` or
+    :func:`course_lib.circuits.frontier.analyse`; with the latter (points carry a ``group``; ``matched``
+    gives the dense curve's edges at each sparse model's loss) every sparse model also gets a hollow
+    marker at the dense curve's size at its loss, joined to it by a dotted line whose length is the ratio,
+    and the legend gives each group's geometric-mean ratio with its bootstrap CI.
+    """
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    groups: dict[float, list[tuple[float, float, str]]] = {}
+    groups: dict[tuple[float, str], list[tuple[float, float, str]]] = {}
     for name, p in front["points"].items():
         if p["edges"]:
-            groups.setdefault(p["fraction"], []).append((p["val_loss"], p["edges"], name))
-    for frac, pts in sorted(groups.items(), reverse=True):
+            label = p.get("group") or ("dense" if p["fraction"] >= 1 else f"keep {p['fraction']:g}")
+            groups.setdefault((p["fraction"], label), []).append((p["val_loss"], p["edges"], name))
+    summary = front.get("summary", {})
+    for (frac, label), pts in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="dense" if frac >= 1 else f"keep {frac:g}",
-                color="black" if frac >= 1 else None)
+        s = summary.get(label)
+        if s and s.get("geo_mean"):
+            ci = f" [{s['lo']:.1f}, {s['hi']:.1f}]" if s.get("lo") else ""
+            label = f"{label}: dense/sparse {s['geo_mean']:.1f}x{ci}"
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                       color="black" if frac >= 1 else None)[0]
+        for x, y, name in pts:
+            d = front.get("matched", {}).get(name)
+            if d:
+                ax.plot([x, x], [y, d], ls=":", color=line.get_color(), lw=1)
+                ax.plot([x], [d], marker="o", mfc="none", color=line.get_color())
     ax.set(yscale="log", xlabel="validation loss (nats/token)", ylabel="circuit edges (geometric mean over tasks)")
     n_t = len(front["tasks"])
-    ax.set_title(f"Frontier over {n_t} task(s) every model solves" if n_t else
-                 "Frontier: no task has a held-out-valid circuit in every model", fontsize=9)
+    title = (f"Frontier over {n_t} task(s) every model solves" if n_t else
+             "Frontier: no task has a held-out-valid circuit in every model")
+    if front.get("matched"):
+        title += "; hollow: dense curve at the same loss"
+    ax.set_title(title, fontsize=9)
     if groups:
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -24,6 +24,7 @@ WORDS = (
     "debug", "value", "name", "file", "test", "data", "title", "none", "empty", "other", "true", "line",
 )
 SEQS = ("items", "lines", "names", "values", "parts", "words", "args", "keys", "rows", "data")
+FUNCS = ("len", "str", "int", "list", "sorted", "repr", "tuple", "set", "print", "abs", "type", "iter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,28 @@ def _bracket_type(rng: random.Random, cls: int) -> Example:
     return Example(f"{rng.choice(NAMES)} = {opener}{vals}", closer, other)
 
 
+def _paren_close(rng: random.Random, cls: int) -> Example:
+    """Depth 1 (``f(x``) closes with ``)``; depth 2 (``f(g(x``) with ``))`` (one BPE token)."""
+    arg = rng.choice(NAMES)
+    if cls == 0:
+        return Example(f"{rng.choice(NAMES)} = {rng.choice(FUNCS)}({arg}", ")", "))")
+    return Example(f"{rng.choice(NAMES)} = {rng.choice(FUNCS)}({rng.choice(FUNCS)}({arg}", "))", ")")
+
+
+def _list_or_dict(rng: random.Random, cls: int) -> Example:
+    """A variable made as a list is used with ``.append`` (``.``), one made as a dict with ``[key] =``."""
+    v, it, seq = rng.choice(NAMES), rng.choice(("x", "k", "item", "key", "w")), rng.choice(SEQS)
+    init = rng.choice(("[]", "list()")) if cls == 0 else rng.choice(("{}", "dict()"))
+    prompt = f"{v} = {init}\nfor {it} in {seq}:\n    {v}"
+    return Example(prompt, "." if cls == 0 else "[", "[" if cls == 0 else ".")
+
+
+def _self_or_cls(rng: random.Random, cls: int) -> Example:
+    """The first parameter of a method: ``cls`` after ``@classmethod``, ``self`` after ``@property``."""
+    deco, first, other = ("classmethod", "cls", "self") if cls == 0 else ("property", "self", "cls")
+    return Example(f"class {rng.choice(NAMES).title()}:\n    @{deco}\n    def {rng.choice(NAMES)}(", first, other)
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -86,6 +109,24 @@ TASKS: dict[str, Task] = {
         Task("bracket_type", "close a tuple with ')' and a list with ']'", (")", "]"), _bracket_type),
     )
 }
+"""The four tasks notebook 02 runs today (the shipped workshop reference set was judged on these)."""
+
+SUITE: dict[str, Task] = {
+    **TASKS,
+    **{
+        t.name: t
+        for t in (
+            Task("paren_close", "close one call with ')' and two nested calls with '))'", (")", "))"),
+                 _paren_close),
+            Task("list_or_dict", "a variable made as a list is used with '.append' ('.'), a dict with '[key] ='",
+                 (".", "["), _list_or_dict),
+            Task("self_or_cls", "a method's first parameter: 'cls' after @classmethod, 'self' after @property",
+                 ("cls", "self"), _self_or_cls),
+        )
+    },
+}
+"""Every task (the issue's suite of >= 6): :data:`TASKS` plus three more; the reference-set trainer
+(:mod:`course_lib.circuits.reference_training`) reports held-out losses on all of them."""
 
 
 @dataclasses.dataclass
@@ -133,7 +174,7 @@ def make_task_data(task: str, tokenizer, n: int, seed: int, split: str) -> TaskD
     """
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; valid values: 'train', 'test'")
-    t = TASKS[task]
+    t = SUITE[task]
     rng = random.Random(f"{task}-{split}-{seed}")
     rows, answers, prompts, tries = [], [], [], 0
     while len(rows) < n:
@@ -154,3 +195,34 @@ def make_task_data(task: str, tokenizer, n: int, seed: int, split: str) -> TaskD
         tokens[i, : len(r)] = torch.tensor(r)
     last = torch.tensor([len(r) - 1 for r in rows])
     return TaskData(task, tokens, last, torch.tensor(answers), prompts)
+
+
+def task_corpus(tokenizer, n_tokens: int, seed: int = 1, exclude_seed: int = 0, exclude_n: int = 1024) -> torch.Tensor:
+    """Task-template text to mix into pretraining: ``[>= n_tokens]`` int64 token ids.
+
+    Documents ``prompt + correct answer``, each followed by ``<|endoftext|>``, cycling over the tasks of
+    :data:`SUITE` that fit ``tokenizer`` (classes alternating), drawn from ``random.Random(f"{task}-pretrain-
+    {seed}")`` (a stream of its own, not the "train"/"test" prompt streams). Any prompt that occurs among the
+    first ``exclude_n`` *test* prompts of seed ``exclude_seed`` (what the notebook judges circuits on) is
+    left out, so held-out prompts stay unseen even where a template has few distinct fillings.
+    """
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    tasks, excluded = [], set()
+    for name in SUITE:
+        try:
+            excluded.update(make_task_data(name, tokenizer, exclude_n, exclude_seed, "test").prompts)
+            tasks.append(name)
+        except ValueError:  # an answer is not one token of this tokenizer
+            continue
+    rngs = {t: random.Random(f"{t}-pretrain-{seed}") for t in tasks}
+    ids: list[int] = []
+    i = 0
+    while len(ids) < n_tokens:
+        name = tasks[i % len(tasks)]
+        ex = SUITE[name].make(rngs[name], (i // len(tasks)) % 2)
+        i += 1
+        if ex.prompt in excluded:
+            continue
+        ids.extend(tokenizer.encode(ex.prompt + ex.correct).ids)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)

@@ -1,0 +1,156 @@
+"""The capability-interpretability frontier at matched pretraining loss (Gao et al., 2025, the headline).
+
+Input: models, each with its validation (pretraining) loss ``L`` and, per task, the edge count ``E`` of
+its held-out-valid circuit (``None`` when it has none). Only tasks where *every* compared model has a
+circuit count (:func:`common_tasks`).
+
+The **dense curve** of a task: the dense models' points ``(L, log E)``; seeds of one configuration
+(same ``config``) are first averaged (mean ``L``, mean ``log E``), then the curve is the piecewise-linear
+interpolation of ``log E`` in ``L`` through the configurations sorted by ``L``. It is not extrapolated:
+a loss outside the dense range gives ``None``.
+
+The **matched ratio** of a sparse model ``s`` on task ``t``::
+
+    r(s, t) = exp(logE_dense,t(L_s)) / E_s,t          (> 1: the sparse circuit is smaller)
+
+and a group's (e.g. all seeds at kept fraction 0.1) summary is the geometric mean over its (model, task)
+pairs, ``exp(mean log r)``, with a bootstrap CI that resamples models (seeds) and tasks independently
+(a crossed bootstrap: both are sources of spread).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Mapping, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontierModel:
+    name: str  # unique, e.g. "sparse0.1-d64-16k-s1"
+    group: str  # curve it belongs to: "dense", "sparse 0.1", "wide sparse 0.025", ...
+    config: str  # configuration without the seed (seeds of one config are averaged on the dense curve)
+    val_loss: float  # pretraining (validation) loss, nats/token
+    edges: Mapping[str, int | None]  # task -> edges of the held-out-valid circuit, None: no circuit
+    fraction: float = 1.0  # kept fraction of weights (1.0: dense)
+
+    @property
+    def dense(self) -> bool:
+        return self.fraction >= 1.0
+
+
+def model_from_entry(entry: Mapping, edges: Mapping[str, int | None]) -> FrontierModel:
+    """A :class:`FrontierModel` from a reference-set manifest entry (``reference_training.export_set``)
+    and the edges of its circuits; the config is the run name without its ``-s<seed>`` part."""
+    seed = entry["train"]["seed"]
+    config = entry["name"].replace(f"-s{seed}", "", 1)
+    return FrontierModel(entry["name"], entry["group"], config, float(entry["val_loss"]), dict(edges),
+                         float(entry["train"]["target_fraction"]))
+
+
+def common_tasks(models: Sequence[FrontierModel]) -> list[str]:
+    """Tasks (in the first model's order) where every model has a circuit (edges > 0)."""
+    if not models:
+        return []
+    return [t for t in models[0].edges if all((m.edges.get(t) or 0) > 0 for m in models)]
+
+
+def dense_curve(models: Sequence[FrontierModel], task: str) -> list[tuple[float, float]]:
+    """``[(L, log E)]`` of the dense configurations on ``task``, sorted by ``L`` (seeds averaged)."""
+    by_cfg: dict[str, list[tuple[float, float]]] = {}
+    for m in models:
+        if m.dense and (m.edges.get(task) or 0) > 0:
+            by_cfg.setdefault(m.config, []).append((m.val_loss, math.log(m.edges[task])))
+    pts = [(sum(p[0] for p in v) / len(v), sum(p[1] for p in v) / len(v)) for v in by_cfg.values()]
+    return sorted(pts)
+
+
+def interpolate(curve: Sequence[tuple[float, float]], loss: float) -> float | None:
+    """``log E`` of the curve at ``loss`` (linear between neighbours); ``None`` outside its range."""
+    if len(curve) < 2 or not curve[0][0] <= loss <= curve[-1][0]:
+        return None
+    for (l0, y0), (l1, y1) in zip(curve, curve[1:]):
+        if l0 <= loss <= l1:
+            u = 0.0 if l1 == l0 else (loss - l0) / (l1 - l0)
+            return (1 - u) * y0 + u * y1
+    return None
+
+
+def matched_ratios(models: Sequence[FrontierModel], tasks: Sequence[str] | None = None
+                   ) -> dict[tuple[str, str], float | None]:
+    """``{(sparse model, task): r}`` over ``tasks`` (default: :func:`common_tasks`); ``None`` where the
+    sparse loss lies outside the dense curve."""
+    tasks = common_tasks(models) if tasks is None else list(tasks)
+    curves = {t: dense_curve(models, t) for t in tasks}
+    out: dict[tuple[str, str], float | None] = {}
+    for m in models:
+        if m.dense:
+            continue
+        for t in tasks:
+            y = interpolate(curves[t], m.val_loss)
+            e = m.edges.get(t) or 0
+            out[(m.name, t)] = math.exp(y) / e if y is not None and e > 0 else None
+    return out
+
+
+def geo_mean_ci(logs: Mapping[tuple[str, str], float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                ) -> dict[str, float | int | None]:
+    """Geometric mean of ``exp(logs)`` over (model, task) pairs with a crossed bootstrap CI.
+
+    Each bootstrap draw resamples the models and the tasks with replacement and averages the log-ratios of
+    the drawn pairs (pairs missing from ``logs`` are skipped). Returns ``{"geo_mean", "lo", "hi", "n_models",
+    "n_tasks", "n_pairs"}`` (CI bounds ``None`` with fewer than 2 pairs).
+    """
+    models = sorted({m for m, _ in logs})
+    tasks = sorted({t for _, t in logs})
+    if not logs:
+        return {"geo_mean": None, "lo": None, "hi": None, "n_models": 0, "n_tasks": 0, "n_pairs": 0}
+    gm = math.exp(sum(logs.values()) / len(logs))
+    lo = hi = None
+    if len(logs) >= 2:
+        rng = random.Random(seed)
+        draws = []
+        for _ in range(n_boot):
+            ms = [rng.choice(models) for _ in models]
+            ts = [rng.choice(tasks) for _ in tasks]
+            vals = [logs[(m, t)] for m in ms for t in ts if (m, t) in logs]
+            if vals:
+                draws.append(sum(vals) / len(vals))
+        draws.sort()
+        a = (1 - level) / 2
+        lo = math.exp(draws[int(a * (len(draws) - 1))])
+        hi = math.exp(draws[int(round((1 - a) * (len(draws) - 1)))])
+    return {"geo_mean": gm, "lo": lo, "hi": hi, "n_models": len(models), "n_tasks": len(tasks), "n_pairs": len(logs)}
+
+
+def analyse(models: Sequence[FrontierModel], n_boot: int = 2000, seed: int = 0) -> dict:
+    """The frontier of ``models``: common tasks, each model's point, the matched ratios and their summary.
+
+    Returns ``{"tasks", "points": {name: {"val_loss", "fraction", "group", "edges"}}, "ratio": {name: float
+    | None}, "pairs": {"model|task": float | None}, "matched": {name: dense edges at its loss | None},
+    "summary": {group: geo_mean_ci(...)}}``; ``points``/``ratio`` have the shape of
+    :func:`course_lib.circuits.edges.frontier` (``edges``: geometric mean over the common tasks), so
+    :func:`course_lib.circuits.plots.plot_frontier` draws either.
+    """
+    tasks = common_tasks(models)
+    pts = {}
+    for m in models:
+        g = math.exp(sum(math.log(m.edges[t]) for t in tasks) / len(tasks)) if tasks else None
+        pts[m.name] = {"val_loss": m.val_loss, "fraction": m.fraction, "group": m.group, "edges": g}
+    pairs = matched_ratios(models, tasks)
+    ratio, matched = {}, {}
+    for m in models:
+        if m.dense:
+            continue
+        rs = [pairs[(m.name, t)] for t in tasks]
+        ok = bool(rs) and all(r is not None for r in rs)
+        ratio[m.name] = math.exp(sum(math.log(r) for r in rs) / len(rs)) if ok else None
+        matched[m.name] = ratio[m.name] * pts[m.name]["edges"] if ok else None
+    summary = {}
+    for group in dict.fromkeys(m.group for m in models if not m.dense):
+        names = {m.name for m in models if m.group == group}
+        logs = {k: math.log(v) for k, v in pairs.items() if k[0] in names and v is not None}
+        summary[group] = geo_mean_ci(logs, n_boot, seed=seed)
+    return {"tasks": tasks, "points": pts, "ratio": ratio, "matched": matched,
+            "pairs": {f"{m}|{t}": v for (m, t), v in pairs.items()}, "summary": summary}

@@ -1,0 +1,170 @@
+"""course_lib.circuits.reference_training: checkpoints are exact and resuming changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from course_lib import corpus
+from course_lib.circuits import checkpoints
+from course_lib.circuits import reference_training as rt
+from course_lib.circuits.training import CircuitTrainConfig
+from course_lib.circuits.transformer import SparseTransformerConfig
+
+ARCH = SparseTransformerConfig(d_model=32, n_layers=1, d_mlp=64, n_ctx=32)
+
+
+def spec(steps: int = 12, frac: float = 0.2, seed: int = 0) -> rt.RunSpec:
+    # the sparse anneal ends at 50% of training: the interruption at step 6 of 12 falls inside it
+    return rt.RunSpec(f"t-{frac:g}-{steps}", "sparse", ARCH,
+                      CircuitTrainConfig(steps=steps, batch_size=4, target_fraction=frac, seed=seed), "smoke", 4, 4, 8)
+
+
+@pytest.fixture(scope="module")
+def streams():
+    return {"smoke": corpus.data_streams("smoke")}
+
+
+@pytest.fixture(scope="module")
+def data(streams):
+    tok, _, val = streams["smoke"]
+    return rt.eval_data(spec(), tok, val)
+
+
+def _same(a: rt.RunState, b: rt.RunState) -> None:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    oa, ob = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
+    for i in oa:
+        for k in oa[i]:
+            assert torch.equal(oa[i][k], ob[i][k]), (i, k)
+    assert torch.equal(a.gen.get_state(), b.gen.get_state())
+    assert a.step == b.step
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(streams, data, tmp_path):
+    stream = streams["smoke"][1]
+    straight = rt.train_steps(rt.new_state(spec()), stream, data)
+    half = rt.train_steps(rt.new_state(spec()), stream, data, until=6)
+    assert half.step == 6 and not half.done
+    rt.save_state(half, tmp_path / "state.safetensors")
+    del half
+    resumed = rt.load_state(spec(), tmp_path / "state.safetensors")
+    assert resumed.step == 6
+    rt.train_steps(resumed, stream, data)
+    _same(straight, resumed)
+    assert resumed.log["loss"] == straight.log["loss"]
+    assert [e["val_loss"] for e in resumed.log["eval"]] == [e["val_loss"] for e in straight.log["eval"]]
+    # and training did something: the weights moved and are sparse at the end
+    fresh = rt.new_state(spec()).model.state_dict()
+    assert any(not torch.equal(v, straight.model.state_dict()[k]) for k, v in fresh.items())
+    nz = [float((p != 0).float().mean()) for p in straight.model.sparsified_parameters().values()]
+    assert max(nz) <= 0.2 + 0.02
+
+
+def test_a_different_seed_gives_different_weights(streams, data):
+    stream = streams["smoke"][1]
+    a = rt.train_steps(rt.new_state(spec(steps=4)), stream, data)
+    b = rt.train_steps(rt.new_state(spec(steps=4, seed=1)), stream, data)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_state_of_another_spec_is_refused(streams, data, tmp_path):
+    st = rt.new_state(spec())
+    rt.save_state(st, tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match="another spec"):
+        rt.load_state(spec(frac=0.1), tmp_path / "s.safetensors")
+
+
+def test_checkpoints_of_older_specs_load_when_new_fields_are_at_their_defaults():
+    saved = json.loads(json.dumps(rt.spec_key(spec())))
+    assert rt.same_spec(saved, spec())
+    older = {k: v for k, v in saved.items() if k != "task_mix"}  # written before task_mix existed
+    del older["train"]["eval_windows"]  # and before a train-config field
+    assert rt.same_spec(older, spec())
+    assert not rt.same_spec(older, dataclasses.replace(spec(), task_mix=0.05))  # a real change
+    assert not rt.same_spec({**saved, "task_mix": 0.05}, spec())
+    assert not rt.same_spec({**saved, "version": "other"}, spec())
+    changed = json.loads(json.dumps(saved))
+    changed["train"]["steps"] = 13
+    assert not rt.same_spec(changed, spec())
+
+
+def test_train_set_stops_resumes_skips_and_exports(streams, tmp_path):
+    specs = [spec(steps=8, frac=1.0), spec(steps=8, frac=0.2)]
+    # "interrupt" after the first evaluation slice: nothing is done, a checkpoint exists
+    states = rt.train_set(specs, tmp_path / "set", checkpoint_s=0.0, stop_after_s=0.0, streams=streams)
+    assert [s.step for s in states] == [4, 0] and not any(s.done for s in states)
+    st0, st1 = (rt.run_status(sp, tmp_path / "set") for sp in specs)
+    assert (st0["step"], len(st0["eval"]), st1["step"], st1["eval"]) == (4, 1, 0, [])
+    lines = rt.status_lines(specs, tmp_path / "set")
+    assert lines[0].startswith(f"{specs[0].name} (sparse): step 4/8") and lines[1].split()[0] == "4"
+    assert rt.load_state(specs[0], tmp_path / "set" / specs[0].name / rt.STATE).step == 4
+    assert not (tmp_path / "set" / specs[1].name).exists()
+    states = rt.train_set(specs, tmp_path / "set", streams=streams)
+    assert all(s.done for s in states)
+    straight = rt.train_set(specs, tmp_path / "straight", streams=streams)
+    for a, b in zip(states, straight):
+        _same(a, b)
+    files = [tmp_path / "set" / sp.name / rt.STATE for sp in specs]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = rt.train_set(specs, tmp_path / "set", streams=streams)  # done: loaded, not retrained
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    for a, b in zip(again, states):
+        _same(a, b)
+    m = rt.export_set(states, tmp_path / "out", "cmd", "test")
+    assert json.loads((tmp_path / "out" / rt.MANIFEST).read_text()) == json.loads(json.dumps(m))
+    for entry, st in zip(m["models"], states):
+        w = checkpoints.load_compact(tmp_path / "out" / entry["file"])
+        for k, v in st.model.state_dict().items():
+            assert torch.equal(w[k], v)
+        assert set(entry["task_loss"]) == set(st.log["eval"][-1]["task_loss"])
+        assert entry["steps"] == 8 and entry["val_loss"] > 0
+    assert m["models"][1]["nonzero_fraction"] < 0.25 < m["models"][0]["nonzero_fraction"]
+    loaded = rt.load_set(tmp_path / "out")
+    assert [e["name"] for e, _ in loaded] == [s.name for s in specs]
+    for (_, model), st in zip(loaded, states):
+        for k, v in st.model.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v)
+
+
+def test_reference_set_is_ordered_and_wide_model_matches_nonzeros():
+    specs = rt.reference_set()
+    names = [s.name for s in specs]
+    assert len(set(names)) == len(names)
+    seeds = [s.train.seed for s in specs]
+    assert seeds == sorted(seeds) and set(seeds) >= {0, 1, 2}  # one seed of everything first
+    groups = {s.group for s in specs}
+    assert "dense" in groups and sum(g.startswith("sparse") for g in groups) >= 2
+    dense_cfgs = {(s.model.d_model, s.train.steps) for s in specs if s.group == "dense"}
+    assert len(dense_cfgs) >= 3
+    wide = next(s for s in specs if s.group.startswith("wide"))
+    narrow = next(s for s in specs if s.group == f"sparse {0.1:g}")
+    assert wide.model.d_model > narrow.model.d_model
+    assert abs(rt.nonzero_count(wide) / rt.nonzero_count(narrow) - 1) < 0.1
+    assert all(dataclasses.replace(s.train).steps % s.eval_every == 0 for s in specs)
+
+
+def test_mixed_stream_appends_the_task_share(streams):
+    tok, train, _ = streams["smoke"]
+    assert rt.mixed_stream(train, tok, 0.0) is train
+    mixed = rt.mixed_stream(train, tok, 0.1)
+    assert torch.equal(mixed[: train.numel()], train)
+    assert (mixed.numel() - train.numel()) / mixed.numel() == pytest.approx(0.1, abs=1e-3)
+
+
+def test_reference_set_export_fits_25_mb_and_estimate_matches_a_real_file(tmp_path):
+    assert sum(rt.export_bytes(s) for s in rt.reference_set()) <= 25e6
+    # the estimate is the real size to within a few kB
+    st = rt.new_state(spec(frac=0.2))
+    for p in st.model.sparsified_parameters().values():
+        p.data.copy_(rt.weight_sparsity.project_topk(p.data, 0.2))
+    checkpoints.save_compact(st.model.state_dict(), tmp_path / "m.safetensors")
+    size = (tmp_path / "m.safetensors").stat().st_size
+    assert abs(size - rt.export_bytes(spec(frac=0.2))) < 20_000  # zero biases and the header: a few kB
