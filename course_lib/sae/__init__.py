@@ -2,7 +2,9 @@
 
 Modules: ``model`` (the SAE and its losses), ``fast_grads`` (the one-GEMM TopK gradients),
 ``training`` (steps, loop, cache), ``evaluation`` (reconstruction, sparsity, downstream loss),
-``harvest`` and ``store`` (the on-disk activation store), ``saelens_io`` (SAELens's folder
+``harvest`` and ``store`` (the on-disk activation store), ``controls`` (single-factor controls of the
+dead-latent fixes), ``synthetic`` and ``recovery`` (ground truth: SAEs on synthetic features, MCC,
+absorption), ``saelens_io`` (SAELens's folder
 layout), ``dashboards`` (feature dashboards), ``steering`` (steer generation with a latent, latents on live
 text), ``plots``, and ``default`` (the course's default SAE,
 which notebook 04 loads). Notebooks write ``from course_lib import sae`` and use ``sae.SAEConfig``,
@@ -10,6 +12,7 @@ which notebook 04 loads). Notebooks write ``from course_lib import sae`` and use
 """
 
 from course_lib.sae import (
+    controls,
     dashboards,
     default,
     evaluation,
@@ -18,9 +21,11 @@ from course_lib.sae import (
     harvest,
     model,
     plots,
+    recovery,
     saelens_io,
     steering,
     store,
+    synthetic,
     training,
     widgets,
 )
@@ -49,7 +54,8 @@ from course_lib.sae.training import (
 )
 
 __all__ = [
-    "KINDS", "ActivationStore", "DefaultSAE", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
+    "KINDS", "ActivationStore", "DefaultSAE",
+    "controls", "recovery", "synthetic", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
     "SparseAutoencoder", "TrainHistory", "dashboards", "default", "default_configs", "evaluation", "exercises", "fast_grads",
     "geometric_median", "harvest", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
     "load_saelens", "model", "nmse", "plots", "relu_loss", "saelens_io", "save_saelens", "steering", "store",

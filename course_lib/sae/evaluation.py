@@ -168,3 +168,10 @@ def power_law_fit(x: Iterable[float], y: Iterable[float]) -> tuple[float, float]
     lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
     b, log_a = np.polyfit(lx, ly, 1)
     return float(math.exp(log_a)), float(b)
+
+
+def seed_summary(values: Iterable[float]) -> dict[str, float]:
+    """``{mean, std, min, max, n}`` of one metric over seeds (``std`` with ddof=1; 0 for a single seed)."""
+    a = np.asarray(list(values), dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
