@@ -182,7 +182,7 @@ def plot_fix_controls(dead: dict[str, list[float]], nmse: dict[str, list[float]]
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
     n_seeds = len(next(iter(dead.values())))
-    fig.suptitle(f"Each fix removed alone: {width} latents, {n_tokens / 1000:g}k tokens, {n_seeds} seed(s) "
+    fig.suptitle(f"Each fix removed alone: {width} latents, {n_tokens:,} training tokens, {n_seeds} seed(s) "
                  "(dots), mean and range (black)")
     fig.tight_layout()
     return fig

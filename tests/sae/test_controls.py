@@ -69,3 +69,15 @@ def test_effects_verdicts():
     s = controls.summarise(values)
     assert s["no median b_pre"]["mean"] == pytest.approx(0.45) and s["no median b_pre"]["std"] == pytest.approx(0.05)
     assert s["no fixes"]["n"] == 3 and s["no fixes"]["std"] == 0.0
+
+
+def test_plot_fix_controls_draws_every_seed():
+    import matplotlib.pyplot as plt
+
+    dead = {"all fixes": [0.0, 0.01], "no AuxK": [0.0, 0.0], "no tied init": [0.0, 0.02],
+            "no median b_pre": [0.3, 0.4], "no fixes": [0.5, 0.45]}
+    fig = sae.plots.plot_fix_controls(dead, {k: [1 - v[0], 1 - v[1]] for k, v in dead.items()}, 64, 1000)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(dead)
+    assert sum(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets")) >= 10
+    plt.close(fig)

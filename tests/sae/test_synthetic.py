@@ -93,6 +93,11 @@ def test_train_and_score_rows_and_table():
     assert set(t) == {("independent", "TopK k=2"), ("hierarchical", "TopK k=2")}
     sel = [r["decoder_mcc"] for r in rows if r["data"] == "hierarchical"]
     assert t[("hierarchical", "TopK k=2")]["mean"] == pytest.approx(sum(sel) / 2) and t[("hierarchical", "TopK k=2")]["n"] == 2
+    import matplotlib.pyplot as plt
+
+    for fig in (sae.plots.plot_synthetic_recovery(rows), sae.plots.plot_absorption(rows)):
+        assert len(fig.axes) == 2 and all(ax.has_data() for ax in fig.axes)
+        plt.close(fig)
 
 
 def test_an_sae_with_the_same_seed_does_not_start_from_the_true_features():
