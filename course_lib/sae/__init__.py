@@ -1,8 +1,10 @@
-"""Notebook 03: sparse autoencoders on a real LM's residual stream (TopK, Gao et al. 2024; ReLU + L1).
+"""Notebook 03: sparse autoencoders on a real LM's residual stream (TopK, Gao et al. 2024; ReLU + L1; JumpReLU; BatchTopK).
 
 Modules: ``model`` (the SAE and its losses), ``fast_grads`` (the one-GEMM TopK gradients),
 ``training`` (steps, loop, cache), ``evaluation`` (reconstruction, sparsity, downstream loss),
-``harvest`` and ``store`` (the on-disk activation store), ``saelens_io`` (SAELens's folder
+``harvest`` and ``store`` (the on-disk activation store), ``controls`` (single-factor controls of the
+dead-latent fixes), ``synthetic`` and ``recovery`` (ground truth: SAEs on synthetic features, MCC,
+absorption), ``saelens_io`` (SAELens's folder
 layout), ``dashboards`` (feature dashboards), ``steering`` (steer generation with a latent, latents on live
 text), ``plots``, and ``default`` (the course's default SAE,
 which notebook 04 loads). Notebooks write ``from course_lib import sae`` and use ``sae.SAEConfig``,
@@ -10,6 +12,7 @@ which notebook 04 loads). Notebooks write ``from course_lib import sae`` and use
 """
 
 from course_lib.sae import (
+    controls,
     dashboards,
     default,
     evaluation,
@@ -18,9 +21,11 @@ from course_lib.sae import (
     harvest,
     model,
     plots,
+    recovery,
     saelens_io,
     steering,
     store,
+    synthetic,
     training,
     widgets,
 )
@@ -53,9 +58,10 @@ from course_lib.sae.training import (
 
 __all__ = [
     "KINDS", "ActivationStore", "DefaultSAE", "HarvestConfig", "SAEConfig", "SAEKind", "SAETrainConfig",
-    "SparseAutoencoder", "TrainHistory", "batchtopk_loss", "dashboards", "default", "default_configs", "evaluation", "exercises", "fast_grads",
-    "geometric_median", "harvest", "jumprelu_loss", "load_or_harvest", "load_or_train", "load_or_train_default_sae",
-    "load_saelens", "model", "nmse", "plots", "relu_loss", "sae_loss", "saelens_io", "save_saelens", "steering", "store",
+    "SparseAutoencoder", "TrainHistory", "batchtopk_loss", "controls", "dashboards", "default", "default_configs",
+    "evaluation", "exercises", "fast_grads", "geometric_median", "harvest", "jumprelu_loss", "load_or_harvest",
+    "load_or_train", "load_or_train_default_sae", "load_saelens", "model", "nmse", "plots", "recovery", "relu_loss",
+    "sae_loss", "saelens_io", "save_saelens", "steering", "store", "synthetic",
     "topk_grads_autograd", "topk_grads_fast", "topk_loss", "train_on_store", "train_sae", "train_step",
     "training", "widgets", "write_store",
 ]

@@ -234,3 +234,9 @@ def power_law_fit_ci(x: Iterable[float], y: Iterable[float], level: float = 0.95
     se = math.sqrt(float(resid @ resid) / (n - 2) / float(((lx - lx.mean()) ** 2).sum()))
     half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
     return {"a": float(math.exp(log_a)), "b": float(b), "ci": (float(b - half), float(b + half)), "n": n}
+
+def seed_summary(values: Iterable[float]) -> dict[str, float]:
+    """``{mean, std, min, max, n}`` of one metric over seeds (``std`` with ddof=1; 0 for a single seed)."""
+    a = np.asarray(list(values), dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}

@@ -176,3 +176,99 @@ def activation_histogram(codes: Codes, latent: int, bins: int = 30) -> Figure:
     ax.set_ylabel("tokens")
     fig.tight_layout()
     return fig
+
+
+def _seed_dots(ax: Any, values: dict[str, list[float]], colors: list[str]) -> None:
+    """One column per key: each seed a dot (small horizontal jitter), the mean a bar with a min-max whisker."""
+    for i, v in enumerate(values.values()):
+        v = np.asarray(v, float)
+        jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, v, s=18, color=colors[i], alpha=0.8, zorder=3)
+        ax.errorbar(i, v.mean(), yerr=[[v.mean() - v.min()], [v.max() - v.mean()]], fmt="_", markersize=22,
+                    color="k", capsize=4, zorder=4)
+    ax.set_xticks(range(len(values)), list(values), rotation=20, ha="right")
+
+
+def plot_fix_controls(dead: dict[str, list[float]], nmse: dict[str, list[float]], width: int, n_tokens: int) -> Figure:
+    """Dead fraction and held-out NMSE of each fix config (keys as in :func:`course_lib.sae.controls.fix_controls`).
+
+    Each seed is a dot; the black bar is the mean, its whiskers the seeds' range.
+    """
+    names = list(dead)
+    colors = ["tab:green" if n == "all fixes" else "tab:red" if n == "no fixes" else "tab:blue" for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, values, label in ((axes[0], dead, "dead fraction (held-out: never fires)"),
+                              (axes[1], nmse, "NMSE (held-out)")):
+        _seed_dots(ax, values, colors)
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+    n_seeds = len(next(iter(dead.values())))
+    fig.suptitle(f"Each fix removed alone: {width} latents, {n_tokens:,} training tokens, {n_seeds} seed(s) "
+                 "(dots), mean and range (black)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_synthetic_recovery(rows: list[dict[str, Any]]) -> Figure:
+    """Recovery of known features: decoder MCC and activation MCC per dataset kind and SAE (dots = seeds)."""
+    datas = list(dict.fromkeys(r["data"] for r in rows))
+    saes = list(dict.fromkeys(r["sae"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    width = 0.8 / len(saes)
+    for ax, metric, title in ((axes[0], "decoder_mcc", "decoder MCC (matched cosine with true directions)"),
+                              (axes[1], "activation_mcc", "activation MCC (matched correlation with true codes)")):
+        for j, s in enumerate(saes):
+            for i, d in enumerate(datas):
+                v = np.array([r[metric] for r in rows if r["data"] == d and r["sae"] == s], float)
+                x = i + (j - (len(saes) - 1) / 2) * width
+                ax.bar(x, v.mean(), width * 0.9, color=f"C{j}", alpha=0.35, label=s if i == 0 else None)
+                ax.scatter(np.full(len(v), x), v, s=14, color=f"C{j}", zorder=3)
+        ax.set_xticks(range(len(datas)), datas)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("MCC (1 = every feature recovered)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_absorption(rows: list[dict[str, Any]], hierarchical: str = "hierarchical", control: str = "independent") -> Figure:
+    """Absorption and the child latents' lean toward the parent, against measured L0 (one point per SAE, seed mean).
+
+    Left: share of parent-and-child samples where the parent's latent is off and the child's on, on the
+    hierarchical data (solid) and on the control (dashed: same index groups, independent features).
+    Right: cosine between each child's latent's decoder row and its parent's true direction.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    saes = list(dict.fromkeys(r["sae"] for r in rows))
+    for ax, metric, ylabel in ((axes[0], "absorption", "absorption (parent latent off, child latent on)"),
+                               (axes[1], "child_parent_cosine", "cos(child's latent, parent direction)")):
+        for data, style in ((hierarchical, "-"), (control, "--")):
+            for kind, marker in (("topk", "o"), ("relu", "s")):
+                pts = []
+                for s in saes:
+                    sel = [r for r in rows if r["data"] == data and r["sae"] == s and r["kind"] == kind]
+                    if sel:
+                        y = np.array([r[metric] for r in sel], float)
+                        pts.append((np.mean([r["l0"] for r in sel]), y.mean(), y.min(), y.max(), s))
+                if not pts:
+                    continue
+                pts.sort()
+                x, y, lo, hi = (np.array([p[i] for p in pts]) for i in range(4))
+                color = "tab:purple" if data == hierarchical else "tab:gray"
+                ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt=marker + style, color=color, capsize=3,
+                            label=f"{'TopK' if kind == 'topk' else 'ReLU + L1'}, {data}"
+                            + (" (control)" if data == control else ""))
+                if data == hierarchical:
+                    for p in pts:
+                        ax.annotate(p[4], (p[0], p[1]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("L0 (active latents per sample)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Feature absorption: a child latent takes over its parent's direction (seed mean, range)")
+    fig.tight_layout()
+    return fig
