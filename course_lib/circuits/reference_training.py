@@ -46,7 +46,7 @@ from safetensors.torch import save_file
 
 from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits import pruning
-from course_lib.circuits.checkpoints import FORMAT, save_compact
+from course_lib.circuits.checkpoints import FORMAT, load_compact, save_compact
 from course_lib.circuits.tasks import SUITE, TaskData, make_task_data, task_corpus
 from course_lib.circuits.training import CircuitTrainConfig, eval_loss, lr_at, val_windows
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
@@ -510,8 +510,6 @@ def status_lines(specs: list[RunSpec], root: str | Path, every: int = 1) -> list
 
 def load_set(folder: str | Path, device: torch.device | str = "cpu") -> list[tuple[dict, SparseTransformer]]:
     """The models of an exported set, as ``(manifest entry, model in eval mode)``, in the set's order."""
-    from course_lib.circuits.checkpoints import load_compact
-
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text())
     out = []
