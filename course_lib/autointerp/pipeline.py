@@ -167,16 +167,8 @@ def _metric(value: Any) -> float | None:
 
 
 def lm_records_of(result: Result) -> UnitRecords:
-    """The unit's records as the LM scorers of ``result`` saw them: the test records whose windows are in
-    ``extra["lm_windows"]`` (a subset, :attr:`Scorers.lm_records`), else all of them."""
-    ur = result.unit_records()
-    keep = result.extra.get("lm_windows")
-    if keep is None:
-        return ur
-    k = set(keep)
-    return dataclasses.replace(ur, test_top=[r for r in ur.test_top if r.window in k],
-                               test_quantile=[r for r in ur.test_quantile if r.window in k],
-                               test_random=[r for r in ur.test_random if r.window in k])
+    """The records the LM scorers of ``result`` saw (:meth:`~.results.Result.lm_unit_records`)."""
+    return result.lm_unit_records()
 
 
 def rescore(result: Result, correlation_fn: Callable[..., Any] = pooled_correlation,
@@ -378,3 +370,53 @@ def explain_text(text: str, unit: str, explainer: str = "human") -> Explanation:
     """Wrap a typed explanation (the "explain it yourself" widget) with the same parsing rules."""
     parsed, reason = parse_explanation(text)
     return Explanation(unit=unit, explainer=explainer, text=parsed, reason=reason, raw=text)
+
+
+COST_STAGES: tuple[str, ...] = ("explain", "keyword", "embedding", "simulation", "detection_and_fuzzing",
+                                "surprisal", "intruder")
+
+
+def cost_per_unit(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
+    """Mean CPU seconds per unit of each stage (``extra["seconds"]``), per explainer: ``{explainer: {stage:
+    {"cpu_s_per_unit", "cpu_s_per_record", "n_units", "records_per_unit"}}}``.
+
+    ``records_per_unit``: the test records the stage scored (every record for the keyword simulator and
+    the embedding scorer, the LM subset for the LM scorers, the train records shown for ``explain``).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for ex in dict.fromkeys(r.explainer for r in results):
+        rows = [r for r in results if r.explainer == ex and r.extra.get("seconds")]
+        per: dict[str, Any] = {}
+        for stage in COST_STAGES:
+            have = [r for r in rows if stage in r.extra["seconds"]]
+            if not have:
+                continue
+            secs = [float(r.extra["seconds"][stage]) for r in have]
+            if stage == "explain":
+                n_rec = [len(r.records.get("train", [])) for r in have]
+            elif stage in ("keyword", "embedding"):
+                n_rec = [len(r.unit_records().test) for r in have]
+            else:
+                n_rec = [len(r.lm_unit_records().test) for r in have]
+            mean_rec = sum(n_rec) / len(n_rec)
+            per[stage] = {"cpu_s_per_unit": sum(secs) / len(secs), "n_units": len(have),
+                          "records_per_unit": mean_rec,
+                          "cpu_s_per_record": (sum(secs) / len(secs)) / mean_rec if mean_rec else None}
+        out[ex] = per
+    return out
+
+
+def cost_markdown(cost: dict[str, dict[str, Any]]) -> str:
+    """:func:`cost_per_unit` as a Markdown table ("what it costs per unit"), every number from the run."""
+    lines = ["| explainer | stage | units | records per unit | CPU s per unit | CPU s per record |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for ex, per in cost.items():
+        for stage, c in per.items():
+            rec = "-" if c["cpu_s_per_record"] is None else f"{c['cpu_s_per_record']:.3f}"
+            lines.append(f"| {ex} | {stage} | {c['n_units']} | {c['records_per_unit']:.1f} | "
+                         f"{c['cpu_s_per_unit']:.2f} | {rec} |")
+        total = sum(c["cpu_s_per_unit"] for c in per.values())
+        lines.append(f"| {ex} | **all stages** | | | **{total:.2f}** | |")
+    if len(lines) == 2:
+        return "No timings in these results (all read back from an older cache)."
+    return "\n".join(lines)

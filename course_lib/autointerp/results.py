@@ -56,6 +56,18 @@ class Result:
     def unit_records(self) -> UnitRecords:
         return UnitRecords.from_dict(self.records)
 
+    def lm_unit_records(self) -> UnitRecords:
+        """The unit's records as its LM scorers saw them: the test records whose windows are in
+        ``extra["lm_windows"]`` (a subset, :attr:`~.pipeline.Scorers.lm_records`), else all of them."""
+        ur = self.unit_records()
+        keep = self.extra.get("lm_windows")
+        if keep is None:
+            return ur
+        k = set(keep)
+        return dataclasses.replace(ur, test_top=[r for r in ur.test_top if r.window in k],
+                                   test_quantile=[r for r in ur.test_quantile if r.window in k],
+                                   test_random=[r for r in ur.test_random if r.window in k])
+
 
 def save_jsonl(results: Iterable[Result], path: str | Path) -> Path:
     """Write one JSON object per line, atomically."""
@@ -141,6 +153,48 @@ def summarise(results: Sequence[Result], explainer: str | None = None, seed: int
                           "median": float(np.median(vals)) if vals else None, "n": len(vals),
                           "ci95": None if ci is None else list(ci)}
         out[kind] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- per quantile
+
+PER_QUANTILE: dict[str, str] = {"detection_auroc": "detection_p_yes", "embedding_auroc": "embedding_similarity"}
+
+
+def per_quantile(results: Sequence[Result], key: str = "detection_auroc", seed: int = 0) -> dict[str, dict[str, Any]]:
+    """A score's AUROC per group of activating test records, each group against the unit's random records.
+
+    Groups: ``"top"`` (the top-activating records) and ``"q0"``, ``"q1"``, ... (quantile bins, q0 the
+    strongest). Per unit and group: the AUROC of that group's predictions (``PER_QUANTILE[key]``:
+    P(Yes) or similarity, as stored) against those of the unit's random records; then the mean over
+    units with its 95% bootstrap CI. Returns ``{group: {"mean", "ci95", "n_units", "n_records"}}``.
+    """
+    from course_lib.autointerp.scoring import auroc
+
+    pred_key = PER_QUANTILE[key]
+    per_group: dict[str, list[float]] = {}
+    n_records: dict[str, int] = {}
+    for r in results:
+        p = r.extra.get(pred_key)
+        if p is None or r.explanation is None:
+            continue
+        ur = r.lm_unit_records() if pred_key == "detection_p_yes" else r.unit_records()
+        if len(p) != len(ur.test):
+            continue
+        groups = ["top"] * len(ur.test_top) + [f"q{x.quantile}" for x in ur.test_quantile] + [None] * len(ur.test_random)
+        neg = [float(v) for v, g in zip(p, groups) if g is None]
+        if not neg:
+            continue
+        for g in dict.fromkeys(x for x in groups if x is not None):
+            pos = [float(v) for v, gg in zip(p, groups) if gg == g]
+            per_group.setdefault(g, []).append(auroc([1] * len(pos) + [0] * len(neg), pos + neg))
+            n_records[g] = n_records.get(g, 0) + len(pos)
+    out = {}
+    for g in sorted(per_group, key=lambda x: (x != "top", x)):
+        v = per_group[g]
+        ci = bootstrap_ci(v, seed=seed)
+        out[g] = {"mean": float(np.mean(v)), "ci95": None if ci is None else list(ci), "n_units": len(v),
+                  "n_records": n_records[g]}
     return out
 
 
@@ -302,4 +356,23 @@ def explainer_markdown(results: Sequence[Result], baseline: str, main: str, know
             lines.append(f"* {key}: baseline {_fmt(mb, cb)}, {main} {_fmt(mm, cm)} -- {cmp}.")
     if not usable:
         lines.append("* No scorer passed its gates, so this run cannot compare the explainers.")
+    return "\n".join(lines)
+
+
+def per_quantile_markdown(tables: dict[str, dict[str, dict[str, Any]]],
+                          gates: dict[str, dict[str, Any]] | None = None) -> str:
+    """:func:`per_quantile` tables (``{score key: table}``) as one Markdown table; a scorer that failed its
+    gates is marked so."""
+    groups = list(dict.fromkeys(g for t in tables.values() for g in t))
+    if not groups:
+        return "No activating records with per-record predictions in this run."
+    lines = ["| scorer | " + " | ".join(groups) + " |", "| --- |" + " --- |" * len(groups)]
+    for key, t in tables.items():
+        failed = gates is not None and key in gates and not gates[key]["pass"]
+        name = f"~~{key}~~ (failed its gates)" if failed else key
+        cells = []
+        for g in groups:
+            e = t.get(g)
+            cells.append("-" if e is None else f"{_fmt(e['mean'], e['ci95'])} (n={e['n_units']})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

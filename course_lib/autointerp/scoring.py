@@ -27,7 +27,7 @@ plus activating records across activation quantiles when the records have them (
   text (all-MiniLM-L6-v2); label 1 for activating records.
 
 * **intruder** (delphi): no explanation at all. Each question shows ``k`` records -- ``k - 1``
-  top-activating ones and one random (the intruder) at a random place, labelled A, B, ... -- and asks
+  activating (top or quantile) ones and one random (the intruder) at a random place, labelled A, B, ... -- and asks
   which one does not belong; the answer is the argmax of ``P(letter)`` over the ``k`` letters.
   Reported as accuracy (chance ``1/k``) and the mean probability given to the intruder. It measures
   whether the unit's top records share something a reader can see, i.e. interpretability before
@@ -330,11 +330,11 @@ def intruder_score(lm: LocalLM, ur: UnitRecords, generator: torch.Generator, k: 
     """delphi's intruder test (module docstring): one question per random test record, one forward.
 
     Returns ``{"accuracy", "p_intruder", "chance", "n_questions", "answers", "intruders"}``; NaN
-    accuracy when the unit has fewer than ``k - 1`` top or no random test records.
+    accuracy when the unit has fewer than ``k - 1`` activating (top or quantile) or no random test records.
     """
     if not 2 <= k <= len(LETTERS):
         raise ValueError(f"k must be in 2..{len(LETTERS)}")
-    top, rnd = list(ur.test_top), list(ur.test_random)
+    top, rnd = [*ur.test_top, *ur.test_quantile], list(ur.test_random)  # activating records, intruders
     nan = {"accuracy": float("nan"), "p_intruder": float("nan"), "chance": 1.0 / k, "n_questions": 0,
            "answers": [], "intruders": []}
     if len(top) < k - 1 or not rnd:
