@@ -59,6 +59,9 @@ class Scorers:
     lm_records: tuple[int, int, int] | None = None  # LM scorers see at most (top, quantile, random) test
     #   records of a unit, drawn at random with the seed (None: all); keyword + embedding see all
     embedding_cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # record text -> vector
+    intruder_cache: dict[tuple[Any, ...], float] = dataclasses.field(default_factory=dict, repr=False)
+    #   (unit, test windows) -> intruder accuracy: the intruder test reads no explanation, so a unit's second
+    #   explainer (or the widget's next press) reuses the first one's forward
 
     @classmethod
     def from_local(cls, lm: Any, embedder: Any = None, seed: int = 0, delphi_extra: bool = False) -> Scorers:
@@ -150,9 +153,12 @@ class Scorers:
                 scores["surprisal_auroc"] = s["auroc"]
                 extra["surprisal_gain"], extra["surprisal_labels"] = s["gain"], s["labels"]
                 extra["seconds"]["surprisal"] = clock() - t0
-                t0 = clock()  # the intruder test reads no explanation
-                scores["intruder_accuracy"] = intruder_score(
-                    self.delphi_lm, sub, torch.Generator().manual_seed(self.seed))["accuracy"]
+                t0 = clock()  # the intruder test reads no explanation: computed once per unit and records
+                key = (ur.unit, tuple(r.window for r in sub.test), self.seed)
+                if key not in self.intruder_cache:
+                    self.intruder_cache[key] = intruder_score(
+                        self.delphi_lm, sub, torch.Generator().manual_seed(self.seed))["accuracy"]
+                scores["intruder_accuracy"] = self.intruder_cache[key]
                 extra["seconds"]["intruder"] = clock() - t0
         return Result(unit=ur.unit, kind=ur.kind, explainer=expl.explainer, explanation=expl.text,
                       reason=expl.reason, scores=scores, records=ur.to_dict(), extra=extra)
