@@ -58,6 +58,7 @@ def plot_score_distributions(results: Sequence[Result], explainer: str,
     fig, axes = plt.subplots(1, len(keys), figsize=(2.7 * len(keys), 3.6), sharey=False)
     axes = np.atleast_1d(axes)
     rng = np.random.default_rng(0)
+    labelled: set[str] = set()  # kinds already in the legend (the first panel with data labels them)
     for ax, key in zip(axes, keys):
         failed = _failure(gates, key)
         for i, kind in enumerate(kinds):
@@ -66,10 +67,13 @@ def plot_score_distributions(results: Sequence[Result], explainer: str,
             if v:
                 m, ci = float(np.mean(v)), bootstrap_ci(v)
                 err = None if ci is None else [[max(0.0, m - ci[0])], [max(0.0, ci[1] - m)]]
+                first = kind not in labelled and not failed
                 ax.bar(i, m, yerr=err, capsize=4, ecolor=FAILED_COLOR if failed else "k", color=color,
-                       alpha=0.35, width=0.7, label=f"{kind} (mean, 95% bootstrap CI)" if key == keys[0] else None)
+                       alpha=0.35, width=0.7, label=f"{kind} (mean, 95% bootstrap CI)" if first else None)
                 ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=12, color=color,
-                           zorder=3, label=f"{kind} (unit)" if key == keys[0] else None)
+                           zorder=3, label=f"{kind} (unit)" if first else None)
+                if first:
+                    labelled.add(kind)
             ax.text(i, -0.04, f"n={len(v)}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=6,
                     color="gray")
         ax.axhline(CHANCE.get(key, 0.0), color="k", lw=0.8, ls="--")
@@ -81,7 +85,8 @@ def plot_score_distributions(results: Sequence[Result], explainer: str,
         ax.set_title(title, fontsize=8, color="gray" if failed else "k")
         ax.set_ylim(-1.05 if key.startswith("correlation") else -0.02, 1.05)
     axes[0].set_ylabel("score (dashed: chance)")
-    fig.legend(loc="lower center", ncol=6, fontsize=7, bbox_to_anchor=(0.5, -0.08))
+    if labelled:
+        fig.legend(loc="lower center", ncol=6, fontsize=7, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(f"Scores per unit kind, explanations by {explainer}"
                  + (" (grey: scorer failed its sanity gates)" if gates and any(_failure(gates, k) for k in keys) else ""))
     fig.tight_layout()
