@@ -156,8 +156,10 @@ class Scorers:
                 t0 = clock()  # the intruder test reads no explanation: computed once per unit and records
                 key = (ur.unit, tuple(r.window for r in sub.test), self.seed)
                 if key not in self.intruder_cache:
-                    self.intruder_cache[key] = intruder_score(
-                        self.delphi_lm, sub, torch.Generator().manual_seed(self.seed))["accuracy"]
+                    # seeded per unit: one seed for all units would put the intruder at the same letters in
+                    # every unit, and a model that always answers one letter would score the same everywhere
+                    g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(ur.unit.encode()) + 1)
+                    self.intruder_cache[key] = intruder_score(self.delphi_lm, sub, g)["accuracy"]
                 scores["intruder_accuracy"] = self.intruder_cache[key]
                 extra["seconds"]["intruder"] = clock() - t0
         return Result(unit=ur.unit, kind=ur.kind, explainer=expl.explainer, explanation=expl.text,
@@ -312,8 +314,9 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
 
 # Bump when a change to explaining or scoring changes what a result holds: cached results are then
 # recomputed instead of reused.
-RESULTS_VERSION = 3  # 2: results also hold fuzzing's P(Yes) and labels, the embedding similarities, surprisal's labels
+RESULTS_VERSION = 4  # 2: results also hold fuzzing's P(Yes) and labels, the embedding similarities, surprisal's labels
 # 3: quantile test records are positives; LM scorers may see a subset (lm_windows); CPU seconds per scorer
+# 4: the intruder's positions are seeded per unit
 
 
 def _settings(obj: Any) -> dict[str, Any]:
