@@ -149,7 +149,7 @@ def main() -> None:
                   for k in ("simulation", "detection_and_fuzzing")}
         print(f"explain_and_score, local path ({args.units} units, explain + simulate + detect + fuzz): "
               f"{wall:.1f} s -> {args.units / wall:.3f} units/s, {wall / args.units:.2f} s/unit "
-              f"(simulation {stages['simulation']:.2f} s, detection+fuzzing {stages['detection_and_fuzzing']:.2f} s, "
+              f"(CPU seconds per unit: simulation {stages['simulation']:.2f}, detection+fuzzing {stages['detection_and_fuzzing']:.2f}; "
               f"explanation the rest); failures {sum(pipeline.is_failure(r) for r in res)}; "
               f"rerun on the finished JSONL: {resumed * 1000:.0f} ms")
 

@@ -19,6 +19,8 @@ are plain Python lists, as the notebook passes them (a record's ``acts``, a resu
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -390,7 +392,8 @@ def _detection_unit() -> records.UnitRecords:
            rec(4, "top", ["  ", " def", " run", "(self"], [0.0, 2.9, 0.0, 0.0])]
     rnd = [rec(5, "random", [" import", " os", "\n"], [0.0, 0.0, 0.0]),
            rec(6, "random", [" x", " =", " 1", "\n"], [0.0, 0.1, 0.0, 0.0])]
-    return records.UnitRecords("token/ def", "token", 5.0, train, top, rnd)
+    quant = [dataclasses.replace(rec(7, "quantile", ["    ", "def", " g", "():"], [0.0, 1.2, 0.0, 0.0]), quantile=1)]
+    return records.UnitRecords("token/ def", "token", 5.0, train, top, rnd, test_quantile=quant)
 
 
 EXPLANATION = 'the keyword " def" that starts a function definition'
@@ -401,7 +404,7 @@ def _question(text: str, explanation: str = EXPLANATION) -> str:
 
 
 def check_detection_questions(fn: Callable[[str, records.UnitRecords], Any]) -> str:
-    """``fn(explanation, ur) -> (questions, labels)``: one question per test record, label 1 top / 0 random."""
+    """``fn(explanation, ur) -> (questions, labels)``: one question per test record, label 1 activating / 0 random."""
     ur = _detection_unit()
     try:
         out = fn(EXPLANATION, ur)
@@ -432,13 +435,16 @@ def check_detection_questions(fn: Callable[[str, records.UnitRecords], Any]) -> 
     text = scoring.record_text
     if any(q in {_question(text(r)) for r in ur.train} for q in questions):
         raise ExerciseError("detection_questions: you asked about ur.train, the records the explainer was shown; "
-                            "score on the held-out test records, ur.test_top and ur.test_random")
+                            "score on the held-out test records, ur.test (top, quantile and random)")
     if any("<<" in q for q in questions):
         raise ExerciseError("detection_questions: you marked tokens with << >>: detection shows the plain text (marking "
                             "the active tokens is the fuzzing scorer, and it would give the answer away)")
     if any("\t" in q or "<start>" in q for q in questions):
         raise ExerciseError("detection_questions: your questions show activations; detection shows the plain text "
                             "only (the activations are what the model must guess from the explanation)")
+    if questions == [_question(text(r)) for r in [*ur.test_top, *ur.test_random]]:
+        raise ExerciseError("detection_questions: the quantile records are missing: ur.test_quantile holds activating "
+                            "records of middling strength, label 1, between the top and the random ones (ur.test)")
     if questions == [_question(text(r)) for r in ur.test_top]:
         raise ExerciseError("detection_questions: only the top records: AUROC needs negatives too, the random records "
                             "ur.test_random with label 0")
@@ -454,15 +460,16 @@ def check_detection_questions(fn: Callable[[str, records.UnitRecords], Any]) -> 
             raise ExerciseError(f"detection_questions: {hint}")
     if questions == ref_q:
         if labels == [1 - v for v in ref_y]:
-            raise ExerciseError("detection_questions: the labels are inverted: a top-activating record (the unit "
-                                "fires) is label 1, a random record label 0")
+            raise ExerciseError("detection_questions: the labels are inverted: an activating (top or quantile) "
+                                "record is label 1, a random record label 0")
         if set(labels) == {1}:
             raise ExerciseError("detection_questions: every label is 1; the random records are the negatives, label 0")
         raise ExerciseError(f"detection_questions: right questions, wrong labels {labels}; expected {ref_y} (1 for "
-                            "each record of ur.test_top, then 0 for each of ur.test_random)")
+                            "each record of ur.test_top and ur.test_quantile, then 0 for each of ur.test_random)")
     if len(questions) != len(ref_q):
         raise ExerciseError(f"detection_questions: {len(questions)} questions for {len(ref_q)} test records "
-                            f"({len(ur.test_top)} top + {len(ur.test_random)} random): one question per test record")
+                            f"({len(ur.test_top)} top + {len(ur.test_quantile)} quantile + {len(ur.test_random)} random): one "
+                            "question per test record")
     i = next(i for i, (q, r) in enumerate(zip(questions, ref_q)) if q != r)
     j = next((k for k, (a, b) in enumerate(zip(questions[i], ref_q[i])) if a != b),
              min(len(questions[i]), len(ref_q[i])))

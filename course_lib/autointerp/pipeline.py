@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ class Scorers:
     keyword: KeywordSimulator = dataclasses.field(default_factory=KeywordSimulator)  # no-LLM simulator
     seed: int = 0  # seeds fuzzing's choice of wrongly marked tokens (and the intruder's records)
     delphi_lm: Any = None  # local LM for delphi's intruder + surprisal scorers (None: skip them)
+    lm_records: tuple[int, int, int] | None = None  # LM scorers see at most (top, quantile, random) test
+    #   records of a unit, drawn at random with the seed (None: all); keyword + embedding see all
+    embedding_cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # record text -> vector
+    intruder_cache: dict[tuple[Any, ...], float] = dataclasses.field(default_factory=dict, repr=False)
+    #   (unit, test windows) -> intruder accuracy: the intruder test reads no explanation, so a unit's second
+    #   explainer (or the widget's next press) reuses the first one's forward
 
     @classmethod
     def from_local(cls, lm: Any, embedder: Any = None, seed: int = 0, delphi_extra: bool = False) -> Scorers:
@@ -84,45 +91,77 @@ class Scorers:
         """
         return dataclasses.replace(self, simulator=None, yes_no=None, delphi_lm=None)
 
+    @property
+    def uses_lm(self) -> bool:
+        """Whether any scorer reads a language model (simulation, yes/no questions, intruder, surprisal)."""
+        return self.simulator is not None or self.yes_no is not None or self.delphi_lm is not None
+
+    def lm_subset(self, ur: UnitRecords) -> UnitRecords:
+        """The test records the LM scorers see (:attr:`lm_records`): a random subset of each kind, drawn
+        with a generator seeded by ``seed`` and the unit's name (the same records for every explainer)."""
+        if self.lm_records is None:
+            return ur
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(ur.unit.encode()))
+        return ur.subset(*self.lm_records, generator=g)
+
     def score(self, expl: Explanation, ur: UnitRecords) -> Result:
-        """All scores of one explanation (``None`` for every score when it is missing)."""
+        """All scores of one explanation (``None`` for every score when it is missing).
+
+        Keyword simulator and embedding score every test record; the LM scorers score
+        :meth:`lm_subset` (its windows kept in ``extra["lm_windows"]`` when it is a subset). The CPU
+        seconds of each scorer are kept in ``extra["seconds"]`` (process time: what it costs whatever
+        else runs on the machine).
+        """
         scores: dict[str, float | None] = {k: None for k in SCORE_KEYS}
         extra: dict[str, Any] = {"seconds": {}}
+        clock = time.process_time
         if expl.text is not None:
             t = expl.text
+            t0 = clock()
             sc, sim = simulation_score(self.keyword, t, ur)
+            extra["seconds"]["keyword"] = clock() - t0
             scores["correlation_keyword"] = sc["correlation"]
             scores["rsquared_keyword"], scores["absdev_keyword"] = sc["rsquared"], sc["absolute_dev_explained"]
             extra["simulated_keyword"] = [s.tolist() for s in sim]
+            sub = self.lm_subset(ur) if self.uses_lm else ur
+            if sub is not ur:
+                extra["lm_windows"] = [r.window for r in sub.test]
             if self.simulator is not None:
-                t0 = time.perf_counter()
-                sc, sim = simulation_score(self.simulator, t, ur)
-                extra["seconds"]["simulation"] = time.perf_counter() - t0
+                t0 = clock()
+                sc, sim = simulation_score(self.simulator, t, sub)
+                extra["seconds"]["simulation"] = clock() - t0
                 scores["correlation_llm"] = sc["correlation"]
                 scores["rsquared_llm"], scores["absdev_llm"] = sc["rsquared"], sc["absolute_dev_explained"]
                 extra["simulated"] = [s.tolist() for s in sim]
             if self.yes_no is not None:
-                t0 = time.perf_counter()
-                d, f = self.yes_no.detection_and_fuzzing(t, ur, torch.Generator().manual_seed(self.seed))
-                extra["seconds"]["detection_and_fuzzing"] = time.perf_counter() - t0
+                t0 = clock()
+                d, f = self.yes_no.detection_and_fuzzing(t, sub, torch.Generator().manual_seed(self.seed))
+                extra["seconds"]["detection_and_fuzzing"] = clock() - t0
                 scores["detection_auroc"], scores["detection_bacc"] = d["auroc"], d["balanced_accuracy"]
                 extra["detection_p_yes"] = d["p_yes"]
                 scores["fuzzing_auroc"], scores["fuzzing_bacc"] = f["auroc"], f["balanced_accuracy"]
                 extra["fuzzing_p_yes"], extra["fuzzing_labels"] = f["p_yes"], f["labels"]
             if self.embedder is not None:
-                e = embedding_score(self.embedder, t, ur)
+                t0 = clock()
+                e = embedding_score(self.embedder, t, ur, cache=self.embedding_cache)
+                extra["seconds"]["embedding"] = clock() - t0
                 scores["embedding_auroc"] = e["auroc"]
                 extra["embedding_similarity"] = e["similarity"]
             if self.delphi_lm is not None:
-                t0 = time.perf_counter()
-                s = surprisal_score(self.delphi_lm, t, ur)
+                t0 = clock()
+                s = surprisal_score(self.delphi_lm, t, sub)
                 scores["surprisal_auroc"] = s["auroc"]
                 extra["surprisal_gain"], extra["surprisal_labels"] = s["gain"], s["labels"]
-                extra["seconds"]["surprisal"] = time.perf_counter() - t0
-                t0 = time.perf_counter()  # the intruder test reads no explanation
-                scores["intruder_accuracy"] = intruder_score(
-                    self.delphi_lm, ur, torch.Generator().manual_seed(self.seed))["accuracy"]
-                extra["seconds"]["intruder"] = time.perf_counter() - t0
+                extra["seconds"]["surprisal"] = clock() - t0
+                t0 = clock()  # the intruder test reads no explanation: computed once per unit and records
+                key = (ur.unit, tuple(r.window for r in sub.test), self.seed)
+                if key not in self.intruder_cache:
+                    # seeded per unit: one seed for all units would put the intruder at the same letters in
+                    # every unit, and a model that always answers one letter would score the same everywhere
+                    g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(ur.unit.encode()) + 1)
+                    self.intruder_cache[key] = intruder_score(self.delphi_lm, sub, g)["accuracy"]
+                scores["intruder_accuracy"] = self.intruder_cache[key]
+                extra["seconds"]["intruder"] = clock() - t0
         return Result(unit=ur.unit, kind=ur.kind, explainer=expl.explainer, explanation=expl.text,
                       reason=expl.reason, scores=scores, records=ur.to_dict(), extra=extra)
 
@@ -135,27 +174,33 @@ def _metric(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def lm_records_of(result: Result) -> UnitRecords:
+    """The records the LM scorers of ``result`` saw (:meth:`~.results.Result.lm_unit_records`)."""
+    return result.lm_unit_records()
+
+
 def rescore(result: Result, correlation_fn: Callable[..., Any] = pooled_correlation,
             auroc_fn: Callable[..., Any] = auroc, balanced_accuracy_fn: Callable[..., Any] = balanced_accuracy) -> Result:
     """``result`` with its correlations, AUROCs and balanced accuracies recomputed by the given functions
     from the predictions it stores; every other score is kept.
 
     The predictions are what the models produced: the simulations (``extra["simulated"]``, LM, and
-    ``extra["simulated_keyword"]``), P(Yes) of detection (labels: 1 for the top test records, 0 for the
-    random ones) and of fuzzing, the embedding similarities and the surprisal gains. A score whose
+    ``extra["simulated_keyword"]``), P(Yes) of detection (labels: 1 for the activating test records, 0 for
+    the random ones, of the records the LM scorers saw: :func:`lm_records_of`) and of fuzzing, the embedding similarities and the surprisal gains. A score whose
     predictions the result does not hold is kept as it is. Balanced accuracy is read at threshold 0.5.
     With the default functions the scores are those :meth:`Scorers.score` computed (non-finite ones as
     None, as a reloaded result has them). Notebook 04 passes its learners' functions: the models'
     forwards are cached, the metrics computed from them are not.
     """
-    x, recs = result.extra, result.records
+    x = result.extra
     scores = dict(result.scores)
-    top, rnd = recs.get("test_top", []), recs.get("test_random", [])
-    real = [list(r["acts"]) for r in [*top, *rnd]]
-    labels = [1] * len(top) + [0] * len(rnd)
-    for key, sim_key in (("correlation_keyword", "simulated_keyword"), ("correlation_llm", "simulated")):
-        if sim_key in x and real:
-            scores[key] = _metric(simulation_correlation(real, [list(s) for s in x[sim_key]], correlation_fn))
+    ur = result.unit_records()
+    sub = lm_records_of(result)
+    real, labels = [list(r.acts) for r in ur.test], ur.test_labels
+    lm_real, lm_labels = [list(r.acts) for r in sub.test], sub.test_labels
+    for key, sim_key, rl in (("correlation_keyword", "simulated_keyword", real), ("correlation_llm", "simulated", lm_real)):
+        if sim_key in x and rl:
+            scores[key] = _metric(simulation_correlation(rl, [list(s) for s in x[sim_key]], correlation_fn))
 
     def auc(y: list[int], s: list[float]) -> float | None:
         return _metric(auroc_fn(y, list(s))) if y else None
@@ -165,7 +210,7 @@ def rescore(result: Result, correlation_fn: Callable[..., Any] = pooled_correlat
 
     if "detection_p_yes" in x:
         p = x["detection_p_yes"]
-        y = labels if len(p) == len(labels) else []
+        y = lm_labels if len(p) == len(lm_labels) else []
         scores["detection_auroc"], scores["detection_bacc"] = auc(y, p), bacc(y, p)
     if "fuzzing_p_yes" in x:
         p, y = x["fuzzing_p_yes"], list(x.get("fuzzing_labels", []))
@@ -248,8 +293,12 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
         for i in range(0, len(todo), max(1, batch_size)):
             batch = todo[i: i + max(1, batch_size)]
             new = []
-            for e, u in zip(_explain_batch(explainer, batch), batch):
+            t0 = time.process_time()
+            explained = _explain_batch(explainer, batch)
+            explain_s = (time.process_time() - t0) / len(batch)  # CPU seconds, shared evenly by the batch
+            for e, u in zip(explained, batch):
                 new.append(_score_one(scorers, name, e, u))
+                new[-1].extra.setdefault("seconds", {})["explain"] = explain_s
                 n_failed += is_failure(new[-1])
                 bar.update(1)  # per unit: a slow unit still shows progress
                 if n_failed:
@@ -265,7 +314,9 @@ def explain_and_score(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecord
 
 # Bump when a change to explaining or scoring changes what a result holds: cached results are then
 # recomputed instead of reused.
-RESULTS_VERSION = 2  # 2: results also hold fuzzing's P(Yes) and labels, the embedding similarities, surprisal's labels
+RESULTS_VERSION = 4  # 2: results also hold fuzzing's P(Yes) and labels, the embedding similarities, surprisal's labels
+# 3: quantile test records are positives; LM scorers may see a subset (lm_windows); CPU seconds per scorer
+# 4: the intruder's positions are seeded per unit
 
 
 def _settings(obj: Any) -> dict[str, Any]:
@@ -300,7 +351,7 @@ def results_key(explainer: Any, scorers: Scorers, urs: Sequence[UnitRecords]) ->
         "scorers": {"simulator": _lm_key(getattr(scorers.simulator, "lm", None)),
                     "yes_no": _lm_key(getattr(scorers.yes_no, "lm", None)),
                     "delphi": _lm_key(scorers.delphi_lm), "embedder": scorers.embedder is not None,
-                    "seed": scorers.seed},
+                    "seed": scorers.seed, "lm_records": scorers.lm_records},
         "units": [u.to_dict() for u in urs],
     }
     spec["explainer"]["client"].pop("api_key_env", None)  # the variable's name is not an input
@@ -328,3 +379,53 @@ def explain_text(text: str, unit: str, explainer: str = "human") -> Explanation:
     """Wrap a typed explanation (the "explain it yourself" widget) with the same parsing rules."""
     parsed, reason = parse_explanation(text)
     return Explanation(unit=unit, explainer=explainer, text=parsed, reason=reason, raw=text)
+
+
+COST_STAGES: tuple[str, ...] = ("explain", "keyword", "embedding", "simulation", "detection_and_fuzzing",
+                                "surprisal", "intruder")
+
+
+def cost_per_unit(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
+    """Mean CPU seconds per unit of each stage (``extra["seconds"]``), per explainer: ``{explainer: {stage:
+    {"cpu_s_per_unit", "cpu_s_per_record", "n_units", "records_per_unit"}}}``.
+
+    ``records_per_unit``: the test records the stage scored (every record for the keyword simulator and
+    the embedding scorer, the LM subset for the LM scorers, the train records shown for ``explain``).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for ex in dict.fromkeys(r.explainer for r in results):
+        rows = [r for r in results if r.explainer == ex and r.extra.get("seconds")]
+        per: dict[str, Any] = {}
+        for stage in COST_STAGES:
+            have = [r for r in rows if stage in r.extra["seconds"]]
+            if not have:
+                continue
+            secs = [float(r.extra["seconds"][stage]) for r in have]
+            if stage == "explain":
+                n_rec = [len(r.records.get("train", [])) for r in have]
+            elif stage in ("keyword", "embedding"):
+                n_rec = [len(r.unit_records().test) for r in have]
+            else:
+                n_rec = [len(r.lm_unit_records().test) for r in have]
+            mean_rec = sum(n_rec) / len(n_rec)
+            per[stage] = {"cpu_s_per_unit": sum(secs) / len(secs), "n_units": len(have),
+                          "records_per_unit": mean_rec,
+                          "cpu_s_per_record": (sum(secs) / len(secs)) / mean_rec if mean_rec else None}
+        out[ex] = per
+    return out
+
+
+def cost_markdown(cost: dict[str, dict[str, Any]]) -> str:
+    """:func:`cost_per_unit` as a Markdown table ("what it costs per unit"), every number from the run."""
+    lines = ["| explainer | stage | units | records per unit | CPU s per unit | CPU s per record |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for ex, per in cost.items():
+        for stage, c in per.items():
+            rec = "-" if c["cpu_s_per_record"] is None else f"{c['cpu_s_per_record']:.3f}"
+            lines.append(f"| {ex} | {stage} | {c['n_units']} | {c['records_per_unit']:.1f} | "
+                         f"{c['cpu_s_per_unit']:.2f} | {rec} |")
+        total = sum(c["cpu_s_per_unit"] for c in per.values())
+        lines.append(f"| {ex} | **all stages** | | | **{total:.2f}** | |")
+    if len(lines) == 2:
+        return "No timings in these results (all read back from an older cache)."
+    return "\n".join(lines)

@@ -9,66 +9,101 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
 from course_lib.autointerp.records import UnitRecords
-from course_lib.autointerp.results import Result, bootstrap_ci
+from course_lib.autointerp.results import CHANCE as CHANCE_BY_KEY
+from course_lib.autointerp.results import Result, bootstrap_ci, gate_failure
 
 KIND_COLORS = {"sae": "tab:blue", "neuron": "tab:orange", "random": "tab:gray", "token": "tab:green"}
+FAILED_COLOR = "lightgray"  # every artist of a scorer that failed its sanity gates
 SCORE_LABELS = {
     "correlation_llm": "correlation\n(135M simulator)",
     "correlation_keyword": "correlation\n(keyword simulator)",
     "detection_auroc": "detection AUROC",
     "fuzzing_auroc": "fuzzing AUROC",
     "embedding_auroc": "embedding AUROC",
+    "surprisal_auroc": "surprisal AUROC",
+    "intruder_accuracy": "intruder accuracy",
 }
-CHANCE = {"correlation_llm": 0.0, "correlation_keyword": 0.0, "detection_auroc": 0.5,
-          "fuzzing_auroc": 0.5, "embedding_auroc": 0.5}
+CHANCE = CHANCE_BY_KEY
 
 
 def _vals(results: Sequence[Result], key: str) -> list[float]:
     return [v for r in results if (v := r.scores.get(key)) is not None and math.isfinite(v)]
 
 
+def _failure(gates: dict[str, dict[str, Any]] | None, key: str) -> str | None:
+    """``"failed gate: ..."`` when ``gates`` says the scorer ``key`` failed (a scorer not gated: None)."""
+    return None if gates is None or key not in gates else gate_failure(gates[key])
+
+
 def plot_score_distributions(results: Sequence[Result], explainer: str,
                              kinds: Sequence[str] = ("sae", "neuron", "random"),
-                             keys: Sequence[str] = tuple(SCORE_LABELS)) -> Figure:
+                             keys: Sequence[str] = tuple(SCORE_LABELS),
+                             gates: dict[str, dict[str, Any]] | None = None) -> Figure:
     """One panel per scorer: each unit's score as a dot, per unit kind, with the kind's mean (bar) and
-    its 95% bootstrap confidence interval over units (:func:`~.results.bootstrap_ci`)."""
+    its 95% bootstrap confidence interval over units (:func:`~.results.bootstrap_ci`); ``n`` under
+    each bar.
+
+    ``gates`` (:func:`~.results.sanity_gates`): a scorer that failed its gates is drawn in
+    :data:`FAILED_COLOR` with ``"failed gate: ..."`` in its panel's title -- its numbers are shown,
+    not to be read as a result.
+    """
     rows = [r for r in results if r.explainer == explainer]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.4), sharey=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.7 * len(keys), 3.6), sharey=False)
     axes = np.atleast_1d(axes)
     rng = np.random.default_rng(0)
+    labelled: set[str] = set()  # kinds already in the legend (the first panel with data labels them)
     for ax, key in zip(axes, keys):
+        failed = _failure(gates, key)
         for i, kind in enumerate(kinds):
             v = _vals([r for r in rows if r.kind == kind], key)
+            color = FAILED_COLOR if failed else KIND_COLORS.get(kind, "k")
             if v:
                 m, ci = float(np.mean(v)), bootstrap_ci(v)
                 err = None if ci is None else [[max(0.0, m - ci[0])], [max(0.0, ci[1] - m)]]
-                ax.bar(i, m, yerr=err, capsize=4, ecolor="k", color=KIND_COLORS.get(kind, "k"), alpha=0.35,
-                       width=0.7, label=f"{kind} (mean, 95% bootstrap CI)" if key == keys[0] else None)
-                ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=16, color=KIND_COLORS.get(kind, "k"),
-                           zorder=3, label=f"{kind} (unit)" if key == keys[0] else None)
+                first = kind not in labelled and not failed
+                ax.bar(i, m, yerr=err, capsize=4, ecolor=FAILED_COLOR if failed else "k", color=color,
+                       alpha=0.35, width=0.7, label=f"{kind} (mean, 95% bootstrap CI)" if first else None)
+                ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=12, color=color,
+                           zorder=3, label=f"{kind} (unit)" if first else None)
+                if first:
+                    labelled.add(kind)
+            ax.text(i, -0.04, f"n={len(v)}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=6,
+                    color="gray")
         ax.axhline(CHANCE.get(key, 0.0), color="k", lw=0.8, ls="--")
         ax.set_xticks(range(len(kinds)), kinds)
-        ax.set_title(SCORE_LABELS.get(key, key), fontsize=9)
+        ax.tick_params(axis="x", pad=9)
+        title = SCORE_LABELS.get(key, key)
+        if failed:
+            title += "\n" + failed.replace("; ", ";\n")
+        ax.set_title(title, fontsize=8, color="gray" if failed else "k")
         ax.set_ylim(-1.05 if key.startswith("correlation") else -0.02, 1.05)
-        ax.set_xlabel("unit kind")
     axes[0].set_ylabel("score (dashed: chance)")
-    fig.legend(loc="lower center", ncol=6, fontsize=7, bbox_to_anchor=(0.5, -0.08))
-    fig.suptitle(f"Scores per unit kind, explanations by {explainer}")
+    if labelled:
+        fig.legend(loc="lower center", ncol=6, fontsize=7, bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle(f"Scores per unit kind, explanations by {explainer}"
+                 + (" (grey: scorer failed its sanity gates)" if gates and any(_failure(gates, k) for k in keys) else ""))
     fig.tight_layout()
     return fig
 
 
-def plot_explainer_comparison(results: Sequence[Result], keys: Sequence[str] = tuple(SCORE_LABELS)) -> Figure:
-    """Mean score (+/- standard error) per scorer for each explainer, all unit kinds pooled."""
+def plot_explainer_comparison(results: Sequence[Result], keys: Sequence[str] = tuple(SCORE_LABELS),
+                              gates: dict[str, dict[str, Any]] | None = None) -> Figure:
+    """Mean score (+/- standard error) per scorer for each explainer, all unit kinds pooled.
+
+    ``gates``: the bars of a scorer that failed its gates are drawn in :data:`FAILED_COLOR` and its
+    label says ``"failed gate: ..."``.
+    """
     explainers = sorted({r.explainer for r in results})
-    fig, ax = plt.subplots(figsize=(1.6 * len(keys) + 2, 3.6))
+    fig, ax = plt.subplots(figsize=(1.7 * len(keys) + 2, 4.2))
     width = 0.8 / max(1, len(explainers))
+    failed = {k: _failure(gates, k) for k in keys}
     for j, ex in enumerate(explainers):
         rows = [r for r in results if r.explainer == ex]
         means, errs = [], []
@@ -78,13 +113,24 @@ def plot_explainer_comparison(results: Sequence[Result], keys: Sequence[str] = t
             errs.append(float(np.std(v) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
         x = np.arange(len(keys)) + (j - (len(explainers) - 1) / 2) * width
         n_missing = sum(r.explanation is None for r in rows)
-        ax.bar(x, means, width, yerr=errs, capsize=3, label=f"{ex} ({n_missing} missing)")
+        bars = ax.bar(x, means, width, yerr=errs, capsize=3, label=f"{ex} ({n_missing} missing)",
+                      color=f"C{j}")
+        for b, key in zip(bars, keys):
+            if failed[key]:
+                b.set_facecolor(FAILED_COLOR)
+                b.set_edgecolor(f"C{j}")  # the explainer stays readable by its outline
+                b.set_hatch("//" if j % 2 else "")
     for i, key in enumerate(keys):
         ax.hlines(CHANCE.get(key, 0.0), i - 0.45, i + 0.45, color="k", lw=0.8, ls="--")
-    ax.set_xticks(range(len(keys)), [SCORE_LABELS.get(k, k) for k in keys], fontsize=8)
+    ax.set_xticks(range(len(keys)), [SCORE_LABELS.get(k, k) + ("\n(failed gate)" if failed[k] else "") for k in keys],
+                  fontsize=7)
+    for t, key in zip(ax.get_xticklabels(), keys):
+        if failed[key]:
+            t.set_color("gray")
     ax.set_ylabel("mean score over units (dashed: chance)")
-    ax.set_title("Explainer comparison")
-    ax.legend(fontsize=8)
+    bad = [f"{k}: {failed[k].removeprefix('failed gate: ')}" for k in keys if failed[k]]
+    ax.set_title("Explainer comparison" + ("\ngrey = failed gate: " + "; ".join(bad) if bad else ""), fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

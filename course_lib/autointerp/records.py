@@ -7,7 +7,11 @@ activation at every token. For each unit we draw, from ``acts [n_windows, pos, n
   ``sampling="quantiles"`` (EleutherAI delphi) -- windows spread evenly over ``n_quantiles``
   quantile bins of the window maxima among activating windows;
 * **test** records (used by the scorers): top-activating windows and random windows, 1:1 (the
-  ratio is kept when a sparse unit has fewer activating windows than asked for).
+  ratio is kept when a sparse unit has fewer activating windows than asked for), and -- with
+  ``n_test_quantile > 0`` (delphi) -- activating windows drawn evenly from ``n_quantiles`` quantile
+  bins of the window maxima (bin 0 the strongest), so that scorers also see mid-activation examples.
+  Top and quantile test records are the *activating* (positive) records of detection, embedding and
+  surprisal; random ones the negatives. Each quantile record carries its bin (``Record.quantile``).
 
 Windows are picked by their maximum activation; a window index is used at most once per unit, so
 train and test records never overlap. Windows are non-overlapping slices of held-out text.
@@ -37,7 +41,8 @@ class RecordConfig:
     n_test_top: int = 5  # top-activating test records (scored)
     n_test_random: int = 5  # random test records (scored); 1:1 with n_test_top by default
     sampling: Sampling = "top"  # "top" or "quantiles": how train records are chosen
-    n_quantiles: int = 5  # bins for sampling="quantiles"
+    n_quantiles: int = 5  # quantile bins (train records with sampling="quantiles"; quantile test records)
+    n_test_quantile: int = 0  # activating test records spread over the n_quantiles bins (0: none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Record:
     tokens: list[int]  # token ids (BOS removed)
     strings: list[str]  # token strings, as the tokenizer decodes each one
     acts: list[float]  # the unit's activation at each token
+    quantile: int | None = None  # quantile bin of a quantile record (0: strongest), else None
 
     @property
     def max_act(self) -> float:
@@ -72,10 +78,31 @@ class UnitRecords:
     train: list[Record]  # shown to the explainer
     test_top: list[Record]  # top-activating, scored
     test_random: list[Record]  # random, scored
+    test_quantile: list[Record] = dataclasses.field(default_factory=list)  # activating, across quantiles
 
     @property
     def test(self) -> list[Record]:
-        return [*self.test_top, *self.test_random]
+        """Every test record: the top ones, then the quantile ones, then the random ones."""
+        return [*self.test_top, *self.test_quantile, *self.test_random]
+
+    @property
+    def test_labels(self) -> list[int]:
+        """One label per record of :attr:`test`: 1 for an activating (top or quantile) record, 0 for a random one."""
+        return [1] * (len(self.test_top) + len(self.test_quantile)) + [0] * len(self.test_random)
+
+    def subset(self, n_top: int, n_quantile: int, n_random: int, generator: torch.Generator) -> UnitRecords:
+        """The same unit with at most ``n_top`` / ``n_quantile`` / ``n_random`` test records of each kind,
+        drawn at random (order kept); train records unchanged. The LM scorers' tier uses it."""
+
+        def pick(recs: list[Record], n: int) -> list[Record]:
+            if n >= len(recs):
+                return list(recs)
+            keep = sorted(torch.randperm(len(recs), generator=generator)[:n].tolist())
+            return [recs[i] for i in keep]
+
+        return dataclasses.replace(self, test_top=pick(self.test_top, n_top),
+                                   test_quantile=pick(self.test_quantile, n_quantile),
+                                   test_random=pick(self.test_random, n_random))
 
     @property
     def alive(self) -> bool:
@@ -84,14 +111,16 @@ class UnitRecords:
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "kind": self.kind, "max_act": self.max_act,
                 "train": [r.to_dict() for r in self.train], "test_top": [r.to_dict() for r in self.test_top],
-                "test_random": [r.to_dict() for r in self.test_random]}
+                "test_random": [r.to_dict() for r in self.test_random],
+                "test_quantile": [r.to_dict() for r in self.test_quantile]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UnitRecords:
         return cls(unit=d["unit"], kind=d["kind"], max_act=d["max_act"],
                    train=[Record.from_dict(r) for r in d["train"]],
                    test_top=[Record.from_dict(r) for r in d["test_top"]],
-                   test_random=[Record.from_dict(r) for r in d["test_random"]])
+                   test_random=[Record.from_dict(r) for r in d["test_random"]],
+                   test_quantile=[Record.from_dict(r) for r in d.get("test_quantile", [])])
 
 
 def discretise(acts: np.ndarray | Sequence[float] | torch.Tensor, max_act: float) -> np.ndarray:
@@ -116,11 +145,25 @@ def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 
 
 def _record(window: int, kind: RecordKind, tokens: torch.Tensor, acts: torch.Tensor, tokenizer: Any,
-            skip_first: bool) -> Record:
+            skip_first: bool, quantile: int | None = None) -> Record:
     t = tokens[1:] if skip_first else tokens
     a = acts[1:] if skip_first else acts
     ids = [int(i) for i in t]
-    return Record(window, kind, ids, token_strings(tokenizer, ids), [float(x) for x in a])
+    return Record(window, kind, ids, token_strings(tokenizer, ids), [float(x) for x in a], quantile)
+
+
+def quantile_picks(ranked: Sequence[int], n_bins: int, n: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """``n`` items of ``ranked`` (strongest first) spread evenly over ``n_bins`` equal-count bins:
+    ``[(item, bin)]``, bin 0 the strongest, items drawn at random inside each bin (bins in order)."""
+    if not ranked or n <= 0:
+        return []
+    bins = np.array_split(np.asarray(ranked), max(1, min(n_bins, len(ranked))))
+    per_bin = [n // len(bins) + (1 if b < n % len(bins) else 0) for b in range(len(bins))]
+    out: list[tuple[int, int]] = []
+    for b, (items, k) in enumerate(zip(bins, per_bin)):
+        for i in torch.randperm(len(items), generator=generator)[:k].tolist():
+            out.append((int(items[i]), b))
+    return out
 
 
 def build_unit_records(
@@ -168,6 +211,10 @@ def build_unit_records(
             train_idx = train_idx[: cfg.n_train]
     used.update(train_idx)
     used.update(test_top_idx)
+    # quantile test records: activating windows not used yet, spread over quantile bins of their maxima
+    quant = quantile_picks([int(i) for i in order if win_max[i] > 0 and int(i) not in used], cfg.n_quantiles,
+                           cfg.n_test_quantile, generator)
+    used.update(i for i, _ in quant)
     free = [i for i in torch.randperm(windows.shape[0], generator=generator).tolist() if i not in used]
     # keep the top:random ratio even when fewer activating windows exist than asked for
     n_random = cfg.n_test_random
@@ -180,7 +227,9 @@ def build_unit_records(
         return [_record(i, k, windows[i], acts[i], tokenizer, skip_first) for i in idx]
 
     return UnitRecords(unit=unit, kind=kind, max_act=max_act, train=recs(train_idx, train_kind),
-                       test_top=recs(test_top_idx, "top"), test_random=recs(random_idx, "random"))
+                       test_top=recs(test_top_idx, "top"), test_random=recs(random_idx, "random"),
+                       test_quantile=[_record(i, "quantile", windows[i], acts[i], tokenizer, skip_first, b)
+                                      for i, b in quant])
 
 
 def build_records(

@@ -56,6 +56,18 @@ class Result:
     def unit_records(self) -> UnitRecords:
         return UnitRecords.from_dict(self.records)
 
+    def lm_unit_records(self) -> UnitRecords:
+        """The unit's records as its LM scorers saw them: the test records whose windows are in
+        ``extra["lm_windows"]`` (a subset, :attr:`~.pipeline.Scorers.lm_records`), else all of them."""
+        ur = self.unit_records()
+        keep = self.extra.get("lm_windows")
+        if keep is None:
+            return ur
+        k = set(keep)
+        return dataclasses.replace(ur, test_top=[r for r in ur.test_top if r.window in k],
+                                   test_quantile=[r for r in ur.test_quantile if r.window in k],
+                                   test_random=[r for r in ur.test_random if r.window in k])
+
 
 def save_jsonl(results: Iterable[Result], path: str | Path) -> Path:
     """Write one JSON object per line, atomically."""
@@ -144,36 +156,85 @@ def summarise(results: Sequence[Result], explainer: str | None = None, seed: int
     return out
 
 
+# --------------------------------------------------------------------------- per quantile
+
+PER_QUANTILE: dict[str, str] = {"detection_auroc": "detection_p_yes", "embedding_auroc": "embedding_similarity"}
+
+
+def per_quantile(results: Sequence[Result], key: str = "detection_auroc", seed: int = 0) -> dict[str, dict[str, Any]]:
+    """A score's AUROC per group of activating test records, each group against the unit's random records.
+
+    Groups: ``"top"`` (the top-activating records) and ``"q0"``, ``"q1"``, ... (quantile bins, q0 the
+    strongest). Per unit and group: the AUROC of that group's predictions (``PER_QUANTILE[key]``:
+    P(Yes) or similarity, as stored) against those of the unit's random records; then the mean over
+    units with its 95% bootstrap CI. Returns ``{group: {"mean", "ci95", "n_units", "n_records"}}``.
+    """
+    from course_lib.autointerp.scoring import auroc
+
+    pred_key = PER_QUANTILE[key]
+    per_group: dict[str, list[float]] = {}
+    n_records: dict[str, int] = {}
+    for r in results:
+        p = r.extra.get(pred_key)
+        if p is None or r.explanation is None:
+            continue
+        ur = r.lm_unit_records() if pred_key == "detection_p_yes" else r.unit_records()
+        if len(p) != len(ur.test):
+            continue
+        groups = ["top"] * len(ur.test_top) + [f"q{x.quantile}" for x in ur.test_quantile] + [None] * len(ur.test_random)
+        neg = [float(v) for v, g in zip(p, groups) if g is None]
+        if not neg:
+            continue
+        for g in dict.fromkeys(x for x in groups if x is not None):
+            pos = [float(v) for v, gg in zip(p, groups) if gg == g]
+            per_group.setdefault(g, []).append(auroc([1] * len(pos) + [0] * len(neg), pos + neg))
+            n_records[g] = n_records.get(g, 0) + len(pos)
+    out = {}
+    for g in sorted(per_group, key=lambda x: (x != "top", x)):
+        v = per_group[g]
+        ci = bootstrap_ci(v, seed=seed)
+        out[g] = {"mean": float(np.mean(v)), "ci95": None if ci is None else list(ci), "n_units": len(v),
+                  "n_records": n_records[g]}
+    return out
+
+
 # --------------------------------------------------------------------------- sanity gates
 
 GATE_KEYS: tuple[str, ...] = ("correlation_llm", "correlation_keyword", "detection_auroc", "fuzzing_auroc",
-                              "embedding_auroc")
+                              "embedding_auroc", "surprisal_auroc", "intruder_accuracy")
 CHANCE: dict[str, float] = {"correlation_llm": 0.0, "correlation_keyword": 0.0, "detection_auroc": 0.5,
-                            "fuzzing_auroc": 0.5, "embedding_auroc": 0.5}
+                            "fuzzing_auroc": 0.5, "embedding_auroc": 0.5, "surprisal_auroc": 0.5,
+                            "intruder_accuracy": 0.25}
 KNOWN_ANSWER_MIN: dict[str, float] = {"correlation_llm": 0.5, "correlation_keyword": 0.5, "detection_auroc": 0.75,
-                                      "fuzzing_auroc": 0.75, "embedding_auroc": 0.75}
+                                      "fuzzing_auroc": 0.75, "embedding_auroc": 0.75, "surprisal_auroc": 0.75,
+                                      "intruder_accuracy": 0.6}
 
 
-def sanity_gates(known: Result, summary: dict[str, Any], keys: Sequence[str] = GATE_KEYS,
+def sanity_gates(known: Result | Sequence[Result], summary: dict[str, Any], keys: Sequence[str] = GATE_KEYS,
                  control_kind: str = "random", margin: float = 0.1) -> dict[str, dict[str, Any]]:
     """Per scorer, the two gates a scorer must pass before its numbers support a conclusion.
 
-    * **known answer**: on a unit whose true explanation is known (``known``, e.g. the unit that
-      fires exactly on ``" def"``, explained by naming that token) the score reaches
-      ``KNOWN_ANSWER_MIN[key]``;
+    * **known answer**: on every *planted* unit (``known``: units whose activations follow a rule we
+      wrote, e.g. fire exactly on ``" def"`` or on digits, each explained by that rule) the score
+      reaches ``KNOWN_ANSWER_MIN[key]``; the gate reads the lowest of them (``known``), and keeps each
+      (``known_units``);
     * **control**: on the random-direction units (``summary[control_kind]``, from :func:`summarise`)
       the scorer is not confidently above chance: the lower end of the mean's 95% bootstrap CI is at
       most ``CHANCE[key] + margin`` (a scorer that rates random directions as explained measures
       something else).
 
-    Returns ``{key: {"known", "known_min", "known_pass", "control_mean", "control_ci",
-    "control_pass", "pass"}}``; missing data fails its gate.
+    Returns ``{key: {"known", "known_units", "known_min", "known_pass", "control_mean", "control_ci",
+    "control_pass", "pass"}}``; missing data (a planted unit without the score, no control units)
+    fails its gate.
     """
+    planted = [known] if isinstance(known, Result) else list(known)
     out: dict[str, dict[str, Any]] = {}
     ctrl = summary.get(control_kind, {})
     for key in keys:
-        k = known.scores.get(key)
-        known_ok = k is not None and math.isfinite(k) and k >= KNOWN_ANSWER_MIN[key]
+        per_unit = {r.unit: r.scores.get(key) for r in planted}
+        vals = [v for v in per_unit.values() if v is not None and math.isfinite(v)]
+        k = min(vals) if vals and len(vals) == len(per_unit) else None
+        known_ok = k is not None and k >= KNOWN_ANSWER_MIN[key]
         c = ctrl.get(key) or {}
         ci = c.get("ci95")
         mean = c.get("mean")
@@ -181,10 +242,25 @@ def sanity_gates(known: Result, summary: dict[str, Any], keys: Sequence[str] = G
             control_ok = ci[0] <= CHANCE[key] + margin
         else:  # one unit or none: use the mean itself
             control_ok = mean is not None and mean <= CHANCE[key] + margin
-        out[key] = {"known": k, "known_min": KNOWN_ANSWER_MIN[key], "known_pass": bool(known_ok),
-                    "control_mean": mean, "control_ci": ci, "control_pass": bool(control_ok),
-                    "pass": bool(known_ok and control_ok)}
+        out[key] = {"known": k, "known_units": per_unit, "known_min": KNOWN_ANSWER_MIN[key],
+                    "known_pass": bool(known_ok), "control_mean": mean, "control_ci": ci,
+                    "control_pass": bool(control_ok), "pass": bool(known_ok and control_ok)}
     return out
+
+
+def gate_failure(g: dict[str, Any]) -> str | None:
+    """Why a scorer failed its gates, in a few words (None when it passed): for figure titles."""
+    if g.get("pass"):
+        return None
+    why = []
+    if not g.get("known_pass"):
+        k = g.get("known")
+        why.append("known answer " + ("missing" if k is None else f"{k:.2f} < {g.get('known_min', float('nan')):.2f}"))
+    if not g.get("control_pass"):
+        ci = g.get("control_ci")
+        why.append("control " + ("missing" if g.get("control_mean") is None else
+                                 f"CI low {ci[0]:.2f}" if ci is not None else f"mean {g['control_mean']:.2f}"))
+    return "failed gate: " + "; ".join(why)
 
 
 def _fmt(v: float | None, ci: Sequence[float] | None = None) -> str:
@@ -194,30 +270,38 @@ def _fmt(v: float | None, ci: Sequence[float] | None = None) -> str:
 
 
 def gates_markdown(gates: dict[str, dict[str, Any]], summary: dict[str, Any],
-                   kinds: Sequence[str] = ("sae", "neuron", "random")) -> str:
+                   kinds: Sequence[str] = ("sae", "neuron", "random"), table: bool = True) -> str:
     """The gate table and the conclusions they allow, as Markdown; every number comes from the run.
 
-    A scorer that fails a gate is struck through and left out of the conclusions.
+    A scorer that fails a gate is struck through and left out of the conclusions; ``table=False``
+    writes the conclusions only (for a second summary, e.g. another explainer's). A usable scorer
+    without numbers in ``summary`` is skipped.
     """
-    lines = ["| scorer | known-answer unit (min) | random directions, mean [95% CI] (chance) | verdict |",
+    lines = ["| scorer | planted units: lowest score (min) [each] | random directions, mean [95% CI] (chance) | verdict |",
              "| --- | --- | --- | --- |"]
     for key, g in gates.items():
         name = key if g["pass"] else f"~~{key}~~"
         verdict = "usable" if g["pass"] else "excluded: failed " + " and ".join(
             n for n, ok in (("known answer", g["known_pass"]), ("control", g["control_pass"])) if not ok)
-        lines.append(f"| {name} | {_fmt(g['known'])} ({g['known_min']:.2f}) | "
-                     f"{_fmt(g['control_mean'], g['control_ci'])} ({CHANCE[key]:.2f}) | {verdict} |")
-    usable = [k for k, g in gates.items() if g["pass"]]
+        each = ", ".join(f"{u} {_fmt(v)}" for u, v in (g.get("known_units") or {}).items())
+        lines.append(f"| {name} | {_fmt(g['known'])} ({g['known_min']:.2f})" + (f" [{each}]" if each else "")
+                     + f" | {_fmt(g['control_mean'], g['control_ci'])} ({CHANCE[key]:.2f}) | {verdict} |")
+    if not table:
+        lines = []
+    usable = [k for k, g in gates.items() if g["pass"]
+              and any((summary.get(kind, {}).get(k) or {}).get("mean") is not None for kind in kinds)]
     lines.append("")
     if not usable:
-        lines.append("**Conclusions:** no scorer passed both gates in this run, so this run supports no "
-                     "comparison between unit kinds.")
+        lines.append("**Conclusions:** no scorer with numbers here passed both gates in this run, so this run "
+                     "supports no comparison between unit kinds.")
         return "\n".join(lines)
     lines.append("**Conclusions** (usable scorers only; mean over units with 95% bootstrap CI):")
     lines.append("")
     for key in usable:
-        parts = [f"{kind} {_fmt((summary.get(kind, {}).get(key) or {}).get('mean'), (summary.get(kind, {}).get(key) or {}).get('ci95'))}"
-                 for kind in kinds]
+        parts = []
+        for kind in kinds:
+            e = summary.get(kind, {}).get(key) or {}
+            parts.append(f"{kind} {_fmt(e.get('mean'), e.get('ci95'))} (n={e.get('n', 0)})")
         sae_ci = (summary.get("sae", {}).get(key) or {}).get("ci95")
         rnd_ci = (summary.get("random", {}).get(key) or {}).get("ci95")
         if sae_ci is not None and rnd_ci is not None and sae_ci[0] > rnd_ci[1]:
@@ -272,4 +356,23 @@ def explainer_markdown(results: Sequence[Result], baseline: str, main: str, know
             lines.append(f"* {key}: baseline {_fmt(mb, cb)}, {main} {_fmt(mm, cm)} -- {cmp}.")
     if not usable:
         lines.append("* No scorer passed its gates, so this run cannot compare the explainers.")
+    return "\n".join(lines)
+
+
+def per_quantile_markdown(tables: dict[str, dict[str, dict[str, Any]]],
+                          gates: dict[str, dict[str, Any]] | None = None) -> str:
+    """:func:`per_quantile` tables (``{score key: table}``) as one Markdown table; a scorer that failed its
+    gates is marked so."""
+    groups = list(dict.fromkeys(g for t in tables.values() for g in t))
+    if not groups:
+        return "No activating records with per-record predictions in this run."
+    lines = ["| scorer | " + " | ".join(groups) + " |", "| --- |" + " --- |" * len(groups)]
+    for key, t in tables.items():
+        failed = gates is not None and key in gates and not gates[key]["pass"]
+        name = f"~~{key}~~ (failed its gates)" if failed else key
+        cells = []
+        for g in groups:
+            e = t.get(g)
+            cells.append("-" if e is None else f"{_fmt(e['mean'], e['ci95'])} (n={e['n_units']})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""Scores of an explanation against a unit's held-out test records (top-activating and random, 1:1).
+"""Scores of an explanation against a unit's held-out test records: top-activating and random (1:1),
+plus activating records across activation quantiles when the records have them (``ur.test_quantile``).
+"Activating" below means top or quantile records (label 1), "random" the random ones (label 0).
 
 * **correlation** (Bills et al.): Pearson ``r`` between simulated and real activations, *pooled*
   over all tokens of all test records (not an average of per-record ``r``)::
@@ -17,22 +19,23 @@
   A constant simulation predicts nothing: both are NaN (missing), as is anything over all-zero ``a``.
 * **detection** (delphi): for each test record ask the local LM "does this text activate a unit
   that finds <explanation>? Yes/No"; ``p_yes = P(Yes) / (P(Yes) + P(No))`` at the answer position.
-  Label 1 for top records, 0 for random ones.
-* **fuzzing** (delphi): top records with the truly active tokens marked ``<<like this>>`` (label 1)
+  Label 1 for activating records, 0 for random ones.
+* **fuzzing** (delphi): activating records with the truly active tokens marked ``<<like this>>`` (label 1)
   vs the same records with as many inactive tokens marked instead (label 0); ask whether the marked
   tokens match the explanation.
 * **embedding** (delphi): cosine similarity between the embedded explanation and each test record's
-  text (all-MiniLM-L6-v2); label 1 for top records.
+  text (all-MiniLM-L6-v2); label 1 for activating records.
 
 * **intruder** (delphi): no explanation at all. Each question shows ``k`` records -- ``k - 1``
-  top-activating ones and one random (the intruder) at a random place, labelled A, B, ... -- and asks
+  activating (top or quantile) ones and one random (the intruder) at a random place, labelled A, B, ... -- and asks
   which one does not belong; the answer is the argmax of ``P(letter)`` over the ``k`` letters.
   Reported as accuracy (chance ``1/k``) and the mean probability given to the intruder. It measures
   whether the unit's top records share something a reader can see, i.e. interpretability before
   any explanation.
 * **surprisal** (delphi): how much the explanation, put in context, lowers the local LM's loss on a
   record: ``gain = mean_t log p(x_t | explanation, x_<t) - mean_t log p(x_t | neutral prefix, x_<t)``.
-  A good explanation helps on top records more than on random ones: AUROC of the gain, top vs random
+  A good explanation helps on activating records more than on random ones: AUROC of the gain,
+  activating vs random
   (one batched forward over both prefixes).
 
 Detection and fuzzing read ``P(Yes)`` from a local LM (:class:`YesNoScorer`) or from a server's chat model
@@ -202,10 +205,9 @@ def record_text(r: Record, marked: Sequence[bool] | None = None) -> str:
 
 def detection_questions(explanation: str, ur: UnitRecords) -> tuple[list[str], list[int]]:
     """``(questions, labels)`` of the detection scorer: one :data:`DETECT_Q` per held-out test record
-    (its plain text, no activations), label 1 for a top-activating record and 0 for a random one;
-    the top records first, in the order of ``ur.test``."""
-    labels = [1] * len(ur.test_top) + [0] * len(ur.test_random)
-    return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.test], labels
+    (its plain text, no activations), label 1 for an activating (top or quantile) record and 0 for a
+    random one, in the order of ``ur.test`` (top, quantile, random)."""
+    return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.test], ur.test_labels
 
 
 class YesNoQuestions:
@@ -222,7 +224,7 @@ class YesNoQuestions:
     def _fuzzing_questions(self, explanation: str, ur: UnitRecords,
                            generator: torch.Generator) -> tuple[list[str], list[int]]:
         texts, labels = [], []
-        for r in ur.test_top:
+        for r in [*ur.test_top, *ur.test_quantile]:
             active = discretise(r.acts, ur.max_act) > 0
             if not active.any():
                 continue
@@ -289,13 +291,27 @@ class YesNoScorer(YesNoQuestions):
 # --------------------------------------------------------------------------- embedding
 
 
-def embedding_score(embedder: Any, explanation: str, ur: UnitRecords) -> dict[str, Any]:
-    """AUROC / balanced accuracy of ``cos(embed(explanation), embed(record text))``, top vs random."""
-    recs = ur.test
-    labels = [1] * len(ur.test_top) + [0] * len(ur.test_random)
-    vecs = embedder.encode([explanation] + [record_text(r) for r in recs], convert_to_numpy=True,
-                           normalize_embeddings=True, show_progress_bar=False)
-    sims = vecs[1:] @ vecs[0]
+def embedding_score(embedder: Any, explanation: str, ur: UnitRecords,
+                    cache: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """AUROC / balanced accuracy of ``cos(embed(explanation), embed(record text))``, activating vs random.
+
+    ``cache``: record text -> its embedding, filled as records are met (the same numbers, each record
+    embedded once however many explainers are scored on it)."""
+    recs, labels = ur.test, ur.test_labels
+    if cache is None:
+        vecs = embedder.encode([explanation] + [record_text(r) for r in recs], convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False)
+        e, rv = vecs[0], vecs[1:]
+    else:  # record texts embedded once per run, whatever explains them
+        texts = [record_text(r) for r in recs]
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            cache.update(zip(new, embedder.encode(new, convert_to_numpy=True, normalize_embeddings=True,
+                                                  show_progress_bar=False, batch_size=64)))
+        e = embedder.encode([explanation], convert_to_numpy=True, normalize_embeddings=True,
+                            show_progress_bar=False)[0]
+        rv = np.stack([cache[t] for t in texts])
+    sims = rv @ e
     return {"auroc": auroc(labels, sims), "balanced_accuracy": balanced_accuracy(labels, sims, float(np.median(sims))),
             "similarity": sims.tolist(), "labels": labels}
 
@@ -314,11 +330,11 @@ def intruder_score(lm: LocalLM, ur: UnitRecords, generator: torch.Generator, k: 
     """delphi's intruder test (module docstring): one question per random test record, one forward.
 
     Returns ``{"accuracy", "p_intruder", "chance", "n_questions", "answers", "intruders"}``; NaN
-    accuracy when the unit has fewer than ``k - 1`` top or no random test records.
+    accuracy when the unit has fewer than ``k - 1`` activating (top or quantile) or no random test records.
     """
     if not 2 <= k <= len(LETTERS):
         raise ValueError(f"k must be in 2..{len(LETTERS)}")
-    top, rnd = list(ur.test_top), list(ur.test_random)
+    top, rnd = [*ur.test_top, *ur.test_quantile], list(ur.test_random)  # activating records, intruders
     nan = {"accuracy": float("nan"), "p_intruder": float("nan"), "chance": 1.0 / k, "n_questions": 0,
            "answers": [], "intruders": []}
     if len(top) < k - 1 or not rnd:
@@ -354,8 +370,7 @@ def surprisal_score(lm: LocalLM, explanation: str, ur: UnitRecords) -> dict[str,
     Record tokens are used as their own ids after the prefix (no re-tokenisation); a leading BOS of a
     record is dropped. Returns ``{"auroc", "gain_top", "gain_random", "gain", "labels"}``.
     """
-    recs = ur.test
-    labels = [1] * len(ur.test_top) + [0] * len(ur.test_random)
+    recs, labels = ur.test, ur.test_labels
     bos = lm.tokenizer.bos_token_id
     bodies = [[int(t) for t in r.tokens if bos is None or int(t) != bos] for r in recs]
     keep = [i for i, b in enumerate(bodies) if b]

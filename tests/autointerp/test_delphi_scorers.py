@@ -116,3 +116,20 @@ def test_scorers_run_intruder_and_surprisal_when_asked():
     assert live.delphi_lm is None and live.yes_no is None and live.simulator is None
     off = pipeline.Scorers(simulator=None, yes_no=None).score(pipeline.explain_text("x", "sae/0"), ur)
     assert off.scores["intruder_accuracy"] is None and off.scores["surprisal_auroc"] is None
+
+
+def test_intruder_runs_once_per_unit_whatever_explains_it():
+    from course_lib.autointerp import pipeline
+
+    calls = []
+
+    class Counting(CharLM):
+        def candidate_probs(self, seqs, positions, candidates):
+            calls.append(len(seqs))
+            return super().candidate_probs(seqs, positions, candidates)
+
+    ur = _unit()
+    sc = pipeline.Scorers(simulator=None, yes_no=None, delphi_lm=Counting())
+    a = sc.score(pipeline.explain_text("the character §", "sae/0"), ur)
+    b = sc.score(pipeline.explain_text("something else", "sae/0"), ur)
+    assert len(calls) == 1 and a.scores["intruder_accuracy"] == b.scores["intruder_accuracy"] == 1.0

@@ -270,7 +270,7 @@ def test_balanced_accuracy_mistakes(wrong, hint):
 def test_other_correct_detection_questions_pass():
     def loops(explanation, ur):
         questions, labels = [], []
-        for label, recs in ((1, ur.test_top), (0, ur.test_random)):
+        for label, recs in ((1, ur.test_top), (1, ur.test_quantile), (0, ur.test_random)):
             for r in recs:
                 questions.append(scoring.DETECT_Q.format(explanation=explanation, text="".join(r.strings)))
                 labels.append(label)
@@ -287,10 +287,12 @@ def _q(explanation, r, text=None):
     (lambda e, ur: ([_q(e, r) for r in ur.train + ur.test_random], [1] * len(ur.train) + [0] * len(ur.test_random)),
      "ur.train"),
     (lambda e, ur: ([_q(e, r) for r in ur.test_top], [1] * len(ur.test_top)), "only the top records"),
-    (lambda e, ur: ([_q(e, r) for r in ur.test], [0] * len(ur.test_top) + [1] * len(ur.test_random)), "inverted"),
+    (lambda e, ur: ([_q(e, r) for r in ur.test], [1 - y for y in ur.test_labels]), "inverted"),
+    (lambda e, ur: ([_q(e, r) for r in ur.test_top + ur.test_random], [1] * len(ur.test_top) + [0] * len(ur.test_random)),
+     "quantile records are missing"),
     (lambda e, ur: ([_q(e, r) for r in ur.test], [1] * len(ur.test)), "every label is 1"),
-    (lambda e, ur: ([_q(e, r) for r in ur.test_random + ur.test_top], [0] * len(ur.test_random) + [1] * len(ur.test_top)),
-     "another order"),
+    (lambda e, ur: ([_q(e, r) for r in ur.test_random + ur.test_quantile + ur.test_top],
+                    [0] * len(ur.test_random) + [1] * (len(ur.test_quantile) + len(ur.test_top))), "another order"),
     (lambda e, ur: ([_q(e, r, " ".join(r.strings)) for r in ur.test], scoring.detection_questions(e, ur)[1]),
      "joined the tokens with spaces"),
     (lambda e, ur: ([_q(e, r, scoring.record_text(r).strip()) for r in ur.test], scoring.detection_questions(e, ur)[1]),
@@ -303,7 +305,7 @@ def _q(explanation, r, text=None):
                     scoring.detection_questions(e, ur)[1]), "show activations"),
     (lambda e, ur: ([f"Does this text match {e}? {scoring.record_text(r)}" for r in ur.test],
                     scoring.detection_questions(e, ur)[1]), "question 0 differs"),
-    (lambda e, ur: (scoring.detection_questions(e, ur)[0], [1, 1, 0, 0, 0]), "wrong labels"),
+    (lambda e, ur: (scoring.detection_questions(e, ur)[0], [1, 1, 0, 0, 0, 0]), "wrong labels"),
     (lambda e, ur: (scoring.detection_questions(e, ur)[0], [1, 0]), "one label per question"),
     (lambda e, ur: scoring.detection_questions(e, ur)[0], "pair"),
     (lambda e, ur: None, "returned None"),

@@ -232,3 +232,26 @@ def test_rescore_keeps_scores_without_stored_predictions():
     missing = results.Result("sae/1", "sae", "fake", None, "dead unit", {k: None for k in results.SCORE_KEYS},
                              _unit(1).to_dict(), {})
     assert pipeline.rescore(missing, auroc_fn=lambda y, s: 1 / 0).scores == missing.scores
+
+
+def test_lm_scorers_see_a_seeded_subset_and_rescore_reads_it():
+    top = [records.Record(i, "top", [1, 2, 3], ["x", " def", " y"], [0.0, 2.0, 0.5]) for i in range(6)]
+    quant = [records.Record(10 + i, "quantile", [1, 2, 3], ["x", " def", " y"], [0.0, 0.5, 0.0], i % 2)
+             for i in range(4)]
+    rnd = [records.Record(20 + i, "random", [4, 5, 6], [" a", " b", " c"], [0.0, 0.0, 0.0]) for i in range(6)]
+    ur = records.UnitRecords("sae/9", "sae", 2.0, top[:1], top, rnd, test_quantile=quant)
+    base = pipeline.Scorers(simulator=RampSimulator(), yes_no=FakeYesNo(None), embedder=FakeEmbedder(),
+                            lm_records=(2, 1, 3), seed=4)
+    r = base.score(explainers.Explanation(ur.unit, "fake", 'the token " def".'), ur)
+    sub = r.lm_unit_records()
+    assert (len(sub.test_top), len(sub.test_quantile), len(sub.test_random)) == (2, 1, 3)
+    assert len(r.extra["simulated"]) == 6 and len(r.extra["detection_p_yes"]) == 6
+    assert len(r.extra["simulated_keyword"]) == 16 and len(r.extra["embedding_similarity"]) == 16  # cheap: all
+    assert r.extra["lm_windows"] == [x.window for x in sub.test]
+    assert base.lm_subset(ur) == sub  # the same records for every explainer of the unit
+    assert set(r.extra["seconds"]) >= {"keyword", "embedding", "simulation", "detection_and_fuzzing"}
+    again = pipeline.rescore(results.Result.from_dict(json.loads(r.to_json())))
+    assert again.scores == json.loads(r.to_json())["scores"]
+    cost = pipeline.cost_per_unit([r, r])
+    assert cost["fake"]["simulation"]["records_per_unit"] == 6 and cost["fake"]["embedding"]["records_per_unit"] == 16
+    assert "**all stages**" in pipeline.cost_markdown(cost)

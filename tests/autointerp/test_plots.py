@@ -100,3 +100,79 @@ def test_explainer_markdown_is_written_from_the_run():
     md2 = results.explainer_markdown(flipped, "base", "llm", good, gates)
     assert "at or above" in md2 and "the LLM explainer is better" in md2
     assert "No scorer passed" in results.explainer_markdown(rows, "base", "llm", known, {"x": {"pass": False}})
+
+
+def _gated_results():
+    """Scores where the embedding scorer fails its known-answer gate and keyword correlation passes."""
+    rec = records.Record(0, "top", [1, 2], ["a", "b"], [0.0, 1.0])
+    rnd = records.Record(1, "random", [3, 4], ["c", "d"], [0.0, 0.0])
+    ur = records.UnitRecords("sae/1", "sae", 1.0, [rec], [rec], [rnd])
+    rows = []
+    for kind in ("sae", "neuron", "random"):
+        for i in range(4):
+            sc = dict.fromkeys(results.SCORE_KEYS) | {"correlation_keyword": (0.8 if kind == "sae" else 0.0) + 0.01 * i,
+                                                      "embedding_auroc": 0.5 + 0.01 * i}
+            rows.append(results.Result(f"{kind}/{i}", kind, "ex", "the token a.", None, sc, ur.to_dict()))
+    planted = [results.Result(u, "token", "planted:true", "x", None,
+                              dict.fromkeys(results.SCORE_KEYS) | {"correlation_keyword": 1.0, "embedding_auroc": e}, {})
+               for u, e in (("token/ def", 0.95), ("token/digits", 0.55))]  # digits fails the embedding gate
+    gates = results.sanity_gates(planted, results.summarise(rows))
+    return rows, gates
+
+
+def _is_grey(c):
+    return matplotlib.colors.to_hex(c[:3] if len(c) > 3 else c) == matplotlib.colors.to_hex(plots.FAILED_COLOR)
+
+
+def test_failed_gate_panels_are_grey_and_say_why():
+    rows, gates = _gated_results()
+    assert gates["correlation_keyword"]["pass"] and not gates["embedding_auroc"]["pass"]
+    assert gates["embedding_auroc"]["known"] == pytest.approx(0.55)  # the lowest planted unit decides
+    assert gates["embedding_auroc"]["known_units"] == {"token/ def": 0.95, "token/digits": 0.55}
+    keys = ("correlation_keyword", "embedding_auroc")
+    fig = plots.plot_score_distributions(rows, "ex", keys=keys, gates=gates)
+    ok_ax, bad_ax = fig.axes[:2]
+    assert "failed gate" in bad_ax.get_title() and "known answer 0.55 < 0.75" in bad_ax.get_title()
+    assert "failed gate" not in ok_ax.get_title()
+    assert bad_ax.patches and all(_is_grey(p.get_facecolor()) for p in bad_ax.patches)
+    assert all(_is_grey(c) for coll in bad_ax.collections for c in coll.get_facecolors())
+    assert not any(_is_grey(p.get_facecolor()) for p in ok_ax.patches)
+    ungated = plots.plot_score_distributions(rows, "ex", keys=keys)
+    assert not any(_is_grey(p.get_facecolor()) for p in ungated.axes[1].patches)
+    cmp = plots.plot_explainer_comparison(rows, keys=keys, gates=gates)
+    ax = cmp.axes[0]
+    bars = [p for p in ax.patches if p.get_width() > 0]
+    assert len(bars) == 2 and not _is_grey(bars[0].get_facecolor()) and _is_grey(bars[1].get_facecolor())
+    assert "failed gate" in ax.get_title() and "embedding_auroc" in ax.get_title()
+    assert "(failed gate)" in ax.get_xticklabels()[1].get_text()
+
+
+def test_gates_missing_planted_score_fails():
+    rows, _ = _gated_results()
+    planted = [results.Result("token/ def", "token", "planted:true", "x", None,
+                              dict.fromkeys(results.SCORE_KEYS) | {"correlation_keyword": 1.0}, {}),
+               results.Result("token/digits", "token", "planted:true", "x", None,
+                              dict.fromkeys(results.SCORE_KEYS), {})]  # no score for digits
+    gates = results.sanity_gates(planted, results.summarise(rows))
+    assert not gates["correlation_keyword"]["known_pass"] and gates["correlation_keyword"]["known"] is None
+    assert results.gate_failure(gates["correlation_keyword"]).startswith("failed gate: known answer missing")
+    assert set(results.GATE_KEYS) >= {"intruder_accuracy", "surprisal_auroc"}
+    md = results.gates_markdown(gates, results.summarise(rows))
+    assert "token/digits n/a" in md and "~~intruder_accuracy~~" in md
+
+
+def test_per_quantile_groups_and_markdown():
+    def rec(w, kind, q=None):
+        return records.Record(w, kind, [1], ["a"], [1.0 if kind != "random" else 0.0], q)
+
+    ur = records.UnitRecords("sae/1", "sae", 1.0, [], [rec(0, "top"), rec(1, "top")], [rec(2, "random"), rec(3, "random")],
+                             test_quantile=[rec(4, "quantile", 0), rec(5, "quantile", 1)])
+    # similarity: top 0.9, q0 0.6 (above the randoms 0.5, 0.2), q1 0.3 (between them)
+    r = results.Result("sae/1", "sae", "ex", "a.", None, dict.fromkeys(results.SCORE_KEYS), ur.to_dict(),
+                       {"embedding_similarity": [0.9, 0.9, 0.6, 0.3, 0.5, 0.2]})
+    t = results.per_quantile([r, r], "embedding_auroc")
+    assert list(t) == ["top", "q0", "q1"]
+    assert t["top"]["mean"] == 1.0 and t["q0"]["mean"] == 1.0 and t["q1"]["mean"] == 0.5
+    assert t["top"]["n_units"] == 2 and t["top"]["n_records"] == 4
+    md = results.per_quantile_markdown({"embedding_auroc": t}, {"embedding_auroc": {"pass": False}})
+    assert "~~embedding_auroc~~" in md and "| top | q0 | q1 |" in md

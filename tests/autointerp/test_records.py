@@ -73,3 +73,39 @@ def test_records_roundtrip_and_bad_sampling():
     with pytest.raises(ValueError, match="quantiles"):
         records.build_unit_records("x", "n", a, w, _Tok(), records.RecordConfig(sampling="nope"),
                                    torch.Generator())
+
+
+def test_quantile_test_records_span_the_bins_and_never_overlap():
+    g = torch.Generator().manual_seed(3)
+    a = torch.zeros(200, 9)
+    a[:120, 4] = torch.linspace(5.0, 0.05, 120)  # 120 activating windows, strongest first
+    w = torch.randint(5, 50, (200, 9), generator=g)
+    cfg = records.RecordConfig(n_train=4, n_test_top=10, n_test_random=10, n_test_quantile=10, n_quantiles=5)
+    ur = records.build_unit_records("x/0", "neuron", a, w, _Tok(), cfg, torch.Generator().manual_seed(1))
+    assert len(ur.test_quantile) == 10
+    assert sorted(r.quantile for r in ur.test_quantile) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert all(r.kind == "quantile" and r.max_act > 0 for r in ur.test_quantile)
+    windows = [r.window for r in [*ur.train, *ur.test]]
+    assert len(windows) == len(set(windows))  # train, top, quantile, random: disjoint
+    # bins go from strong to weak: the weakest bin's records are below the strongest bin's and the top ones
+    q = {b: [r.max_act for r in ur.test_quantile if r.quantile == b] for b in range(5)}
+    assert max(q[4]) < min(q[0]) < min(r.max_act for r in ur.test_top)
+    assert ur.test == [*ur.test_top, *ur.test_quantile, *ur.test_random]
+    assert ur.test_labels == [1] * 20 + [0] * 10
+    back = records.UnitRecords.from_dict(ur.to_dict())
+    assert back == ur and back.test_quantile[0].quantile == ur.test_quantile[0].quantile
+    old = ur.to_dict()
+    del old["test_quantile"]  # results written before quantile test records still load
+    assert records.UnitRecords.from_dict(old).test_quantile == []
+
+
+def test_subset_is_seeded_and_keeps_order():
+    a, w = _acts(n=120)
+    cfg = records.RecordConfig(n_train=2, n_test_top=8, n_test_random=8, n_test_quantile=4, n_quantiles=2)
+    ur = records.build_unit_records("x/0", "neuron", a, w, _Tok(), cfg, torch.Generator().manual_seed(0))
+    s1 = ur.subset(3, 1, 4, torch.Generator().manual_seed(5))
+    s2 = ur.subset(3, 1, 4, torch.Generator().manual_seed(5))
+    assert s1 == s2 and (len(s1.test_top), len(s1.test_quantile), len(s1.test_random)) == (3, 1, 4)
+    idx = [ur.test_top.index(r) for r in s1.test_top]
+    assert idx == sorted(idx) and s1.train == ur.train
+    assert ur.subset(100, 100, 100, torch.Generator()) == ur
