@@ -14,15 +14,21 @@ Measures, in one run and interleaved (A B A B ...) so that load from other jobs 
   generation of ``--units`` explanations against generating them one at a time;
 * units/s of the whole local path, :func:`pipeline.explain_and_score` (local SmolLM2 explains, then
   every scorer but the embedder runs), over ``--units`` units with a resumable JSONL, and the
-  seconds per unit of each stage.
+  seconds per unit of each stage;
+* units/s of the server path over ``--server-units`` of the same units: a real llama.cpp server on 127.0.0.1
+  (``.llamacpp-venv``, :mod:`course_lib.autointerp.llamacpp`) serving the same SmolLM2 (Q4_1 GGUF) explains
+  over chat, simulates over completions (``echo`` + top-15 log-probabilities, the paper's N) and answers the
+  detection and fuzzing questions over chat (:meth:`pipeline.Scorers.from_server`), one request at a time.
 
-Run: ``.venv/bin/python bench/bench_autointerp.py [--repeats 3] [--records 10] [--tokens 64] [--units 8]``.
+Run: ``.venv/bin/python bench/bench_autointerp.py [--repeats 3] [--records 10] [--tokens 64] [--units 8]
+[--server-units 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import tempfile
 import time
@@ -31,7 +37,20 @@ from pathlib import Path
 import torch
 
 from course_lib import corpus
-from course_lib.autointerp import explainers, localmodel, pipeline, records, scoring, simulator, units
+from course_lib.autointerp import (
+    backends,
+    explainers,
+    llamacpp,
+    localmodel,
+    pipeline,
+    records,
+    scoring,
+    simulator,
+    units,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LLAMACPP_VENV = ROOT / os.environ.get("LLAMACPP_VENV", ".llamacpp-venv")
 
 
 def _unit(lm: localmodel.LocalLM, n_records: int, n_tokens: int) -> records.UnitRecords:
@@ -53,6 +72,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--units", type=int, default=8, help="units for the explain_and_score measurement (0: skip)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
+    ap.add_argument("--server-units", type=int, default=2, help="units for the server path (0: skip)")
     args = ap.parse_args()
 
     lm = localmodel.load_local_lm("smollm2", dtype=args.dtype)
@@ -152,6 +172,29 @@ def main() -> None:
               f"(CPU seconds per unit: simulation {stages['simulation']:.2f}, detection+fuzzing {stages['detection_and_fuzzing']:.2f}; "
               f"explanation the rest); failures {sum(pipeline.is_failure(r) for r in res)}; "
               f"rerun on the finished JSONL: {resumed * 1000:.0f} ms")
+    if args.server_units > 0:
+        server_path(lm, ur, args.server_units)
+
+
+def server_path(lm: localmodel.LocalLM, ur: records.UnitRecords, n_units: int) -> None:
+    """units/s of explain -> simulate -> detect + fuzz through a real llama.cpp server (one request at a time)."""
+    python = llamacpp.venv_python(LLAMACPP_VENV)
+    if python is None:
+        print(f"server path skipped: no complete {LLAMACPP_VENV} (bash bench/llamacpp_venv.sh builds it)")
+        return
+    urs = [dataclasses.replace(ur, unit=f"token/ def#s{i}") for i in range(n_units)]
+    with tempfile.TemporaryDirectory() as tmp, llamacpp.start_server(python, Path(tmp) / "server.stderr") as srv:
+        cfg = backends.ChatConfig(base_url=srv.base_url, model=llamacpp.MODEL_ALIAS, api_key_env=None, timeout_s=600,
+                                  max_retries=1, concurrency=1, max_tokens=24)
+        client = backends.ChatClient(cfg)
+        scorers = pipeline.Scorers.from_server(client, tokenizer=lm.tokenizer, seed=0)
+        t0 = time.perf_counter()
+        res = pipeline.explain_and_score(explainers.HTTPExplainer(client), scorers, urs, progress=False,
+                                         out=Path(tmp) / "server.jsonl", batch_size=4)
+        wall = time.perf_counter() - t0
+    print(f"explain_and_score, server path ({n_units} units, llama.cpp server on 127.0.0.1, 1 request at a time): "
+          f"{wall:.1f} s -> {n_units / wall:.3f} units/s, {wall / n_units:.2f} s/unit (wall time: the work is in the "
+          f"server process); failures {sum(pipeline.is_failure(r) for r in res)}")
 
 
 if __name__ == "__main__":

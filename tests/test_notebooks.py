@@ -41,6 +41,8 @@ def test_notebook_stored_without_outputs(nb_path):
         assert f"{name} =" in params[0].source
     assert nb.metadata["kernelspec"]["name"] == "mechinterp-course"
     assert any("widget" in c.metadata.get("tags", []) for c in nb.cells), "every notebook has a tagged widget cell"
+    ids = [c.get("id") for c in json.loads(nb_path.read_text())["cells"]]  # raw: nbformat would fill them in
+    assert None not in ids and len(set(ids)) == len(ids), "every cell needs its own id (nbformat 4.5)"
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)

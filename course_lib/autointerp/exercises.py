@@ -20,7 +20,6 @@ are plain Python lists, as the notebook passes them (a record's ``acts``, a resu
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import warnings
 from collections.abc import Callable, Sequence

@@ -147,6 +147,32 @@ def logit_effects(autoencoder: SparseAutoencoder, w_u: torch.Tensor, latent: int
     return promoted, suppressed
 
 
+def token_purity(codes: Codes, latent: int, n: int = 20) -> tuple[int | None, float, int]:
+    """``(token id, share, m)``: the most common token among the latent's ``m <= n`` strongest activations and
+    the share of them it takes (1.0: a single-token latent; low: read its contexts). ``(None, nan, 0)`` if dead."""
+    top = top_examples(codes, latent, n)
+    if not top:
+        return None, float("nan"), 0
+    toks = codes.token_of_row[torch.tensor([r for r, _ in top])]
+    ids, counts = toks.unique(return_counts=True)
+    best = int(counts.argmax())
+    return int(ids[best]), float(counts[best]) / len(top), len(top)
+
+
+def next_token_hits(codes: Codes, autoencoder: SparseAutoencoder, w_u: torch.Tensor, latent: int, n: int = 20,
+                    top: int = 50) -> tuple[float, int]:
+    """How often the token that follows one of the latent's ``n`` strongest contexts is among the ``top``
+    tokens its decoder direction promotes on the direct path (:func:`logit_effects`): ``(share, contexts)``.
+    Chance is ``top / vocabulary``; a share near chance says the promoted list does not describe what the
+    model writes next after the latent fires."""
+    eff = autoencoder.W_dec.detach().float().cpu()[latent] @ w_u
+    promoted = set(eff.topk(top).indices.tolist())
+    seq = codes.tokens.shape[1]
+    nxt = [int(codes.tokens[int(codes.where[r, 0]), int(codes.where[r, 1]) + 1])
+           for r, _ in top_examples(codes, latent, n) if int(codes.where[r, 1]) + 1 < seq]
+    return (sum(t in promoted for t in nxt) / len(nxt) if nxt else float("nan")), len(nxt)
+
+
 # --------------------------------------------------------------------------- pages
 
 

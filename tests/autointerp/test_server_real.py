@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -54,10 +52,11 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import corpus, lm
+from course_lib import corpus
 from course_lib.autointerp import (
     backends,
     explainers,
+    llamacpp,
     localmodel,
     pipeline,
     records,
@@ -69,7 +68,7 @@ from course_lib.autointerp import (
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV = ROOT / os.environ.get("LLAMACPP_VENV", ".llamacpp-venv")  # an absolute LLAMACPP_VENV replaces ROOT
-MODEL = "smollm2"
+MODEL = llamacpp.MODEL_ALIAS
 TOKENS = (" def", "(")  # the planted units: 1.0 exactly on this token
 N_ALL = 100  # log-probabilities per position: enough for every value token at every slot (checked)
 SIM_TOL = 0.3  # max |server - local| simulated value on the 0-10 scale, same values listed (observed: docstring)
@@ -78,67 +77,26 @@ YES_TOL = 0.08  # max |server - local| P(yes) (observed: see the module docstrin
 
 
 def _server_python() -> Path:
-    python, stamp = VENV / "bin" / "python", VENV / ".installed"
-    if python.exists() and stamp.exists():
+    python = llamacpp.venv_python(VENV)
+    if python is not None:
         return python
-    why = "does not exist" if not python.exists() else "is incomplete (no .installed stamp)"
+    why = "does not exist" if not (VENV / "bin" / "python").exists() else "is incomplete (no .installed stamp)"
     msg = (f"the llama.cpp server venv {VENV} {why}: `make test` builds it (or `bash bench/llamacpp_venv.sh`; "
-           "it compiles llama.cpp once per machine, 15-20 minutes on 2 busy cores, then reuses the wheel)")
+           "it compiles llama.cpp once per machine, about 4 minutes on 2 cores, then reuses the wheel)")
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(msg + " - CI must run this test")
     pytest.skip(msg)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else "(no stderr)"
-
-
-def _start(python: Path, log: Path, timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start the server on a free port; ``(process, base_url)`` once ``/v1/models`` answers."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    for _ in range(3):  # a port taken between choosing and binding: try another
-        port = _free_port()
-        cmd = [str(python), "-m", "llama_cpp.server", "--model", str(lm.smollm2_gguf_path()), "--model_alias", MODEL,
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
-               "--logits_all", "true", "--verbose", "false"]  # logits_all: needed for any logprobs (echo or chat)
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=2) as r:
-                    if r.status == 200:
-                        return proc, url
-            except OSError:
-                time.sleep(0.2)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"the llama.cpp server did not answer on {url} within {timeout_s:.0f} s "
-                        f"({' '.join(cmd)}); its stderr:\n{_tail(log)}")
-        if "address already in use" not in _tail(log).lower():
-            break
-    pytest.fail(f"the llama.cpp server exited with code {proc.returncode} ({' '.join(cmd)}); its stderr:\n{_tail(log)}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     python = _server_python()
-    proc, url = _start(python, tmp_path_factory.mktemp("llamacpp") / "server.stderr")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        srv = llamacpp.start_server(python, tmp_path_factory.mktemp("llamacpp") / "server.stderr")
+    except llamacpp.ServerStartError as err:
+        pytest.fail(str(err))
+    yield srv.base_url
+    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -54,3 +54,27 @@ def test_encode_store_matches_the_sae(tmp_path):
         rows, acts = codes.latent(latent)
         assert rows.tolist() == torch.nonzero(dense[:, latent] > 0).flatten().tolist()
         assert torch.allclose(acts, dense[rows, latent], atol=1e-6)
+
+
+def test_token_purity_and_next_token_hits_on_hand_built_codes():
+    import torch
+
+    from course_lib.sae import dashboards
+    from course_lib.sae.model import SAEConfig, SparseAutoencoder
+
+    # 2 windows of 4 tokens; latent 3 fires on rows 0, 1, 2 (tokens 7, 7, 9) with activations 3 > 2 > 1
+    tokens = torch.tensor([[7, 5, 7, 9], [9, 6, 1, 2]])
+    where = torch.tensor([[0, 0], [0, 2], [1, 0], [0, 1]], dtype=torch.int32)
+    idx = torch.tensor([[3], [3], [3], [1]], dtype=torch.int32)
+    vals = torch.tensor([[3.0], [2.0], [1.0], [5.0]])
+    codes = dashboards.Codes(vals, idx, where, tokens, n_latents=4)
+    assert dashboards.token_purity(codes, 3, n=3) == (7, 2 / 3, 3)
+    assert dashboards.token_purity(codes, 3, n=1) == (7, 1.0, 1)
+    assert dashboards.token_purity(codes, 2)[2] == 0  # never fires
+    # a decoder row whose unembedding promotes token 5 most: the next tokens after rows 0, 1, 2 are 5, 9, 6
+    ae = SparseAutoencoder(SAEConfig(d_in=10, n_latents=4, k=1))
+    w_u = torch.eye(10)
+    with torch.no_grad():
+        ae.W_dec[3] = torch.nn.functional.one_hot(torch.tensor(5), 10).float()
+    share, m = dashboards.next_token_hits(codes, ae, w_u, 3, n=3, top=1)
+    assert (share, m) == (1 / 3, 3)
