@@ -19,6 +19,7 @@ import numpy as np
 
 from course_lib import cache
 from course_lib.autointerp.records import UnitKind, UnitRecords
+from course_lib.autointerp.scoring import auroc
 
 SCORE_KEYS: tuple[str, ...] = (
     "correlation_llm",  # pooled Pearson r, all-at-once simulator (local LM)
@@ -169,8 +170,6 @@ def per_quantile(results: Sequence[Result], key: str = "detection_auroc", seed: 
     P(Yes) or similarity, as stored) against those of the unit's random records; then the mean over
     units with its 95% bootstrap CI. Returns ``{group: {"mean", "ci95", "n_units", "n_records"}}``.
     """
-    from course_lib.autointerp.scoring import auroc
-
     pred_key = PER_QUANTILE[key]
     per_group: dict[str, list[float]] = {}
     n_records: dict[str, int] = {}
