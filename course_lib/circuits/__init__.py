@@ -5,8 +5,10 @@ next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (c
 ``frontier`` (dense/sparse circuit size at matched pretraining loss), ``plots``, ``exercises`` (the
 checkers of the notebook's exercises). The names notebooks use are re-exported here:
 ``circuits.find_circuit``... ``reference_training`` (the resumable CPU trainer of the reference set, a
-command-line module) is imported on its own: ``from course_lib.circuits import reference_training``.
+command-line module) is imported on first use (``circuits.reference_training``), not with the package.
 """
+
+import importlib
 
 from course_lib.circuits import (
     checkpoints,
@@ -75,3 +77,11 @@ __all__ = [
     "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows", "random_circuit_losses",
     "shuffled_labels", "zero_means", "readable_token", "weight_edges",
 ]
+
+
+def __getattr__(name: str):
+    """``circuits.reference_training`` on first use: importing it with the package would make
+    ``python -m course_lib.circuits.reference_training`` (the background trainer) import it twice."""
+    if name == "reference_training":
+        return importlib.import_module("course_lib.circuits.reference_training")
+    raise AttributeError(f"module 'course_lib.circuits' has no attribute {name!r}")
