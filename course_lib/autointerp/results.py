@@ -315,12 +315,13 @@ TASK_WORDS: tuple[str, ...] = ("activation", "neuron")  # words of the prompt, n
 
 
 def explainer_markdown(results: Sequence[Result], baseline: str, main: str, known: Result,
-                       gates: dict[str, dict[str, Any]]) -> str:
-    """What the main explainer and the local simulator did in this run, as Markdown (every number
+                       gates: dict[str, dict[str, Any]], simulator: str = "local") -> str:
+    """What the main explainer and the simulator did in this run, as Markdown (every number
     from ``results``): how many explanations echo the prompt's own words (:data:`TASK_WORDS`)
     instead of describing a unit, the simulator's correlation on the known-answer unit, and, per
     scorer that passed its gates, the main explainer's mean against the baseline's (all kinds pooled,
-    with 95% bootstrap CIs)."""
+    with 95% bootstrap CIs). ``simulator`` names where the LM simulation ran ("local" or the server's
+    model), so the sentence about it names the right one."""
     rows = [r for r in results if r.explainer == main]
     texts = [r.explanation for r in rows if r.explanation is not None]
     lines = []
@@ -332,7 +333,7 @@ def explainer_markdown(results: Sequence[Result], baseline: str, main: str, know
     c = known.scores.get("correlation_llm")
     if c is not None and math.isfinite(c):
         how = "far below" if c < 0.5 else "at or above"
-        lines.append(f"* The local all-at-once simulator scores the perfect explanation of the `\" def\"` unit at "
+        lines.append(f"* The {simulator} all-at-once simulator scores the perfect explanation of the `\" def\"` unit at "
                      f"r = {c:.2f} ({how} the keyword simulator's {known.scores.get('correlation_keyword') or 0:.2f}): "
                      + ("it cannot simulate activations from an explanation, so its correlations say nothing "
                         "about the units." if c < 0.5 else "it can follow an explanation this clear."))

@@ -100,6 +100,9 @@ def test_explainer_markdown_is_written_from_the_run():
     md2 = results.explainer_markdown(flipped, "base", "llm", good, gates)
     assert "at or above" in md2 and "the LLM explainer is better" in md2
     assert "No scorer passed" in results.explainer_markdown(rows, "base", "llm", known, {"x": {"pass": False}})
+    assert "The local all-at-once" in md
+    assert "The server's (gpt-4o) all-at-once" in results.explainer_markdown(rows, "base", "llm", known, gates,
+                                                                          simulator="server's (gpt-4o)")
 
 
 def _gated_results():
