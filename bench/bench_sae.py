@@ -18,6 +18,10 @@ the venv `make test` uses too; ``SAELENS_VENV`` names another) as a subprocess o
 activations, and the fraction of the GEMM floor each reaches, with this machine's GEMM throughput
 measured in the same run (an encoder-shaped [batch, d_in] x [d_in, width] fp32 product).
 
+Equal NMSE (TopK): SAELens runs first; our SAE then trains past the same steps on further batches (same
+order, same constant lr) until its held-out NMSE reaches SAELens's final one, and the script prints the
+ratio of the two sides' summed step times to that NMSE (warm-up steps included on both sides).
+
     .venv/bin/python bench/bench_sae.py [--steps 20] [--width 4608] [--k 32] [--batch 4096]
 """
 
@@ -85,7 +89,7 @@ def saelens_half(folder: Path) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], betas=(0.9, 0.999))
     dead = torch.zeros(spec["width"], dtype=torch.bool)
     times = []
-    for step in range(order.shape[0]):
+    for step in range(spec["steps"]):
         batch = x[order[step]]
         t0 = time.perf_counter()
         model.train()
@@ -115,7 +119,10 @@ def batch_topk_forward(model, x: torch.Tensor) -> torch.Tensor:
     return model.decode(z)
 
 
-def ours_half(folder: Path, spec: dict) -> dict:
+def ours_half(folder: Path, spec: dict, target_nmse: float | None = None) -> dict:
+    """Our ``spec["steps"]`` steps (timed), then, given ``target_nmse``, more steps on further batches until
+    the held-out NMSE reaches it (each step timed; the evaluations between them are not), up to the
+    ``order`` rows prepared (3x the steps)."""
     from course_lib import sae  # here, not at the top: the SAELens half runs without course_lib
 
     data = load_file(str(folder / "data.safetensors"))
@@ -131,11 +138,35 @@ def ours_half(folder: Path, spec: dict) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], betas=(0.9, 0.999))
     since = torch.zeros(spec["width"], dtype=torch.long)
     times = []
-    for step in range(order.shape[0]):
+
+    def step_once(step: int) -> None:
         batch = x[order[step]]
         t0 = time.perf_counter()
         sae.train_step(model, opt, batch, since)  # the library's own step (fast sparse gradients)
         times.append(time.perf_counter() - t0)
+
+    def val_nmse() -> float:
+        with torch.no_grad():
+            recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
+        return float(sae.evaluation.fvu(val, recon))
+
+    for step in range(spec["steps"]):
+        step_once(step)
+    to_target = None
+    if target_nmse is not None and spec["kind"] == "topk":
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        opt_state = {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in v.items()} for k, v in opt.state.items()}
+        since_saved, n_timed = since.clone(), len(times)
+        step, nmse = spec["steps"], val_nmse()
+        while nmse > target_nmse and step < order.shape[0]:
+            step_once(step)
+            step, nmse = step + 1, val_nmse()
+        to_target = {"steps": step, "seconds": sum(times), "nmse": nmse, "reached": nmse <= target_nmse}
+        model.load_state_dict(state)  # the fixed-steps result below is the model after spec["steps"] steps
+        for k, v in opt_state.items():
+            opt.state[k] = v
+        since.copy_(since_saved)
+        del times[n_timed:]
     with torch.no_grad():
         if spec["kind"] == "batchtopk":  # as SAELens evaluates it: the k * B largest of each 4096-token chunk
             recon = torch.cat([batch_topk_forward(model, val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
@@ -144,7 +175,7 @@ def ours_half(folder: Path, spec: dict) -> dict:
             recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
             l0 = float((model.encode(val) != 0).sum(1).float().mean())
     return {"times": times, "nmse": float(sae.evaluation.fvu(val, recon)), "threads": torch.get_num_threads(),
-            "l0": l0}
+            "l0": l0, "to_target": to_target}
 
 
 def prepare(folder: Path, args: argparse.Namespace) -> dict:
@@ -160,7 +191,8 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict:
     x, val = (x * s).contiguous(), (val * s).contiguous()
     gen = torch.Generator().manual_seed(0)
     total = args.steps + args.warmup
-    order = torch.stack([torch.randperm(x.shape[0], generator=gen)[: args.batch] for _ in range(total)])
+    # 3x the steps' batches: the equal-NMSE measurement may train ours past ``total`` steps
+    order = torch.stack([torch.randperm(x.shape[0], generator=gen)[: args.batch] for _ in range(3 * total)])
     model = sae.SparseAutoencoder(sae.SAEConfig(d_in=x.shape[1], n_latents=args.width, k=args.k), gen)
     model.init_from_sample(x[:8192])
     init = {n: p.detach().clone().contiguous() for n, p in model.named_parameters()}
@@ -198,7 +230,6 @@ def main() -> None:
         folder = Path(tmp)
         spec = prepare(folder, args)
         flops_before = gemm_flops(args.batch, spec["d_in"], args.width)
-        ours = ours_half(folder, spec)
         theirs = None
         if not BENCH_PY.exists():
             subprocess.run(["bash", str(ROOT / "bench" / "saelens_venv.sh"), str(SAELENS_VENV)], check=False)
@@ -214,6 +245,7 @@ def main() -> None:
                 theirs["nmse"] = sae.evaluation.fvu(val, recon)  # the library's one NMSE, for both halves
             else:
                 print("SAELens half failed:\n" + res.stdout[-2000:] + res.stderr[-4000:])
+        ours = ours_half(folder, spec, target_nmse=None if theirs is None else theirs["nmse"])
         flops_after = gemm_flops(args.batch, spec["d_in"], args.width)
     flops = statistics.median([flops_before, flops_after])
     one_gemm = 2 * args.batch * spec["d_in"] * args.width / flops
@@ -234,6 +266,13 @@ def main() -> None:
               f"fraction of six-GEMM floor {6 * one_gemm / t_sl:.2f}")
         print(f"step-time ratio SAELens / ours: {t_sl / t_ours:.2f}x;  NMSE difference ours - SAELens: "
               f"{ours['nmse'] - theirs['nmse']:+.4f}")
+        tt = ours["to_target"]
+        if tt is not None:
+            t_theirs = sum(theirs["times"])
+            print(f"equal NMSE: SAELens reached {theirs['nmse']:.4f} in {spec['steps']} steps, {t_theirs:.2f} s of steps; "
+                  f"ours {'reached' if tt['reached'] else 'did NOT reach'} it ({tt['nmse']:.4f}) in {tt['steps']} steps, "
+                  f"{tt['seconds']:.2f} s of steps" + (f": time-to-equal-NMSE ratio SAELens / ours "
+                                                       f"{t_theirs / tt['seconds']:.2f}x" if tt["reached"] else ""))
     else:
         print(f"SAELens half skipped (no {SAELENS_VENV}; run bench/saelens_venv.sh)")
 
