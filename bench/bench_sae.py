@@ -152,21 +152,6 @@ def ours_half(folder: Path, spec: dict, target_nmse: float | None = None) -> dic
 
     for step in range(spec["steps"]):
         step_once(step)
-    to_target = None
-    if target_nmse is not None and spec["kind"] == "topk":
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        opt_state = {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in v.items()} for k, v in opt.state.items()}
-        since_saved, n_timed = since.clone(), len(times)
-        step, nmse = spec["steps"], val_nmse()
-        while nmse > target_nmse and step < order.shape[0]:
-            step_once(step)
-            step, nmse = step + 1, val_nmse()
-        to_target = {"steps": step, "seconds": sum(times), "nmse": nmse, "reached": nmse <= target_nmse}
-        model.load_state_dict(state)  # the fixed-steps result below is the model after spec["steps"] steps
-        for k, v in opt_state.items():
-            opt.state[k] = v
-        since.copy_(since_saved)
-        del times[n_timed:]
     with torch.no_grad():
         if spec["kind"] == "batchtopk":  # as SAELens evaluates it: the k * B largest of each 4096-token chunk
             recon = torch.cat([batch_topk_forward(model, val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
@@ -174,7 +159,15 @@ def ours_half(folder: Path, spec: dict, target_nmse: float | None = None) -> dic
         else:
             recon = torch.cat([model(val[i:i + 4096]) for i in range(0, val.shape[0], 4096)])
             l0 = float((model.encode(val) != 0).sum(1).float().mean())
-    return {"times": times, "nmse": float(sae.evaluation.fvu(val, recon)), "threads": torch.get_num_threads(),
+    fixed_times = list(times)
+    to_target = None
+    if target_nmse is not None and spec["kind"] == "topk":  # train on past the fixed steps
+        step, nmse = spec["steps"], val_nmse()
+        while nmse > target_nmse and step < order.shape[0]:
+            step_once(step)
+            step, nmse = step + 1, val_nmse()
+        to_target = {"steps": step, "seconds": sum(times), "nmse": nmse, "reached": nmse <= target_nmse}
+    return {"times": fixed_times, "nmse": float(sae.evaluation.fvu(val, recon)), "threads": torch.get_num_threads(),
             "l0": l0, "to_target": to_target}
 
 
