@@ -378,7 +378,7 @@ PAPER_CLAIMS: list[tuple[str, str, str, Callable[[dict], Any]]] = [
      lambda m: m.get("five_two_dims_per_feature_sparsest")),
     ("01", "100 -> 20 sweep: sparsities with D* within 0.05 of 1/2 (antipodal pairs)", "sticky at 1/2",
      lambda m: m.get("big_sweep_instances_near_one_half")),
-    ("02", "circuit edges, dense / weight-sparse (geometric mean over tasks)", "~16x at equal pretraining loss",
+    ("02", "circuit edges, dense / weight-sparse at matched pretraining loss", "~16x",
      lambda m: _edge_ratio(m)),
     ("03", "TopK vs ReLU+L1 NMSE near equal L0", "TopK lower", lambda m: _frontier_pair(m.get("frontier"))),
     ("03", "NMSE power-law exponent in the number of latents", "negative (NMSE falls with width)",
@@ -401,16 +401,13 @@ def _frontier_pair(rows: Any) -> str | None:
 
 
 def _edge_ratio(m: dict) -> str | None:
-    """Dense/sparse circuit-edge ratio: the matched-loss one when the run has it, else the geometric mean
-    of the per-task ratios (labelled as not matched)."""
-    if m.get("edge_ratio_matched_loss") is not None:
-        return f"{m['edge_ratio_matched_loss']:.3g}x at matched loss"
-    per = m.get("dense_sparse_edge_ratio") or {}
-    vals = [v for task in per.values() if isinstance(task, dict) for v in task.values() if v]
-    if not vals:
+    """Dense/sparse circuit-edge ratio at matched validation loss, over every sparse model (notebook 02's
+    ``matched_ratio["all sparse"]``), with its bootstrap CI and how many pairs and tasks it rests on."""
+    s = (m.get("matched_ratio") or {}).get("all sparse") or {}
+    if not s.get("geo_mean"):
         return None
-    gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
-    return f"{gm:.3g}x over {len(vals)} (task, model) pairs, not at matched loss"
+    ci = f" [{s['lo']:.3g}, {s['hi']:.3g}]" if s.get("lo") else ""
+    return f"{s['geo_mean']:.3g}x{ci} at matched loss ({s['n_pairs']} pairs, {s['n_tasks']} tasks)"
 
 
 def _kind_means(scores: Any) -> str | None:

@@ -140,9 +140,10 @@ def test_paper_vs_ours_reads_the_runs_metrics():
             {"kind": "relu", "k": 32, "l0": 400.0, "nmse": 0.2}]
     assert cli._frontier_pair(rows) == "TopK 0.3 (L0 32) vs ReLU 0.9 (L0 40)"
     assert cli._frontier_pair([{"k": 8, "l0": 8, "nmse": 1}]) is None
-    ratios = {"dense_sparse_edge_ratio": {"a": {"s": 2.0, "t": None}, "b": {"s": 8.0}}}
-    assert cli._edge_ratio(ratios) == "4x over 2 (task, model) pairs, not at matched loss"
-    assert cli._edge_ratio({"edge_ratio_matched_loss": 16.0}) == "16x at matched loss"
+    s = {"geo_mean": 1.5, "lo": 1.1, "hi": 2.0, "n_pairs": 12, "n_tasks": 4}
+    assert cli._edge_ratio({"matched_ratio": {"all sparse": s}}) == "1.5x [1.1, 2] at matched loss (12 pairs, 4 tasks)"
+    assert cli._edge_ratio({"matched_ratio": {"all sparse": {"geo_mean": None}}}) is None
+    assert cli._edge_ratio({}) is None
 
 
 LIVE_EXPLORER = """

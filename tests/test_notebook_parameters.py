@@ -55,7 +55,7 @@ CASES = [
     ("01", "BIG_SWEEP_FEATURES", [100, 200], [99, 150, 201], {}),
     ("01", "WEIGHT_SPARSITY_LEVELS", [[0.01, 1.0], [1.0, 0.01]],
      [[below(0.01), 1.0], [0.5, above(1.0)], [0.5], [0.5, 0.5]], {}),
-    ("02", "SPARSITY_LEVELS", [[1e-4], [0.999], [1e-4, 0.999]], [[below(1e-4)], [above(0.999)], []], {}),
+    ("02", "REFERENCE_SET", ["auto", "retrain"], ["none", "/no/such/set", 3], {}),
     ("02", "TARGET_LOSS", [0.0, 0, 0.69, "auto"], [below(0.0), -1, above(0.69), 1, "fast", None, True], {}),
     ("03", "LAYER", [0, 29], [-1, 30], {}),
     ("03", "K", [1, 128], [0, 129, 200, 256], {}),  # smoke: the smallest sweep SAE has 128 latents

@@ -154,3 +154,47 @@ def analyse(models: Sequence[FrontierModel], n_boot: int = 2000, seed: int = 0) 
         summary[group] = geo_mean_ci(logs, n_boot, seed=seed)
     return {"tasks": tasks, "points": pts, "ratio": ratio, "matched": matched,
             "pairs": {f"{m}|{t}": v for (m, t), v in pairs.items()}, "summary": summary}
+
+
+def analyse_per_task(models: Sequence[FrontierModel], tasks: Sequence[str] | None = None, n_boot: int = 2000,
+                     seed: int = 0) -> dict:
+    """The matched comparison task by task, for when no task has a circuit in every model (:func:`analyse`
+    then has nothing to average).
+
+    For each task ``t``: the dense curve through the dense configurations that have a circuit for ``t``
+    (:func:`dense_curve`), and for each sparse model with a circuit for ``t`` the ratio ``r(s, t)`` read on it
+    (``None`` when ``L_s`` lies outside the curve's range, or the curve has fewer than 2 configurations).
+    Returns ``{"tasks", "common_tasks", "per_task": {t: {"dense": [[L, E], ...], "sparse": {name: {"val_loss",
+    "edges", "matched_edges", "ratio"}}}}, "pairs": {"model|task": r | None}, "summary": {group: geo_mean_ci},
+    "unmatched": {"above_range": n, "below_range": n, "no_curve": n}}``: why sparse circuits got no ratio (their loss
+    is above or below every dense configuration with a circuit for the task, or the task has fewer than two such
+    configurations; each sparse entry names its reason in ``"unmatched"``); the summary also has ``"all sparse"``.
+    """
+    tasks = list(models[0].edges) if tasks is None and models else list(tasks or [])
+    per_task, logs_by_group = {}, {}
+    unmatched = {"above_range": 0, "below_range": 0, "no_curve": 0}
+    groups = {m.name: m.group for m in models}
+    for t in tasks:
+        curve = dense_curve(models, t)
+        entry = {"dense": [[loss, math.exp(y)] for loss, y in curve], "sparse": {}}
+        for m in models:
+            e = m.edges.get(t) or 0
+            if m.dense or e <= 0:
+                continue
+            y = interpolate(curve, m.val_loss)
+            side = None
+            if y is None:
+                side = "no_curve" if len(curve) < 2 else ("above_range" if m.val_loss > curve[-1][0] else "below_range")
+                unmatched[side] += 1
+            r = math.exp(y) / e if y is not None else None
+            entry["sparse"][m.name] = {"val_loss": m.val_loss, "edges": e, "unmatched": side,
+                                       "matched_edges": math.exp(y) if y is not None else None, "ratio": r}
+            if r is not None:
+                logs_by_group.setdefault(m.group, {})[(m.name, t)] = math.log(r)
+                logs_by_group.setdefault("all sparse", {})[(m.name, t)] = math.log(r)
+        per_task[t] = entry
+    pairs = {f"{n}|{t}": v["ratio"] for t, e in per_task.items() for n, v in e["sparse"].items()}
+    order = list(dict.fromkeys(groups[m.name] for m in models if not m.dense)) + ["all sparse"]
+    summary = {g: geo_mean_ci(logs_by_group.get(g, {}), n_boot, seed=seed) for g in order}
+    return {"tasks": tasks, "common_tasks": common_tasks(models), "per_task": per_task, "pairs": pairs,
+            "summary": summary, "unmatched": unmatched}

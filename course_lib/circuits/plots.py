@@ -350,3 +350,121 @@ def plot_frontier(front: Mapping) -> Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- the reference set
+
+_GROUP_PALETTE = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:blue", "tab:brown", "tab:olive"]
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, str]:
+    """One color per group: dense black, the others from a fixed palette in order of appearance."""
+    sparse = [g for g in dict.fromkeys(groups) if g != "dense"]
+    return {"dense": "black", **{g: _GROUP_PALETTE[i % len(_GROUP_PALETTE)] for i, g in enumerate(sparse)}}
+
+
+def plot_reference_training(entries: Sequence[Mapping]) -> Figure:
+    """The reference set's training, from its manifest: validation loss at each evaluation (left) and the
+    kept fraction (right) against step, one line per model, colored by group."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = group_colors([e["group"] for e in entries])
+    seen = set()
+    for e in entries:
+        label = None if e["group"] in seen else e["group"]
+        seen.add(e["group"])
+        ev = e["eval"]
+        a.plot([x["step"] for x in ev], [x["val_loss"] for x in ev], color=colors[e["group"]], lw=1, alpha=0.8,
+               label=label)
+        if e.get("log"):
+            b.plot(e["log"]["step"], e["log"]["kept_fraction"], color=colors[e["group"]], lw=1, label=label)
+    a.set(xscale="log", xlabel="optimizer step", ylabel="validation loss (nats/token)",
+          title="Validation loss during training (every seed)")
+    b.set(xscale="log", xlabel="optimizer step", ylabel="kept fraction", ylim=(0, 1.05),
+          title="Kept fraction of every weight tensor (annealed)")
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_solved(full_loss: Mapping[str, Mapping[str, float]], target: float) -> Figure:
+    """Models (rows) x tasks (columns): the unpruned model's held-out task loss, annotated; a cell is
+    outlined when it is at most ``target`` (the task is solved). Chance is ln 2 = 0.693."""
+    models = list(full_loss)
+    tasks = list(next(iter(full_loss.values())))
+    vals = np.array([[full_loss[m][t] for t in tasks] for m in models])
+    fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 3, 0.28 * len(models) + 1.4))
+    im = ax.imshow(np.minimum(vals, 1.0), cmap="viridis_r", vmin=0, vmax=1.0, aspect="auto")
+    for i in range(len(models)):
+        for j in range(len(tasks)):
+            ok = vals[i, j] <= target
+            ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if vals[i, j] < 0.5 else "black", fontweight="bold" if ok else "normal")
+            if ok:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.2))
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(models)), models, fontsize=7)
+    ax.set_title(f"Held-out task loss of each full model (red box: solved, at most {target}; chance 0.693)",
+                 fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="task loss (clipped at 1)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier_tasks(models: Sequence, analysis: Mapping) -> Figure:
+    """The frontier task by task (:func:`course_lib.circuits.frontier.analyse_per_task`).
+
+    One panel per task with at least one circuit: circuit edges (log) against validation loss; dense models
+    as grey dots and the dense curve (seeds averaged) in black; each sparse model colored by group, with a
+    hollow marker on the dense curve at its loss and a dotted line whose length is the ratio. The last panel
+    gives every matched ratio (dense / sparse edges, log) against the sparse model's loss, with 1x and the
+    paper's ~16x as lines."""
+    tasks = [t for t, e in analysis["per_task"].items() if e["dense"] or e["sparse"]
+             or any((m.edges.get(t) or 0) > 0 for m in models)]
+    colors = group_colors([m.group for m in models])
+    n = len(tasks) + 1
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    flat = axes.flatten()
+    for ax, t in zip(flat, tasks):
+        e = analysis["per_task"][t]
+        dense = [(m.val_loss, m.edges[t]) for m in models if m.dense and (m.edges.get(t) or 0) > 0]
+        if dense:
+            ax.scatter(*zip(*dense), s=12, color="gray", zorder=2)
+        if e["dense"]:
+            ax.plot([p[0] for p in e["dense"]], [p[1] for p in e["dense"]], color="black", lw=1.2, zorder=1)
+        for name, s in e["sparse"].items():
+            g = next(m.group for m in models if m.name == name)
+            ax.scatter([s["val_loss"]], [s["edges"]], s=28, color=colors[g], zorder=3)
+            if s["matched_edges"]:
+                ax.plot([s["val_loss"]] * 2, [s["edges"], s["matched_edges"]], ls=":", color=colors[g], lw=1)
+                ax.scatter([s["val_loss"]], [s["matched_edges"]], s=28, facecolors="none", edgecolors=colors[g])
+        ax.set_yscale("log")
+        ax.set_title(f"{t}", fontsize=9)
+        ax.set_xlabel("validation loss", fontsize=8)
+        ax.set_ylabel("circuit edges", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ax = flat[len(tasks)]
+    for key, r in analysis["pairs"].items():
+        if r is None:
+            continue
+        name = key.split("|")[0]
+        m = next(x for x in models if x.name == name)
+        ax.scatter([m.val_loss], [r], s=20, color=colors[m.group])
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.axhline(16, color="gray", lw=0.8, ls="--")
+    ax.text(ax.get_xlim()[0], 16, " paper ~16x", fontsize=7, va="bottom")
+    ax.set_yscale("log")
+    ax.set_title("dense / sparse edges at equal loss", fontsize=9)
+    ax.set_xlabel("sparse model's validation loss", fontsize=8)
+    ax.tick_params(labelsize=7)
+    for a in flat[len(tasks) + 1:]:
+        a.axis("off")
+    handles = [plt.Line2D([], [], color="black", marker="o", mfc="gray", mec="gray", label="dense (curve: seeds averaged)")]
+    handles += [plt.Line2D([], [], ls="", marker="o", color=c, label=g) for g, c in colors.items() if g != "dense"]
+    handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="dense curve at the same loss")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle("Capability vs circuit size, task by task (held-out-valid circuits only)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    return fig

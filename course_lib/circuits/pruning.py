@@ -6,7 +6,8 @@ a mask logit ``s_i``; the forward pass uses the hard mask ``m_i = 1[s_i > 0]`` a
 pretends ``dm/ds = sigmoid'(s / T) / T`` (a straight-through surrogate). A pruned node is
 mean-ablated: ``a_i <- m_i a_i + (1 - m_i) mean_i`` with ``mean_i`` over corpus text. The masks
 minimise ``task_loss + coef * sum_i m_i``; nodes are then ranked by ``s_i`` and a bisection over
-``k`` finds the smallest top-``k`` set whose task loss on the *train* prompts reaches ``target_loss``.
+``k`` finds the smallest top-``k`` set whose task loss on the *train* prompts reaches
+``target_loss * train_target_ratio`` (a ratio below 1 leaves a margin for the held-out prompts).
 
 A circuit counts only if it also works on held-out prompts: :class:`Circuit` ``valid`` is true when the
 same node set reaches the target on the test prompts (:func:`accept_circuit`), and ``n_nodes``/``edges``
@@ -154,8 +155,8 @@ def masked_final_last(
     """
     hooks = [(h, _ablation_hook(m, means[h])) for h, m in masks.items()]
     with model.hooks(fwd_hooks=hooks):
-        final = model(data.tokens, return_type="final")
-    return final[torch.arange(final.shape[0], device=final.device), data.last]
+        final = model(data.tokens, return_type="final", last=data.last)  # [n, 1, d]: the last block at `last` only
+    return final[:, 0]
 
 
 def task_logits(
@@ -188,7 +189,8 @@ class PruneConfig:
     coef: float = 1e-3  # penalty per active node
     init_logit: float = 1.0  # every node starts kept
     temperature: float = 1.0  # surrogate sigmoid temperature
-    target_loss: float = 0.15  # task loss the circuit must reach
+    target_loss: float = 0.15  # task loss the circuit must reach (on the held-out prompts, to be valid)
+    train_target_ratio: float = 1.0  # the bisection aims for target_loss * this on the train prompts (< 1: a margin)
     grid_points: int = 24  # kept-node counts evaluated for the loss curve
     solved_loss: float = 0.5  # a model solves a task when its unpruned held-out task loss is at most this
 
@@ -304,13 +306,14 @@ def _find_circuit(
     n_active = sum(int((s > 0).sum()) for s in logits.values())
     ks = sorted(set(_grid(n_total, pcfg.grid_points)) | {n_active})
     curve = [loss_at(k) for k in ks]
-    hits = [k for k in ks if loss_at(k) <= pcfg.target_loss]
+    goal = pcfg.target_loss * pcfg.train_target_ratio  # on the train prompts
+    hits = [k for k in ks if loss_at(k) <= goal]
     if hits:
         hi = hits[0]
         lo = max([k for k in ks if k < hi], default=0)
-        while hi - lo > 1:  # loss(lo) > target >= loss(hi)
+        while hi - lo > 1:  # loss(lo) > goal >= loss(hi)
             mid = (lo + hi) // 2
-            if loss_at(mid) <= pcfg.target_loss:
+            if loss_at(mid) <= goal:
                 hi = mid
             else:
                 lo = mid
@@ -333,7 +336,7 @@ def _find_circuit(
     )
 
 
-CIRCUIT_CACHE_VERSION = "circuit-v1"  # bump when find_circuit's result changes for the same inputs
+CIRCUIT_CACHE_VERSION = "circuit-v2"  # bump when find_circuit's result changes for the same inputs
 
 
 def find_circuit_cached(

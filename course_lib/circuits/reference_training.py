@@ -54,6 +54,7 @@ from course_lib.circuits.transformer import SparseTransformer, SparseTransformer
 log = logging.getLogger(__name__)
 STATE = "state.safetensors"
 MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
 VERSION = "reference-training-v1"
 
 
@@ -135,6 +136,14 @@ def pilot_set() -> list[RunSpec]:
     ]
 
 
+def smoke_set() -> list[RunSpec]:
+    """What notebook 02's smoke profile trains live (seconds): two dense lengths and one sparse model, width 32,
+    on the smoke corpus, so that every step of the frontier analysis runs (with no claim about the result)."""
+    return [_spec("dense" if frac >= 1 else f"sparse {frac:g}", 32, steps, frac, 0, batch=8, data="smoke",
+                  eval_every=steps // 2)
+            for steps, frac in ((30, 1.0), (60, 1.0), (60, 0.2))]
+
+
 def tiny_set() -> list[RunSpec]:
     """Two small runs on the smoke corpus (tests, and a quick check of the command)."""
     arch = SparseTransformerConfig(d_model=32, n_layers=1, d_mlp=64, n_ctx=32)
@@ -145,7 +154,8 @@ def tiny_set() -> list[RunSpec]:
     ]
 
 
-SETS: dict[str, Callable[[], list[RunSpec]]] = {"reference": reference_set, "pilot": pilot_set, "tiny": tiny_set}
+SETS: dict[str, Callable[[], list[RunSpec]]] = {"reference": reference_set, "pilot": pilot_set, "tiny": tiny_set,
+                                                "smoke": smoke_set}
 
 
 def export_bytes(spec: RunSpec) -> int:
@@ -310,11 +320,14 @@ def evaluate(model: SparseTransformer, data: EvalData) -> dict:
 
 def train_steps(st: RunState, stream: torch.Tensor, data: EvalData, until: int | None = None,
                 checkpoint: Callable[[RunState], None] | None = None, checkpoint_s: float = 300.0,
-                report: Callable[[RunState, float], None] | None = None) -> RunState:
+                report: Callable[[RunState, float], None] | None = None,
+                fraction_fn: Callable = weight_sparsity.kept_fraction,
+                project_fn: Callable = weight_sparsity.project_topk) -> RunState:
     """Train ``st`` from ``st.step`` up to step ``until`` (default: the end), in place.
 
     ``checkpoint(st)`` is called every ``checkpoint_s`` seconds of wall time and at the end;
-    ``report(st, seconds_per_step)`` after every evaluation.
+    ``report(st, seconds_per_step)`` after every evaluation. ``fraction_fn``/``project_fn``: the kept-fraction
+    schedule and the top-k projection (notebook 02 passes its learners' versions).
     """
     t = st.spec.train
     until = t.steps if until is None else min(until, t.steps)
@@ -336,11 +349,11 @@ def train_steps(st: RunState, stream: torch.Tensor, data: EvalData, until: int |
         loss.backward()
         torch.nn.utils.clip_grad_norm_(st.model.parameters(), t.grad_clip)
         st.opt.step()
-        frac = weight_sparsity.kept_fraction(step, t.steps, t.target_fraction, t.anneal_start, t.anneal_end)
+        frac = fraction_fn(step, t.steps, t.target_fraction, t.anneal_start, t.anneal_end)
         if frac < 1.0:
             with torch.no_grad():
                 for p in sparse:
-                    p.copy_(weight_sparsity.project_topk(p, frac))
+                    p.copy_(project_fn(p, frac))
         st.step += 1
         if step % every == 0 or st.step == t.steps:
             st.log["step"].append(step)
@@ -396,11 +409,13 @@ def _fmt_h(seconds: float) -> str:
 
 
 def train_set(specs: list[RunSpec], root: str | Path, checkpoint_s: float = 300.0, stop_after_s: float | None = None,
-              streams: dict | None = None) -> list[RunState]:
+              streams: dict | None = None, fraction_fn: Callable = weight_sparsity.kept_fraction,
+              project_fn: Callable = weight_sparsity.project_topk) -> list[RunState]:
     """Train every run of ``specs`` under ``root/<run>/``: skip the done, resume the partial, start the rest.
 
     Returns the states (done or not). ``stop_after_s`` stops (after a checkpoint) once this much wall time
     has passed, as an interruption would. ``streams`` caches ``corpus.data_streams`` per profile.
+    ``fraction_fn``/``project_fn``: see :func:`train_steps`.
     """
     root = Path(root)
     streams = {} if streams is None else streams
@@ -441,24 +456,28 @@ def train_set(specs: list[RunSpec], root: str | Path, checkpoint_s: float = 300.
             if s.done:
                 cache.atomic_write_text(folder / "DONE", json.dumps({"step": s.step, "wall_s": s.wall_s}))
 
-        stopped = _train_until_time(st, train_stream, data, checkpoint, checkpoint_s, report, stop_after_s, t_start)
+        stopped = _train_until_time(st, train_stream, data, checkpoint, checkpoint_s, report, stop_after_s, t_start,
+                                    fraction_fn, project_fn)
         out.append(st)
     return out
 
 
-def _train_until_time(st, stream, data, checkpoint, checkpoint_s, report, stop_after_s, t_start) -> bool:
+def _train_until_time(st, stream, data, checkpoint, checkpoint_s, report, stop_after_s, t_start,
+                      fraction_fn=weight_sparsity.kept_fraction, project_fn=weight_sparsity.project_topk) -> bool:
     """Train in slices of ``eval_every`` steps (a checkpoint ends each), checking the wall-time budget
     between slices; ``True`` when the budget stopped it (at least one slice is always trained)."""
     while not st.done:
         nxt = min(st.spec.train.steps, (st.step // st.spec.eval_every + 1) * st.spec.eval_every)
-        train_steps(st, stream, data, nxt, checkpoint, checkpoint_s, report)
+        train_steps(st, stream, data, nxt, checkpoint, checkpoint_s, report, fraction_fn, project_fn)
         if stop_after_s is not None and time.perf_counter() - t_start >= stop_after_s:
             return not st.done
     return False
 
 
-def export_set(states: list[RunState], out: str | Path, command: str, set_name: str) -> dict:
-    """Write every finished run with ``save_compact`` and a ``manifest.json``; returns the manifest."""
+def export_set(states: list[RunState], out: str | Path, command: str, set_name: str, tokenizer=None) -> dict:
+    """Write every finished run with ``save_compact`` and a ``manifest.json`` (and ``tokenizer.json`` when given:
+    the BPE the models were trained with, so a machine with another standard library reads the same tokens);
+    returns the manifest. Each model's training log is kept at about 100 points."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models = []
@@ -469,16 +488,22 @@ def export_set(states: list[RunState], out: str | Path, command: str, set_name: 
         save_compact(st.model.state_dict(), out / fname)
         last = st.log["eval"][-1]
         params = st.model.sparsified_parameters().values()
+        every = max(1, len(st.log["step"]) // 100)
         models.append({
             "name": st.spec.name, "group": st.spec.group, "file": fname, "model": dataclasses.asdict(st.spec.model),
-            "train": dataclasses.asdict(st.spec.train), "data": st.spec.data, "steps": st.step,
-            "wall_time_s": round(st.wall_s, 1), "cpu_time_s": round(st.cpu_s, 1),
+            "train": dataclasses.asdict(st.spec.train), "data": st.spec.data, "task_mix": st.spec.task_mix,
+            "steps": st.step, "wall_time_s": round(st.wall_s, 1), "cpu_time_s": round(st.cpu_s, 1),
             "final_train_loss": st.log["loss"][-1], "val_loss": last["val_loss"], "task_loss": last["task_loss"],
             "nonzero_fraction": weight_sparsity.nonzero_fraction(params),
             "nonzero_weights": int(sum(int((p != 0).sum()) for p in params)), "eval": st.log["eval"],
+            "log": {k: st.log[k][::every] for k in ("step", "loss", "kept_fraction")},
         })
     manifest = {"format": FORMAT, "set": set_name, "command": command, "machine": machine(),
                 "task_prompts": "seed 0, test split (course_lib.circuits.tasks.make_task_data)", "models": models}
+    if tokenizer is not None:
+        with cache.atomic_path(out / TOKENIZER) as tmp:
+            tokenizer.save(str(tmp))
+        manifest["tokenizer"] = TOKENIZER
     cache.atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -512,16 +537,80 @@ def status_lines(specs: list[RunSpec], root: str | Path, every: int = 1) -> list
     return lines
 
 
+class ReferenceSetError(RuntimeError):
+    """A reference set that cannot be loaded (missing or damaged files), with what to do about it."""
+
+
+def shipped_dir() -> Path:
+    """Where the repository ships the reference set (``course_lib/circuits/reference/models``)."""
+    return Path(__file__).parent / "reference" / "models"
+
+
 def load_set(folder: str | Path, device: torch.device | str = "cpu") -> list[tuple[dict, SparseTransformer]]:
-    """The models of an exported set, as ``(manifest entry, model in eval mode)``, in the set's order."""
+    """The models of an exported set, as ``(manifest entry, model in eval mode)``, in the set's order.
+
+    :class:`ReferenceSetError` (naming the file) when the manifest or a model file is missing or damaged."""
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise ReferenceSetError(f"no readable {MANIFEST} in {folder}: {e}") from e
     out = []
     for entry in manifest["models"]:
-        model = SparseTransformer(SparseTransformerConfig(**entry["model"]))
-        model.load_state_dict(load_compact(folder / entry["file"]))
+        try:
+            model = SparseTransformer(SparseTransformerConfig(**entry["model"]))
+            model.load_state_dict(load_compact(folder / entry["file"]))
+        except Exception as e:  # a truncated or altered file: say which
+            raise ReferenceSetError(f"{folder / entry['file']} is missing or damaged ({type(e).__name__}: {e})") from e
         out.append((entry, model.to(device).eval()))
     return out
+
+
+def load_tokenizer(folder: str | Path, data: str = "full"):
+    """The set's own BPE (``tokenizer.json`` in the export), else the corpus tokenizer of profile ``data``."""
+    path = Path(folder) / TOKENIZER
+    if path.is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path))
+    return corpus.train_tokenizer(corpus.config_for(data))
+
+
+def set_tokenizer(set_name: str, source: str = "shipped") -> tuple[object, str]:
+    """``(BPE, corpus profile)`` of a set before it is loaded or trained: the exported ``tokenizer.json`` for a
+    shipped or given folder, the corpus tokenizer of the set's profile when ``source`` is ``"retrain"``."""
+    if source == "retrain":
+        data = SETS[set_name]()[0].data
+        return corpus.train_tokenizer(corpus.config_for(data)), data
+    folder = shipped_dir() if source == "shipped" else Path(source)
+    try:
+        data = json.loads((folder / MANIFEST).read_text())["models"][0]["data"]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise ReferenceSetError(f"no readable {MANIFEST} in {folder} ({e}); restore it with `git checkout -- {folder}` "
+                                "or retrain the set with REFERENCE_SET='retrain'") from e
+    return load_tokenizer(folder, data), data
+
+
+def obtain_set(set_name: str, source: str = "shipped", device: torch.device | str = "cpu",
+               fraction_fn: Callable = weight_sparsity.kept_fraction,
+               project_fn: Callable = weight_sparsity.project_topk) -> tuple[Path, list[tuple[dict, SparseTransformer]]]:
+    """The folder and models of a set: ``source`` is ``"shipped"`` (:func:`shipped_dir`), ``"retrain"`` (train
+    every run of ``SETS[set_name]`` under :func:`training_root` with ``fraction_fn``/``project_fn``, resuming
+    what a previous call left, then export into ``<root>/<set>/export``) or the path of an exported set."""
+    if source == "retrain":
+        specs = SETS[set_name]()
+        root = training_root() / set_name
+        states = train_set(specs, root, fraction_fn=fraction_fn, project_fn=project_fn)
+        folder = root / "export"
+        tok = corpus.train_tokenizer(corpus.config_for(specs[0].data))
+        export_set(states, folder, f"obtain_set({set_name!r}, 'retrain')", set_name, tok)
+    else:
+        folder = shipped_dir() if source == "shipped" else Path(source)
+    try:
+        return folder, load_set(folder, device)
+    except ReferenceSetError as e:
+        raise ReferenceSetError(f"{e}. Restore the shipped set with `git checkout -- {folder}` (or `git lfs pull`), "
+                                "or retrain it (hours on a CPU) with REFERENCE_SET='retrain'") from e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.only:
         log.info("--only: %d of %d runs done; export with the whole set", sum(s.done for s in states), len(states))
     elif all(s.done for s in states):
-        m = export_set(states, out, command, a.set)
+        tok = corpus.train_tokenizer(corpus.config_for(specs[0].data))
+        m = export_set(states, out, command, a.set, tok)
         size = sum(f.stat().st_size for f in out.iterdir())
         log.info("exported %d models to %s (%.1f MB)", len(m["models"]), out, size / 1e6)
     else:

@@ -14,15 +14,17 @@ from course_lib.explorer import Explorer, fig_png, first_view, set_view, view_wi
 
 
 class CircuitExplorer(Explorer):
-    """Pick a task and a model, see its circuit's wiring, switch nodes off and watch the held-out task loss."""
+    """Pick a model and one of its tasks (``results[model]`` holds the circuits it has), see the circuit's wiring,
+    switch nodes off and watch the held-out task loss. Every kept node is listed."""
 
     def __init__(self, models: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]],
                  data: Mapping[str, Any], means: Mapping[str, Mapping[str, torch.Tensor]],
                  top_tokens: Mapping[str, Mapping[tuple[str, int], list[str]]] | None = None):
         self.models, self.results, self.data, self.means = models, results, data, means
         self.top_tokens = top_tokens or {}
+        first = next(iter(results))
         first_view(self, (models, results, data, means, top_tokens), (),
-                   lambda: self.render(next(iter(results)), next(iter(data)), ()))
+                   lambda: self.render(first, next(iter(results[first])), ()))
 
     def node_options(self, name: str, task: str) -> list[tuple[str, tuple[str, int]]]:
         """Every kept node of the circuit as ``(label, (hook, channel))``."""
@@ -55,7 +57,7 @@ class CircuitExplorer(Explorer):
         import ipywidgets as W
 
         model_dd = W.Dropdown(options=list(self.results), description="model")
-        task_dd = W.Dropdown(options=list(self.data), description="task")
+        task_dd = W.Dropdown(options=list(self.results[model_dd.value]), description="task")
         nodes_sel = W.SelectMultiple(options=[], rows=12, description="switch off", layout=W.Layout(width="380px"))
         html_w, img_w = view_widgets(self)
         busy = [False]
@@ -65,6 +67,12 @@ class CircuitExplorer(Explorer):
                 self.render(model_dd.value, task_dd.value, tuple(nodes_sel.value))
                 set_view(self, html_w, img_w)
 
+        def on_model(*_: object) -> None:
+            busy[0] = True  # the model's own tasks (a model has circuits for the tasks it solves)
+            task_dd.options = list(self.results[model_dd.value])
+            busy[0] = False
+            on_pick()
+
         def on_pick(*_: object) -> None:
             busy[0] = True
             nodes_sel.options = self.node_options(model_dd.value, task_dd.value)
@@ -72,11 +80,11 @@ class CircuitExplorer(Explorer):
             busy[0] = False
             update()
 
-        model_dd.observe(on_pick, names="value")
+        model_dd.observe(on_model, names="value")
         task_dd.observe(on_pick, names="value")
         nodes_sel.observe(update, names="value")
         nodes_sel.options = self.node_options(model_dd.value, task_dd.value)
-        return W.VBox([W.HBox([task_dd, model_dd]), nodes_sel, html_w, img_w])
+        return W.VBox([W.HBox([model_dd, task_dd]), nodes_sel, html_w, img_w])
 
 
 def circuit_explorer(models: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any],

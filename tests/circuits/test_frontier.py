@@ -106,3 +106,39 @@ def test_model_from_manifest_entry_groups_seeds_into_one_config():
     assert a.config == b.config == "dense-d64-8k-mix5" and a.dense and a.name != b.name
     curve = fr.dense_curve([a, b], "t")
     assert len(curve) == 1 and curve[0][0] == pytest.approx(3.1) and math.exp(curve[0][1]) == pytest.approx(200)
+
+
+def test_per_task_matching_works_where_no_task_is_common():
+    # d3 solves nothing, so no task is common; task by task, each sparse circuit reads its own dense curve
+    mid = math.sqrt(1e5)
+    models = [dense("d1", 3.0, {"a": 1000, "b": 400}), dense("d2", 4.0, {"a": 100, "b": 40}),
+              dense("d3", 5.0, {"a": None, "b": None}),
+              sparse("s0", 3.5, {"a": mid / 4, "b": None}), sparse("s1", 3.5, {"a": None, "b": math.sqrt(16000) / 2}),
+              sparse("w", 4.5, {"a": 10, "b": None}, frac=0.04, group="wide")]
+    res = fr.analyse_per_task(models, ["a", "b"], n_boot=200)
+    assert res["common_tasks"] == []
+    assert res["pairs"]["s0|a"] == pytest.approx(4.0)
+    assert res["pairs"]["s1|b"] == pytest.approx(2.0)
+    assert res["pairs"]["w|a"] is None  # loss 4.5 lies beyond the dense curve (3.0-4.0): not extrapolated
+    assert res["unmatched"] == {"above_range": 1, "below_range": 0, "no_curve": 0}
+    assert res["per_task"]["a"]["sparse"]["w"]["unmatched"] == "above_range"
+    assert res["summary"]["sparse 0.1"]["geo_mean"] == pytest.approx(math.sqrt(8.0))
+    assert res["summary"]["all sparse"]["n_pairs"] == 2 and res["summary"]["wide"]["n_pairs"] == 0
+    assert [p[0] for p in res["per_task"]["a"]["dense"]] == [3.0, 4.0]
+
+
+def test_per_task_matching_needs_two_dense_configurations():
+    models = [dense("d1", 3.0, {"a": 1000}), dense("d2", 4.0, {"a": None}), sparse("s", 3.5, {"a": 10})]
+    res = fr.analyse_per_task(models, ["a"])
+    assert res["pairs"] == {"s|a": None} and res["unmatched"] == {"above_range": 0, "below_range": 0, "no_curve": 1}
+    assert res["summary"]["all sparse"]["geo_mean"] is None
+
+
+def test_plot_frontier_tasks_draws_a_panel_per_task_and_the_ratios():
+    models = [dense("d1", 3.0, {"a": 1000, "b": 400}), dense("d2", 4.0, {"a": 100, "b": 40}),
+              sparse("s0", 3.5, {"a": 50, "b": None})]
+    fig = plots.plot_frontier_tasks(models, fr.analyse_per_task(models, ["a", "b"], n_boot=50))
+    titles = [ax.get_title() for ax in fig.axes if ax.axison]
+    assert titles == ["a", "b", "dense / sparse edges at equal loss"]
+    ratio_ax = fig.axes[2]
+    assert ratio_ax.collections[0].get_offsets()[0][1] == pytest.approx(math.sqrt(1e5) / 50)

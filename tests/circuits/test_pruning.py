@@ -223,3 +223,17 @@ def test_find_circuit_cached_equals_find_circuit_and_reuses_it(model, tokenizer,
 
     circuits.find_circuit_cached(model, "random", tr, te, means, pcfg, mask_fn=my_mask)
     assert len(calls) == 2
+
+
+def test_train_target_ratio_makes_the_bisection_aim_below_the_target(model, tokenizer, windows):
+    tr = circuits.make_task_data("quote_close", tokenizer, 16, 0, "train")
+    te = circuits.make_task_data("quote_close", tokenizer, 16, 0, "test")
+    means = circuits.node_means(model, windows[:4])
+    base = circuits.PruneConfig(steps=10, grid_points=6, target_loss=0.69)
+    a = circuits.find_circuit(model, "m", tr, te, means, base)
+    b = circuits.find_circuit(model, "m", tr, te, means, dataclasses.replace(base, train_target_ratio=0.9))
+    if a.train_nodes is not None:
+        assert a.train_loss <= 0.69
+    if b.train_nodes is not None:
+        assert b.train_loss <= 0.69 * 0.9
+    assert a.target_loss == b.target_loss == 0.69  # validity is still judged at the target itself

@@ -168,3 +168,47 @@ def test_reference_set_export_fits_25_mb_and_estimate_matches_a_real_file(tmp_pa
     checkpoints.save_compact(st.model.state_dict(), tmp_path / "m.safetensors")
     size = (tmp_path / "m.safetensors").stat().st_size
     assert abs(size - rt.export_bytes(spec(frac=0.2))) < 20_000  # zero biases and the header: a few kB
+
+
+def test_export_carries_the_tokenizer_and_log_and_damage_is_named(streams, tmp_path):
+    tok = streams["smoke"][0]
+    specs = [spec(steps=8, frac=0.2)]
+    states = rt.train_set(specs, tmp_path / "set", streams=streams)
+    m = rt.export_set(states, tmp_path / "out", "cmd", "test", tok)
+    assert m["tokenizer"] == rt.TOKENIZER
+    again, data = rt.set_tokenizer("test", str(tmp_path / "out"))
+    assert data == "smoke" and again.encode("def f(x):").ids == tok.encode("def f(x):").ids
+    log = m["models"][0]["log"]
+    assert log["kept_fraction"] == sorted(log["kept_fraction"], reverse=True)
+    assert log["kept_fraction"][-1] == pytest.approx(0.2)
+    assert len(log["step"]) == len(log["kept_fraction"]) == len(log["loss"]) <= 101
+    # a truncated model file: a clear error naming it, and how to get the set back
+    f = tmp_path / "out" / m["models"][0]["file"]
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(rt.ReferenceSetError, match=f.name):
+        rt.load_set(tmp_path / "out")
+    with pytest.raises(rt.ReferenceSetError, match="REFERENCE_SET='retrain'"):
+        rt.obtain_set("test", str(tmp_path / "out"))
+    with pytest.raises(rt.ReferenceSetError, match="manifest.json"):
+        rt.set_tokenizer("test", str(tmp_path / "missing"))
+
+
+def test_trained_with_the_given_schedule_and_projection(streams, data):
+    calls = []
+
+    def fraction(step, total, target, a0, a1):
+        calls.append(step)
+        return 0.5
+
+    st = rt.new_state(spec(steps=4, frac=0.2))
+    rt.train_steps(st, streams["smoke"][1], data, fraction_fn=fraction,
+                   project_fn=lambda w, f: rt.weight_sparsity.project_topk(w, f))
+    assert calls == [0, 1, 2, 3] and st.log["kept_fraction"] == [0.5] * len(st.log["step"])
+    nz = rt.weight_sparsity.nonzero_fraction(st.model.sparsified_parameters().values())
+    assert 0.45 < nz <= 0.55
+
+
+def test_the_smoke_set_has_a_dense_curve_and_a_sparse_model():
+    specs = rt.smoke_set()
+    assert [s.group for s in specs].count("dense") == 2 and len({s.train.steps for s in specs}) == 2
+    assert all(s.data == "smoke" for s in specs) and any(s.train.target_fraction < 1 for s in specs)

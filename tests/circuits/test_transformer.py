@@ -68,3 +68,23 @@ def test_unembed_columns_matches_forward_with_bigram():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="multiple"):
         circuits.SparseTransformerConfig(d_model=40, d_head=16)
+
+
+@pytest.mark.parametrize("act_topk", [None, 0.5])
+def test_last_position_forward_equals_the_full_forward_there(act_topk):
+    """``last=``: the final block computes only each row's last position; same numbers, also under hooks."""
+    torch.manual_seed(0)
+    model = circuits.SparseTransformer(dataclasses.replace(TINY, act_topk_fraction=act_topk)).eval()
+    tokens = torch.randint(0, TINY.d_vocab, (5, 9))
+    last = torch.tensor([8, 3, 0, 5, 8])
+    full = model(tokens, return_type="final")[torch.arange(5), last]
+    part = model(tokens, return_type="final", last=last)
+    assert part.shape == (5, 1, TINY.d_model)
+    torch.testing.assert_close(part[:, 0], full, atol=1e-5, rtol=1e-5)
+    hook = ("blocks.1.mlp.hook_post", lambda a, hook: a * 0.5)
+    with model.hooks(fwd_hooks=[hook]):
+        full = model(tokens, return_type="final")[torch.arange(5), last]
+        part = model(tokens, return_type="final", last=last)[:, 0]
+    torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="return_type='final'"):
+        model(tokens, last=last)
