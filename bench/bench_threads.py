@@ -4,7 +4,7 @@ Baseline: all cores (``torch.set_num_threads(os.sched_getaffinity)``, what every
 Candidate: one thread. Two workloads, each timed in interleaved rounds in one process (machine load hits
 both alike), median wall time per round:
 
-* notebook 02's circuit search: ``circuits.find_circuit`` on the shipped workshop dense model, one task,
+* notebook 02's circuit search: ``circuits.find_circuit`` on the shipped reference set's first dense model, one task,
   the workshop's prompts and pruning settings (150 mask steps, 20 grid points);
 * notebook 01's two costliest toy trainings (the 100 -> 20 sweep and the abs 20 -> 10 models), 400 steps each.
 
@@ -27,12 +27,13 @@ from course_lib.circuits import pruning
 
 
 def circuit_workload():
-    mcfg = circuits.SparseTransformerConfig(d_model=64, n_layers=2, d_mlp=256, n_ctx=64)
-    tokenizer, train_stream, _ = corpus.data_streams("workshop")
-    models = circuits.checkpoints.load_reference_set(circuits.checkpoints.reference_dir("workshop"), mcfg, "cpu")
-    if not models:
-        raise SystemExit("no shipped workshop reference set for notebook 02")
-    dense = models[0].model
+    from course_lib.circuits import reference_training as rt
+
+    tokenizer, data = rt.set_tokenizer("reference", "shipped")
+    _, loaded = rt.obtain_set("reference", "shipped")
+    dense = next(m for e, m in loaded if e["group"] == "dense" and e["model"]["d_model"] == 64)
+    mcfg = dense.cfg
+    train_stream = corpus.encode_texts(tokenizer, corpus.load_texts(corpus.config_for(data), "train")[:20])
     task = next(iter(circuits.TASKS))
     train = circuits.make_task_data(task, tokenizer, 64, 0, "train")
     test = circuits.make_task_data(task, tokenizer, 64, 0, "test")

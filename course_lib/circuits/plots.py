@@ -224,6 +224,16 @@ def connected_to_answers(edges: Sequence[tuple[Node, Node, float, str]]) -> set[
     return seen
 
 
+def connected_core(model: SparseTransformer, circuit: pruning.Circuit, data, edge_threshold: float = 0.0
+                   ) -> list[Node]:
+    """The kept nodes of ``circuit`` with a path to the logits of ``data``'s two answers through weights with
+    ``|w| >= edge_threshold`` (0: any nonzero weight), best-ranked first (:func:`wiring_edges`,
+    :func:`connected_to_answers`)."""
+    answers = sorted({int(a) for a in torch.unique(data.answer_ids).tolist()})
+    conn = connected_to_answers(wiring_edges(model, circuit.kept_nodes, answers, edge_threshold))
+    return [n for n in circuit.kept_nodes if n in conn]
+
+
 def plot_wiring(
     model: SparseTransformer, circuit: pruning.Circuit, top_tokens: Mapping[Node, list[str]] | None = None,
     max_nodes: int = 40, title: str | None = None, edge_threshold: float = 0.0, data=None, tokenizer=None,

@@ -336,6 +336,41 @@ def _find_circuit(
     )
 
 
+def restrict_circuit(model: SparseTransformer, circuit: Circuit, nodes: Sequence[tuple[str, int]], train: TaskData,
+                     test: TaskData, means: dict[str, torch.Tensor], edge_fn: EdgeFn = weight_edges,
+                     accept_fn: AcceptFn = accept_circuit) -> Circuit:
+    """``circuit`` cut down to ``nodes`` (a subset of its kept nodes, e.g. those connected to the answers), with
+    its own train and held-out losses, validity at ``circuit.target_loss`` and size."""
+    kept = {h: torch.zeros_like(m) for h, m in circuit.kept.items()}
+    for h, c in nodes:
+        kept[h][c] = True
+    masks = {h: m.float() for h, m in kept.items()}
+    train_loss, test_loss = task_loss(model, train, masks, means), task_loss(model, test, masks, means)
+    n = len(nodes)
+    valid = bool(accept_fn(n, train_loss, test_loss, circuit.target_loss))
+    return dataclasses.replace(circuit, kept=kept, train_nodes=n, n_nodes=n if valid else None, train_loss=train_loss,
+                               test_loss=test_loss, valid=valid,
+                               edges=count_edges(model, kept, train, edge_fn) if valid else None)
+
+
+def greedy_shrink(model: SparseTransformer, circuit: Circuit, train: TaskData, test: TaskData,
+                  means: dict[str, torch.Tensor], goal: float, edge_fn: EdgeFn = weight_edges,
+                  accept_fn: AcceptFn = accept_circuit) -> Circuit:
+    """``circuit`` after one pass of backward elimination on the *train* prompts: from its lowest-ranked kept
+    node up, a node is dropped (mean-ablated) when the train task loss stays at most ``goal`` without it.
+    The result is judged on the held-out prompts as any circuit (:func:`restrict_circuit`). Cost: one forward
+    pass per kept node."""
+    nodes = list(circuit.kept_nodes)
+    masks = {h: m.float() for h, m in circuit.kept.items()}
+    for h, c in reversed(list(circuit.kept_nodes)):
+        masks[h][c] = 0.0
+        if task_loss(model, train, masks, means) <= goal:
+            nodes.remove((h, c))
+        else:
+            masks[h][c] = 1.0
+    return restrict_circuit(model, circuit, nodes, train, test, means, edge_fn, accept_fn)
+
+
 CIRCUIT_CACHE_VERSION = "circuit-v2"  # bump when find_circuit's result changes for the same inputs
 
 

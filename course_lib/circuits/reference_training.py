@@ -140,7 +140,7 @@ def smoke_set() -> list[RunSpec]:
     """What notebook 02's smoke profile trains live (seconds): two dense lengths and one sparse model, width 32,
     on the smoke corpus, so that every step of the frontier analysis runs (with no claim about the result)."""
     return [_spec("dense" if frac >= 1 else f"sparse {frac:g}", 32, steps, frac, 0, batch=8, data="smoke",
-                  eval_every=steps // 2)
+                  eval_every=steps // 2, task_mix=REFERENCE_TASK_MIX)
             for steps, frac in ((30, 1.0), (60, 1.0), (60, 0.2))]
 
 

@@ -198,7 +198,7 @@ class SparseTransformer(HookedRootModule):
                 ) -> torch.Tensor:
         """``last [batch]`` (only with ``return_type="final"``): the final residual at position ``last[i]`` of
         row ``i`` only, ``[batch, 1, d_model]``; the last block then computes just those positions (the
-        pruning's task loss reads nothing else), which makes it about a third cheaper."""
+        pruning's task loss reads nothing else; bench/bench_pruning_forward.py times it)."""
         if last is not None and return_type != "final":
             raise ValueError("last= needs return_type='final'")
         s = tokens.shape[1]

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from course_lib import circuits  # noqa: E402
 from course_lib.circuits import plots  # noqa: E402
-from tests.circuits.test_pruning import _planted  # noqa: E402
+from tests.circuits.test_pruning import _planted, planted_model  # noqa: E402, F401
 
 
 def _circuit(model, nodes, task="t"):
@@ -101,3 +101,19 @@ def test_plot_solved_marks_the_solved_cells():
     assert len(ax.patches) == 2  # m1/a and m2/b
     assert [t.get_text() for t in ax.texts] == ["0.10", "0.90", "0.50", "0.20"]
     plt.close(fig)
+
+
+def test_connected_core_drops_unconnected_nodes_and_stays_a_valid_circuit(planted_model):
+    m = planted_model
+    tr, te = _planted(32, 0, "train"), _planted(32, 0, "test")
+    means = circuits.node_means(m, torch.full((4, 8), 7))
+    nodes = [("hook_final_in", 0), ("blocks.0.mlp.hook_post", 3), ("hook_final_in", 1)]  # the neuron has no weights
+    c = _circuit(m, nodes, "planted")
+    c = dataclasses.replace(c, target_loss=0.1)
+    core = plots.connected_core(m, c, te)
+    assert core == [("hook_final_in", 0), ("hook_final_in", 1)]
+    small = circuits.pruning.restrict_circuit(m, c, core, tr, te, means)
+    assert small.valid and small.n_nodes == 2 and small.edges == 2 and small.test_loss <= 0.1
+    assert sum(int(k.sum()) for k in small.kept.values()) == 2
+    broken = circuits.pruning.restrict_circuit(m, c, core[:1], tr, te, means)
+    assert not broken.valid and broken.n_nodes is None and broken.edges is None

@@ -237,3 +237,15 @@ def test_train_target_ratio_makes_the_bisection_aim_below_the_target(model, toke
     if b.train_nodes is not None:
         assert b.train_loss <= 0.69 * 0.9
     assert a.target_loss == b.target_loss == 0.69  # validity is still judged at the target itself
+
+
+def test_greedy_shrink_drops_every_node_the_task_does_not_need(planted_model):
+    m = planted_model
+    tr, te = _planted(32, 0, "train"), _planted(32, 0, "test")
+    means = circuits.node_means(m, torch.full((4, 8), 7))
+    pcfg = circuits.PruneConfig(steps=5, grid_points=4, target_loss=0.1)
+    c = circuits.find_circuit(m, "planted", tr, te, means, pcfg)
+    big = circuits.pruning.restrict_circuit(m, c, c.order[:40], tr, te, means)  # the 2 needed nodes among 40
+    assert big.valid and big.n_nodes == 40
+    small = circuits.pruning.greedy_shrink(m, big, tr, te, means, goal=0.1)
+    assert small.valid and set(small.kept_nodes) == {("hook_final_in", 0), ("hook_final_in", 1)}
