@@ -223,6 +223,57 @@ def faster_thread_count(key: Any, probe: Callable[[], Any], reps: int = 3) -> in
     return _THREAD_CHOICE[key]
 
 
+_PENDING_CALLS: list[Callable[[], Any]] = []
+
+
+def _pending_call(i: int) -> bytes:
+    import pickle
+
+    torch.set_num_threads(1)  # one thread per worker: the workers share the cores
+    # plain pickle: tensors travel by value (torch's own reducers would pass shared-memory file descriptors)
+    return pickle.dumps(_PENDING_CALLS[i]())
+
+
+def parallel_calls(calls: list[Callable[[], Any]], workers: int | None = None, on_done: Callable[[int], None] | None = None
+                   ) -> list[Any]:
+    """``[c() for c in calls]``, spread over ``workers`` forked processes (default: one per usable core), one
+    torch thread each. Results come back in order (pickled); ``on_done(i)`` is called in this process as call
+    ``i`` finishes (progress). The calls are inherited through ``fork``, never pickled, so they may be closures
+    over anything (models, a learner's functions); they must not print (a forked child has no notebook output).
+
+    Serial, in this process, where ``fork`` is not the platform's safe default (only Linux here), with one
+    worker or one call, or inside a worker. CPU only: CUDA cannot be forked, so callers on a GPU pass
+    ``workers=1``. Small programs gain the most: notebook 02's circuit searches are one-thread workloads
+    (:func:`faster_thread_count`), so two cores run two searches at once.
+    """
+    import multiprocessing as mp
+    import pickle
+    import sys
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = min(workers or cores, len(calls))
+    if n <= 1 or sys.platform != "linux" or _PENDING_CALLS or mp.parent_process() is not None:
+        out = []
+        for i, c in enumerate(calls):
+            out.append(c())
+            if on_done:
+                on_done(i)
+        return out
+    _PENDING_CALLS[:] = calls
+    try:
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
+            futures = {ex.submit(_pending_call, i): i for i in range(len(calls))}
+            out: list[Any] = [None] * len(calls)
+            for f in as_completed(futures):
+                out[futures[f]] = pickle.loads(f.result())
+                if on_done:
+                    on_done(futures[f])
+        return out
+    finally:
+        _PENDING_CALLS.clear()
+
+
 @contextlib.contextmanager
 def temporary_env(**values: str) -> Iterator[None]:
     """Set environment variables for the ``with`` block, then restore them (unset ones are removed)."""

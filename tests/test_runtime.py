@@ -111,3 +111,26 @@ def test_faster_thread_count_keeps_the_faster_and_measures_once_per_key(slow_on_
         n = len(calls)
         assert runtime.faster_thread_count(key, probe) == got and len(calls) == n  # cached: no new probe
         assert torch.get_num_threads() == 2
+
+
+def test_parallel_calls_run_closures_in_order_and_equal_serial():
+    import sys
+
+    import torch
+
+    from course_lib import runtime
+
+    weights = torch.arange(6.0)
+    calls = [lambda k=k: (k, float((weights * k).sum()), torch.full((3,), float(k))) for k in range(5)]  # closures
+    done = []
+    out = runtime.parallel_calls(calls, workers=2, on_done=done.append)
+    serial = runtime.parallel_calls(calls, workers=1)
+    assert [o[0] for o in out] == list(range(5)) and sorted(done) == list(range(5))
+    for a, b in zip(out, serial):
+        assert a[1] == b[1] and torch.equal(a[2], b[2])
+    if sys.platform == "linux":  # the calls really ran in other processes there
+        import os
+
+        pids = runtime.parallel_calls([os.getpid] * 4, workers=2)
+        assert os.getpid() not in pids
+    assert runtime.parallel_calls([], workers=2) == []
