@@ -103,7 +103,7 @@ def test_plot_solved_marks_the_solved_cells():
     plt.close(fig)
 
 
-def test_connected_core_drops_unconnected_nodes_and_stays_a_valid_circuit(planted_model):
+def test_connected_core_drops_unconnected_nodes_and_stays_a_valid_circuit(planted_model):  # noqa: F811 (fixture)
     m = planted_model
     tr, te = _planted(32, 0, "train"), _planted(32, 0, "test")
     means = circuits.node_means(m, torch.full((4, 8), 7))
