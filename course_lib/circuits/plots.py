@@ -389,7 +389,7 @@ def plot_reference_training(entries: Sequence[Mapping]) -> Figure:
             b.plot(e["log"]["step"], e["log"]["kept_fraction"], color=colors[e["group"]], lw=1, label=label)
     a.set(xscale="log", xlabel="optimizer step", ylabel="validation loss (nats/token)",
           title="Validation loss during training (every seed)")
-    b.set(xscale="log", xlabel="optimizer step", ylabel="kept fraction", ylim=(0, 1.05),
+    b.set(xlabel="optimizer step", ylabel="kept fraction", ylim=(0, 1.05),
           title="Kept fraction of every weight tensor (annealed)")
     a.legend(fontsize=8)
     b.legend(fontsize=8)
@@ -409,7 +409,7 @@ def plot_solved(full_loss: Mapping[str, Mapping[str, float]], target: float) -> 
         for j in range(len(tasks)):
             ok = vals[i, j] <= target
             ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if vals[i, j] < 0.5 else "black", fontweight="bold" if ok else "normal")
+                    color="black" if vals[i, j] < 0.6 else "white", fontweight="bold" if ok else "normal")
             if ok:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.2))
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
