@@ -16,7 +16,6 @@ this function and pass it as ``edge_fn``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -78,38 +77,3 @@ def edge_list_counts(
         kept["answers"][data.answer_ids.flatten()] = True
         add(model.W_U, "hook_final_in", "answers")
     return out
-
-
-def frontier(
-    val_loss: dict[str, float], fraction: dict[str, float], edges: dict[str, dict[str, int | None]],
-) -> dict:
-    """The capability/interpretability frontier: per model ``(validation loss, circuit edges)``.
-
-    ``edges[model][task]`` is a held-out-valid circuit's edge count or ``None``. Circuit size of a model
-    is the geometric mean of its edges over the tasks where *every* model has a circuit. The dense/sparse
-    ratio at matched loss interpolates ``log edges`` of the dense models (``fraction == 1``) linearly in
-    validation loss at each sparse model's loss; it is ``None`` (not measurable) when fewer than two dense
-    models exist or the sparse loss lies outside the dense curve's range.
-
-    Returns ``{"tasks", "points": {model: {"val_loss", "fraction", "edges"}}, "ratio": {model: float | None}}``.
-    """
-    names = list(edges)
-    tasks = [t for t in next(iter(edges.values()), {}) if all(edges[n].get(t) for n in names)] if names else []
-    points = {}
-    for n in names:
-        g = math.exp(sum(math.log(edges[n][t]) for t in tasks) / len(tasks)) if tasks else None
-        points[n] = {"val_loss": val_loss[n], "fraction": fraction[n], "edges": g}
-    dense = sorted((p["val_loss"], p["edges"]) for p in points.values() if p["fraction"] >= 1.0 and p["edges"])
-    ratio: dict[str, float | None] = {}
-    for n, p in points.items():
-        if p["fraction"] >= 1.0:
-            continue
-        r = None
-        if p["edges"] and len(dense) >= 2 and dense[0][0] <= p["val_loss"] <= dense[-1][0]:
-            for (l0, e0), (l1, e1) in zip(dense, dense[1:]):
-                if l0 <= p["val_loss"] <= l1:
-                    u = 0.0 if l1 == l0 else (p["val_loss"] - l0) / (l1 - l0)
-                    r = math.exp((1 - u) * math.log(e0) + u * math.log(e1)) / p["edges"]
-                    break
-        ratio[n] = r
-    return {"tasks": tasks, "points": points, "ratio": ratio}

@@ -1,8 +1,9 @@
 """The capability-interpretability frontier at matched pretraining loss (Gao et al., 2025, the headline).
 
 Input: models, each with its validation (pretraining) loss ``L`` and, per task, the edge count ``E`` of
-its held-out-valid circuit (``None`` when it has none). Only tasks where *every* compared model has a
-circuit count (:func:`common_tasks`).
+its held-out-valid circuit (``None`` when it has none). The paper averages over the tasks every model has a
+circuit for (:func:`common_tasks`); at this course's scale there are none, so :func:`analyse_per_task` matches
+task by task.
 
 The **dense curve** of a task: the dense models' points ``(L, log E)``; seeds of one configuration
 (same ``config``) are first averaged (mean ``L``, mean ``log E``), then the curve is the piecewise-linear
@@ -122,38 +123,6 @@ def geo_mean_ci(logs: Mapping[tuple[str, str], float], n_boot: int = 2000, level
         lo = math.exp(draws[int(a * (len(draws) - 1))])
         hi = math.exp(draws[int(round((1 - a) * (len(draws) - 1)))])
     return {"geo_mean": gm, "lo": lo, "hi": hi, "n_models": len(models), "n_tasks": len(tasks), "n_pairs": len(logs)}
-
-
-def analyse(models: Sequence[FrontierModel], n_boot: int = 2000, seed: int = 0) -> dict:
-    """The frontier of ``models``: common tasks, each model's point, the matched ratios and their summary.
-
-    Returns ``{"tasks", "points": {name: {"val_loss", "fraction", "group", "edges"}}, "ratio": {name: float
-    | None}, "pairs": {"model|task": float | None}, "matched": {name: dense edges at its loss | None},
-    "summary": {group: geo_mean_ci(...)}}``; ``points``/``ratio`` have the shape of
-    :func:`course_lib.circuits.edges.frontier` (``edges``: geometric mean over the common tasks), so
-    :func:`course_lib.circuits.plots.plot_frontier` draws either.
-    """
-    tasks = common_tasks(models)
-    pts = {}
-    for m in models:
-        g = math.exp(sum(math.log(m.edges[t]) for t in tasks) / len(tasks)) if tasks else None
-        pts[m.name] = {"val_loss": m.val_loss, "fraction": m.fraction, "group": m.group, "edges": g}
-    pairs = matched_ratios(models, tasks)
-    ratio, matched = {}, {}
-    for m in models:
-        if m.dense:
-            continue
-        rs = [pairs[(m.name, t)] for t in tasks]
-        ok = bool(rs) and all(r is not None for r in rs)
-        ratio[m.name] = math.exp(sum(math.log(r) for r in rs) / len(rs)) if ok else None
-        matched[m.name] = ratio[m.name] * pts[m.name]["edges"] if ok else None
-    summary = {}
-    for group in dict.fromkeys(m.group for m in models if not m.dense):
-        names = {m.name for m in models if m.group == group}
-        logs = {k: math.log(v) for k, v in pairs.items() if k[0] in names and v is not None}
-        summary[group] = geo_mean_ci(logs, n_boot, seed=seed)
-    return {"tasks": tasks, "points": pts, "ratio": ratio, "matched": matched,
-            "pairs": {f"{m}|{t}": v for (m, t), v in pairs.items()}, "summary": summary}
 
 
 def analyse_per_task(models: Sequence[FrontierModel], tasks: Sequence[str] | None = None, n_boot: int = 2000,

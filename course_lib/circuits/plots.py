@@ -13,7 +13,6 @@ import torch
 from matplotlib.figure import Figure
 
 from course_lib.circuits import pruning
-from course_lib.circuits.training import TrainedModel
 from course_lib.circuits.transformer import SparseTransformer
 
 KIND_COLUMN = {"attn_in": 0, "q": 1, "k": 1, "v": 1, "attn_out": 2, "mlp_in": 3, "neuron": 4, "mlp_out": 5}
@@ -26,24 +25,6 @@ KIND_COLOR = {
 def _model_colors(names: Sequence[str]) -> dict[str, str]:
     palette = ["black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     return {n: ("gray" if "random" in n else palette[i % len(palette)]) for i, n in enumerate(names)}
-
-
-def plot_training(models: Sequence[TrainedModel]) -> Figure:
-    """Training loss and kept fraction against step for every trained model."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-    colors = _model_colors([m.name for m in models])
-    for m in models:
-        if not m.log:
-            continue
-        a.plot(m.log["step"], m.log["loss"], label=m.name, color=colors[m.name], lw=1)
-        b.plot(m.log["step"], m.log["kept_fraction"], label=m.name, color=colors[m.name])
-    a.set(title="Training loss", xlabel="optimizer step", ylabel="next-token cross-entropy")
-    b.set(title="Kept fraction of every weight tensor (annealed)", xlabel="optimizer step",
-          ylabel="kept fraction", ylim=(0, 1.05))
-    a.legend()
-    b.legend()
-    fig.tight_layout()
-    return fig
 
 
 def plot_loss_vs_nodes(results: Mapping[str, Mapping[str, pruning.Circuit]], target: float) -> Figure:
@@ -65,69 +46,6 @@ def plot_loss_vs_nodes(results: Mapping[str, Mapping[str, pruning.Circuit]], tar
         ax.set_ylim(0, max(1.5, ax.get_ylim()[1] if ax.get_ylim()[1] < 5 else 1.5))
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Task loss vs circuit size (star: smallest circuit reaching the target)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_edges(edges: Mapping[str, Mapping[str, int | None]], ratios: Mapping[str, Mapping[str, float | None]]) -> Figure:
-    """Grouped bars: circuit edges per task and model (log scale); dense/sparse ratios written above."""
-    models = list(edges)
-    tasks = list(next(iter(edges.values())))
-    colors = _model_colors(models)
-    fig, ax = plt.subplots(figsize=(2.4 * len(tasks) + 2, 4.2))
-    width = 0.8 / len(models)
-    for i, m in enumerate(models):
-        vals = [edges[m][t] for t in tasks]
-        xs = np.arange(len(tasks)) + i * width
-        ax.bar(xs, [v if v else 0 for v in vals], width, label=m, color=colors[m])
-        for x, v in zip(xs, vals):
-            if v is None:
-                ax.text(x, 1.2, "not\nreached", ha="center", va="bottom", fontsize=6, rotation=90)
-    for j, t in enumerate(tasks):
-        txt = "\n".join(f"{k}: {r:.1f}x" for k, r in ratios.get(t, {}).items() if r is not None)
-        if txt:
-            top = max([edges[m][t] or 1 for m in models])
-            ax.text(j + 0.4 - width / 2, top * 1.3, "dense/sparse\n" + txt, ha="center", fontsize=7)
-    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
-    ax.set(yscale="log", ylabel="circuit edges (nonzero weights between kept nodes)",
-           title="Circuit size per task: dense vs weight-sparse")
-    ax.set_ylim(1, ax.get_ylim()[1] * 8)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_val_loss_vs_sparsity(models: Sequence[TrainedModel]) -> Figure:
-    """Validation loss against the measured fraction of nonzero weights (the capability cost)."""
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    trained = [m for m in models if m.log]
-    xs = [m.nonzero_fraction for m in trained]
-    ys = [m.val_loss for m in trained]
-    ax.plot(xs, ys, marker="o", color="tab:blue")
-    for m in trained:
-        ax.annotate(m.name, (m.nonzero_fraction, m.val_loss), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set(xscale="log", xlabel="measured fraction of nonzero weights", ylabel="validation loss (nats/token)",
-           title="Capability cost of weight sparsity")
-    ax.invert_xaxis()
-    fig.tight_layout()
-    return fig
-
-
-def plot_control(results: Mapping[str, Mapping[str, pruning.Circuit]], target: float) -> Figure:
-    """Best pruned task loss (held-out prompts) per task and model, incl. the random-init control."""
-    models = list(results)
-    tasks = list(next(iter(results.values())))
-    colors = _model_colors(models)
-    fig, ax = plt.subplots(figsize=(2.2 * len(tasks) + 2, 3.8))
-    width = 0.8 / len(models)
-    for i, m in enumerate(models):
-        ax.bar(np.arange(len(tasks)) + i * width, [results[m][t].test_loss for t in tasks], width,
-               label=m, color=colors[m])
-    ax.axhline(target, color="k", ls=":", lw=0.8, label=f"target {target}")
-    ax.axhline(np.log(2), color="gray", ls="-.", lw=0.8, label="chance")
-    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
-    ax.set(ylabel="circuit task loss on held-out prompts", title="Pruned circuits on held-out prompts (control: random init)")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -316,48 +234,6 @@ def plot_wiring(
     size = (f"{circuit.n_nodes} nodes, {circuit.edges} edges, held-out loss {circuit.test_loss:.2f}" if circuit.valid
             else f"no held-out-valid circuit; best {n_all}-node set, held-out loss {circuit.test_loss:.2f}")
     ax.set_title(title or f"{circuit.task} in {circuit.model_name}: {size}{extra}", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_frontier(front: Mapping) -> Figure:
-    """Validation loss (x) against circuit edges (y, log): one curve for dense, one per kept fraction.
-
-    ``front`` comes from :func:`course_lib.circuits.edges.frontier` or
-    :func:`course_lib.circuits.frontier.analyse`; with the latter (points carry a ``group``; ``matched``
-    gives the dense curve's edges at each sparse model's loss) every sparse model also gets a hollow
-    marker at the dense curve's size at its loss, joined to it by a dotted line whose length is the ratio,
-    and the legend gives each group's geometric-mean ratio with its bootstrap CI.
-    """
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    groups: dict[tuple[float, str], list[tuple[float, float, str]]] = {}
-    for name, p in front["points"].items():
-        if p["edges"]:
-            label = p.get("group") or ("dense" if p["fraction"] >= 1 else f"keep {p['fraction']:g}")
-            groups.setdefault((p["fraction"], label), []).append((p["val_loss"], p["edges"], name))
-    summary = front.get("summary", {})
-    for (frac, label), pts in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
-        pts.sort()
-        s = summary.get(label)
-        if s and s.get("geo_mean"):
-            ci = f" [{s['lo']:.1f}, {s['hi']:.1f}]" if s.get("lo") else ""
-            label = f"{label}: dense/sparse {s['geo_mean']:.1f}x{ci}"
-        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
-                       color="black" if frac >= 1 else None)[0]
-        for x, y, name in pts:
-            d = front.get("matched", {}).get(name)
-            if d:
-                ax.plot([x, x], [y, d], ls=":", color=line.get_color(), lw=1)
-                ax.plot([x], [d], marker="o", mfc="none", color=line.get_color())
-    ax.set(yscale="log", xlabel="validation loss (nats/token)", ylabel="circuit edges (geometric mean over tasks)")
-    n_t = len(front["tasks"])
-    title = (f"Frontier over {n_t} task(s) every model solves" if n_t else
-             "Frontier: no task has a held-out-valid circuit in every model")
-    if front.get("matched"):
-        title += "; hollow: dense curve at the same loss"
-    ax.set_title(title, fontsize=9)
-    if groups:
-        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

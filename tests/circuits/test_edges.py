@@ -30,21 +30,6 @@ def test_edge_count_dense_and_sparse(model):
     assert circuits.count_edges(model, kept2) == circuits.count_edges(model, kept) - lost
 
 
-def test_frontier_interpolates_along_the_dense_curve():
-    from course_lib.circuits.edges import frontier
-
-    val = {"d1": 3.0, "d2": 4.0, "s": 3.5, "s2": 5.0}
-    frac = {"d1": 1.0, "d2": 1.0, "s": 0.1, "s2": 0.1}
-    edges = {"d1": {"a": 400, "b": 100}, "d2": {"a": 100, "b": 25}, "s": {"a": 10, "b": 10}, "s2": {"a": 5, "b": None}}
-    f = frontier(val, frac, edges)
-    assert f["tasks"] == ["a"]  # b has no circuit in s2
-    assert abs(f["points"]["d1"]["edges"] - 400) < 1e-9
-    assert abs(f["ratio"]["s"] - 20.0) < 1e-6  # geometric interpolation: 200 at loss 3.5, over 10
-    assert f["ratio"]["s2"] is None  # outside the dense range: not measurable
-    one = frontier({"d": 3.0, "s": 3.0}, {"d": 1.0, "s": 0.5}, {"d": {"a": 9}, "s": {"a": 3}})
-    assert one["ratio"]["s"] is None  # a single dense model: no curve to interpolate
-
-
 def test_every_count_goes_through_edge_fn_and_residual_links_are_identity_weights(model):
     g = torch.Generator().manual_seed(0)
     kept = {h: torch.rand(m.numel(), generator=g) < 0.5 for h, m in circuits.all_kept(model).items()}

@@ -39,14 +39,11 @@ def test_seeds_of_a_dense_config_are_averaged_in_log_space():
     assert len(curve) == 2
 
 
-def test_only_tasks_every_model_solves_count():
+def test_common_tasks_are_those_every_model_has_a_circuit_for():
     models = [dense("d1", 3.0, {"a": 1000, "b": 1000, "c": 50}), dense("d2", 4.0, {"a": 100, "b": None, "c": 5}),
               sparse("s", 3.5, {"a": 10, "b": 10, "c": None})]
     assert fr.common_tasks(models) == ["a"]
-    res = fr.analyse(models)
-    assert res["tasks"] == ["a"]
-    assert set(res["pairs"]) == {"s|a"}
-    assert res["points"]["s"]["edges"] == pytest.approx(10)
+    assert fr.analyse_per_task(models, ["a", "b", "c"])["common_tasks"] == ["a"]
 
 
 def test_summary_is_the_geometric_mean_with_a_bootstrap_ci():
@@ -54,16 +51,16 @@ def test_summary_is_the_geometric_mean_with_a_bootstrap_ci():
     mid = math.sqrt(1e5)
     # two seeds x two tasks: ratios 8, 32, 16, 16 -> geometric mean 16
     s = [sparse("s0", 3.5, {"a": mid / 8, "b": mid / 32}), sparse("s1", 3.5, {"a": mid / 16, "b": mid / 16})]
-    res = fr.analyse([*d, *s], n_boot=500)
+    res = fr.analyse_per_task([*d, *s], ["a", "b"], n_boot=500)
     summ = res["summary"]["sparse 0.1"]
     assert summ["geo_mean"] == pytest.approx(16.0)
     assert summ["n_models"] == 2 and summ["n_tasks"] == 2 and summ["n_pairs"] == 4
     assert 8.0 - 1e-9 <= summ["lo"] < 16.0 < summ["hi"] <= 32.0 + 1e-9
-    assert res["ratio"]["s0"] == pytest.approx(16.0) and res["ratio"]["s1"] == pytest.approx(16.0)
-    assert res["matched"]["s0"] == pytest.approx(mid)
+    assert res["pairs"]["s0|a"] == pytest.approx(8.0) and res["pairs"]["s0|b"] == pytest.approx(32.0)
+    assert res["per_task"]["a"]["sparse"]["s0"]["matched_edges"] == pytest.approx(mid)
     # no spread when every pair has the same ratio
-    same = fr.analyse([*d, sparse("s0", 3.5, {"a": mid / 4, "b": mid / 4}),
-                       sparse("s1", 3.5, {"a": mid / 4, "b": mid / 4})], n_boot=200)
+    same = fr.analyse_per_task([*d, sparse("s0", 3.5, {"a": mid / 4, "b": mid / 4}),
+                                sparse("s1", 3.5, {"a": mid / 4, "b": mid / 4})], ["a", "b"], n_boot=200)
     assert same["summary"]["sparse 0.1"]["lo"] == pytest.approx(4.0) == same["summary"]["sparse 0.1"]["hi"]
 
 
@@ -72,30 +69,11 @@ def test_groups_are_summarised_separately_and_out_of_range_models_are_left_out()
     models = [*d, sparse("s", 3.5, {"a": math.sqrt(1e5) / 16}),
               sparse("w", 3.25, {"a": 1000 ** 0.75 * 100 ** 0.25 / 40}, 0.04, "wide sparse 0.04"),
               sparse("far", 5.0, {"a": 1}, 0.1, "sparse 0.1")]
-    res = fr.analyse(models, n_boot=100)
+    res = fr.analyse_per_task(models, ["a"], n_boot=100)
     assert res["summary"]["sparse 0.1"]["geo_mean"] == pytest.approx(16.0)  # "far" is outside the dense range
     assert res["summary"]["sparse 0.1"]["n_models"] == 1
     assert res["summary"]["wide sparse 0.04"]["geo_mean"] == pytest.approx(40.0)
-    assert res["ratio"]["far"] is None and res["matched"]["far"] is None
-
-
-def test_no_common_task_gives_an_empty_frontier():
-    res = fr.analyse([dense("d1", 3.0, {"a": None}), sparse("s", 3.5, {"a": 3})])
-    assert res["tasks"] == [] and res["summary"]["sparse 0.1"]["geo_mean"] is None
-
-
-def test_plot_frontier_draws_the_matched_points():
-    d = [dense("d1", 3.0, {"a": 1000}), dense("d2", 4.0, {"a": 100}), dense("d3", 3.6, {"a": 300})]
-    s = [sparse("s0", 3.5, {"a": 20}), sparse("s1", 3.7, {"a": 15})]
-    res = fr.analyse([*d, *s], n_boot=100)
-    fig = plots.plot_frontier(res)
-    ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0] == "dense" and labels[1].startswith("sparse 0.1: dense/sparse")
-    # dense curve, sparse curve, and per sparse model a dotted link + a hollow marker
-    assert len(ax.lines) == 2 + 2 * 2
-    hollow = [ln for ln in ax.lines if ln.get_markerfacecolor() == "none"]
-    assert sorted(ln.get_ydata()[0] for ln in hollow) == pytest.approx(sorted(res["matched"].values()))
+    assert res["pairs"]["far|a"] is None and res["per_task"]["a"]["sparse"]["far"]["matched_edges"] is None
 
 
 def test_model_from_manifest_entry_groups_seeds_into_one_config():
