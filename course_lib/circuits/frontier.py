@@ -78,23 +78,6 @@ def interpolate(curve: Sequence[tuple[float, float]], loss: float) -> float | No
     return None
 
 
-def matched_ratios(models: Sequence[FrontierModel], tasks: Sequence[str] | None = None
-                   ) -> dict[tuple[str, str], float | None]:
-    """``{(sparse model, task): r}`` over ``tasks`` (default: :func:`common_tasks`); ``None`` where the
-    sparse loss lies outside the dense curve."""
-    tasks = common_tasks(models) if tasks is None else list(tasks)
-    curves = {t: dense_curve(models, t) for t in tasks}
-    out: dict[tuple[str, str], float | None] = {}
-    for m in models:
-        if m.dense:
-            continue
-        for t in tasks:
-            y = interpolate(curves[t], m.val_loss)
-            e = m.edges.get(t) or 0
-            out[(m.name, t)] = math.exp(y) / e if y is not None and e > 0 else None
-    return out
-
-
 def geo_mean_ci(logs: Mapping[tuple[str, str], float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
                 ) -> dict[str, float | int | None]:
     """Geometric mean of ``exp(logs)`` over (model, task) pairs with a crossed bootstrap CI.
@@ -127,8 +110,8 @@ def geo_mean_ci(logs: Mapping[tuple[str, str], float], n_boot: int = 2000, level
 
 def analyse_per_task(models: Sequence[FrontierModel], tasks: Sequence[str] | None = None, n_boot: int = 2000,
                      seed: int = 0) -> dict:
-    """The matched comparison task by task, for when no task has a circuit in every model (:func:`analyse`
-    then has nothing to average).
+    """The matched comparison task by task (the paper's average over :func:`common_tasks` is empty when no task
+    has a circuit in every model).
 
     For each task ``t``: the dense curve through the dense configurations that have a circuit for ``t``
     (:func:`dense_curve`), and for each sparse model with a circuit for ``t`` the ratio ``r(s, t)`` read on it

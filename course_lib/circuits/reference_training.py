@@ -463,7 +463,7 @@ def train_set(specs: list[RunSpec], root: str | Path, checkpoint_s: float = 300.
 
 
 def _train_until_time(st, stream, data, checkpoint, checkpoint_s, report, stop_after_s, t_start,
-                      fraction_fn=weight_sparsity.kept_fraction, project_fn=weight_sparsity.project_topk) -> bool:
+                      fraction_fn, project_fn) -> bool:
     """Train in slices of ``eval_every`` steps (a checkpoint ends each), checking the wall-time budget
     between slices; ``True`` when the budget stopped it (at least one slice is always trained)."""
     while not st.done:

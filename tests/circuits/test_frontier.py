@@ -22,13 +22,13 @@ def test_ratio_is_read_on_the_dense_curve_in_log_edges():
     # dense: 1000 edges at loss 3, 100 at loss 4; at loss 3.5 the curve is sqrt(1000 * 100) = 316.2
     models = [dense("d1", 3.0, {"a": 1000}), dense("d2", 4.0, {"a": 100}),
               sparse("s", 3.5, {"a": math.sqrt(1e5) / 16})]
-    r = fr.matched_ratios(models)
-    assert r[("s", "a")] == pytest.approx(16.0)
+    r = fr.analyse_per_task(models, ["a"], n_boot=10)["pairs"]
+    assert r["s|a"] == pytest.approx(16.0)
     # at the ends of the curve the ratio uses the end points; beyond them it is not extrapolated
-    at_end = fr.matched_ratios([*models[:2], sparse("s", 4.0, {"a": 10})])
-    assert at_end[("s", "a")] == pytest.approx(10.0)
-    out = fr.matched_ratios([*models[:2], sparse("s", 4.5, {"a": 10})])
-    assert out[("s", "a")] is None
+    at_end = fr.analyse_per_task([*models[:2], sparse("s", 4.0, {"a": 10})], ["a"], n_boot=10)["pairs"]
+    assert at_end["s|a"] == pytest.approx(10.0)
+    out = fr.analyse_per_task([*models[:2], sparse("s", 4.5, {"a": 10})], ["a"], n_boot=10)["pairs"]
+    assert out["s|a"] is None
 
 
 def test_seeds_of_a_dense_config_are_averaged_in_log_space():
