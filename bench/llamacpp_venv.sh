@@ -29,8 +29,9 @@ VENV=${1:-.llamacpp-venv}
 PY=${PYTHON:-python3}
 VERSION=0.3.36
 LLAMA=llama-cpp-python==$VERSION
-# The server's own dependencies, pinned to the versions this was tested with.
-SERVER_DEPS="uvicorn==0.54.0 fastapi==0.165.0 pydantic-settings==2.16.3 sse-starlette==3.7.0 starlette-context==0.3.6 PyYAML==6.0.3"
+# The server's own dependencies: exactly the versions of the lock (`make lock`).
+LOCK=requirements/llamacpp.txt
+LOCK_ID=$(sed -n 's/^# body-sha256: //p' "$LOCK")
 
 cpu_level() {
   case "$(uname -m)" in
@@ -52,11 +53,20 @@ case "$LEVEL" in
 esac
 WHEELS=${LLAMACPP_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/mechinterp-course/wheels/llama-cpp-python-$VERSION-$LEVEL}
 STAMP="$VENV/.installed"
-WANT="$LLAMA $LEVEL $SERVER_DEPS"
+WANT="$LLAMA $LEVEL lock $LOCK_ID"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VENV/bin/python" -c "import llama_cpp.server.app" 2>/dev/null; then
   touch "$STAMP"; echo "$VENV ready ($LLAMA, $LEVEL)"; exit 0  # touched: make's rule holds until the script changes
 fi
 rm -f "$STAMP"
+if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1 && ! command -v "${CXX:-c++}" >/dev/null 2>&1 \
+   && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "error: no C++ compiler to build $LLAMA (CI must run the llama.cpp server tests): sudo apt-get install -y g++" >&2
+    exit 1
+  fi
+  echo "no C++ compiler: the llama.cpp server tests (tests/autointerp/test_server_real.py) are skipped; install one with: sudo apt-get install -y g++"
+  exit 0  # no stamp: the next make test tries again
+fi
 if "$VENV/bin/python" -c "" 2>/dev/null; then "$PY" -m venv "$VENV"; else "$PY" -m venv --clear "$VENV"; fi
 if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   echo "building $LLAMA for $LEVEL (compiles llama.cpp: about 4 minutes on 2 cores; once per machine)"
@@ -71,6 +81,7 @@ if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   echo "built $(ls "$WHEELS") in $(( $(date +%s) - start )) s"
 fi
 "$VENV/bin/python" -m pip install --quiet --no-compile --no-index --no-deps "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl
-"$VENV/bin/python" -m pip install --quiet --no-compile "llama-cpp-python[server]==$VERSION" $SERVER_DEPS
+"$VENV/bin/python" -m pip install --quiet --no-compile --no-deps -r "$LOCK"
+"$VENV/bin/python" -m pip check
 env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -c "import llama_cpp, llama_cpp.server.app; print('$VENV: llama_cpp', llama_cpp.__version__, '($LEVEL)')"
 echo "$WANT" > "$STAMP"

@@ -90,6 +90,24 @@ def _new_temp_dir(folder: Path, prefix: str) -> Path:
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file under ``folder`` mode ``0666 & ~umask`` and every folder (itself included)
+    ``0777 & ~umask``, as a plain ``open``/``mkdir`` would: libraries that write through ``mkstemp``
+    (0600) would otherwise leave a shared cache unreadable to the rest of a group."""
+    mask = current_umask()
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic).
@@ -228,6 +246,7 @@ def load_or_build(
         }
         meta = {"kind": kind, "version": version, "config": jsonable(_as_dict(config)), "files": files}
         (tmp / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
+        follow_umask(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first: keep theirs if it verifies

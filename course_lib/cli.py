@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -272,7 +273,9 @@ def execute_notebook(
     if executed.exists():
         render_html(executed, out)
     result = NotebookResult(stem=stem, ok=error is None, wall_time_s=wall, error=error, cell_index=cell_index)
-    record = asdict(result) | {"profile": profile, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    # A run is known by its id, never by its end time: two runs can end in the same second.
+    record = asdict(result) | {"run_id": uuid.uuid4().hex, "profile": profile,
+                               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     runtime.atomic_write_text(work / "run.json", json.dumps(record, indent=2))
     if result.ok:
         old = out / f".{stem}.old"
@@ -504,7 +507,7 @@ def build_report(out: Path) -> Path:
                 failure = json.loads((nb_dir / "last_failure.json").read_text())
             except ValueError:
                 failure = {"error": "unreadable last_failure.json"}
-        good = run.get("ok") and run.get("finished") != (failure or {}).get("finished")
+        good = bool(run.get("ok")) and (failure is None or run.get("run_id") != failure.get("run_id"))
         status = '<span class="ok">passed</span>' if run.get("ok") else '<span class="fail">FAILED</span>'
         banner = ""
         if failure:
@@ -519,7 +522,7 @@ def build_report(out: Path) -> Path:
             links.insert(0, f'<a href="{stem}/{stem}.html">read it (HTML)</a>')
         figs = "".join(
             f'<figure><a href="{stem}/figures/{e["file"]}" target="_blank"><img src="{stem}/figures/{e["file"]}" '
-            f'alt="{html.escape(e["caption"])}">/a><figcaption>{html.escape(e["caption"])}</figcaption></figure>'
+            f'alt="{html.escape(e["caption"])}"></a><figcaption>{html.escape(e["caption"])}</figcaption></figure>'
             for e in _figures(nb_dir))
         table, details = _metric_rows(metrics)
         summary = notebook_summary(sources[stem]) if stem in sources else ""

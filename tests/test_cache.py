@@ -71,3 +71,30 @@ def test_cache_dir_env_override(tmp_path, monkeypatch):
     assert cache.cache_dir() == tmp_path / "c"
     monkeypatch.delenv(cache.MODEL_CACHE_ENV, raising=False)
     assert cache.model_cache_dir() == tmp_path / "c" / "models"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_file_the_cache_writes_follows_the_umask(tmp_path, umask):
+    """A file written through mkstemp (0600, as safetensors' writer does) and one written plainly end with the
+    same mode, the umask's: a cache shared by a group stays readable by it (022) and private under 077."""
+    import tempfile
+
+    def build(folder):
+        fd, name = tempfile.mkstemp(dir=folder)  # 0600 whatever the umask
+        os.close(fd)
+        os.replace(name, folder / "model.safetensors")
+        (folder / "config.json").write_text("{}")
+        (folder / "sub").mkdir()
+        (folder / "sub" / "tok.json").write_text("{}")
+
+    old = os.umask(umask)
+    try:
+        out = cache.load_or_build("thing", {"n": 1}, "v1", build, root=tmp_path)
+        cache.atomic_write_text(tmp_path / "run.json", "{}")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    for name, mode in modes.items():
+        want = (0o777 if (tmp_path / name).is_dir() else 0o666) & ~umask
+        assert mode == want, f"{name}: {oct(mode)}, want {oct(want)} under umask {oct(umask)}"
+    assert (out / "model.safetensors").exists() and cache.verify_artifact(out)

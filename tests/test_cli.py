@@ -83,6 +83,27 @@ def test_failed_run_keeps_the_last_good_outputs_and_says_so(tmp_path):
     assert json.loads((out / "01_x" / "metrics.json").read_text())["answer"] == 7
 
 
+def test_the_report_tells_runs_apart_by_id_even_when_they_end_in_the_same_second(tmp_path):
+    """A good run and a failed one that finished in the same second: the run id, not the clock, decides."""
+    nb = _write_nb(tmp_path / "01_x.ipynb", GOOD_BODY)
+    out = tmp_path / "outputs"
+    assert cli.execute_notebook(nb, out, "smoke", kernel="python3", echo=None).ok
+    _write_nb(nb, GOOD_BODY, answer=-1)
+    assert not cli.execute_notebook(nb, out, "smoke", kernel="python3", echo=None).ok
+    run = json.loads((out / "01_x" / "run.json").read_text())
+    failure = json.loads((out / "01_x" / "last_failure.json").read_text())
+    assert len(run["run_id"]) == 32 and run["run_id"] != failure["run_id"]
+    failure["finished"] = run["finished"]  # both end in the same second
+    (out / "01_x" / "last_failure.json").write_text(json.dumps(failure))
+    cli.build_report(out)
+    assert "last good run" in (out / "index.html").read_text()
+    # a failure with no good run before it: run.json is the failed run itself
+    run_failed = dict(failure, ok=False)
+    (out / "01_x" / "run.json").write_text(json.dumps(run_failed))
+    cli.build_report(out)
+    assert "no good run yet" in (out / "index.html").read_text()
+
+
 def test_a_stalled_cell_fails_with_its_index_and_source(tmp_path):
     nb = _write_nb(tmp_path / "01_stall.ipynb", "x = 1", SWALLOW_REPLY, "y = 2")
     start = time.monotonic()

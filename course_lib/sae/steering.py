@@ -40,15 +40,31 @@ def _add_hook(vector: torch.Tensor):
 
 
 @torch.no_grad()
-def greedy_generate(model: Any, prompt: str, max_new_tokens: int = 24, fwd_hooks: list | None = None) -> tuple[str, torch.Tensor]:
-    """Greedy continuation of ``prompt`` with ``fwd_hooks`` active (the bridge's ``generate`` with its KV cache:
-    each step computes one new position, which the hooks see alone), and the next-token logits ``[vocab]`` at
-    the prompt's end."""
+def greedy_generate(model: Any, prompt: str, max_new_tokens: int = 24, fwd_hooks: list | None = None,
+                    use_cache: bool = True) -> tuple[str, torch.Tensor]:
+    """Greedy continuation of ``prompt`` with ``fwd_hooks`` active, and the next-token logits ``[vocab]`` at the
+    prompt's end.
+
+    ``use_cache=True``: the bridge's ``generate`` with its KV cache (each step computes one new position, which
+    the hooks see alone). ``use_cache=False``: a full recompute of the whole sequence at every step (the hooks
+    see every position each time; the same text, at about twice the cost for 24 tokens). The KV-cached path
+    depends on transformers passing its cache where transformer-lens's attention reads it: transformers 5.24
+    renamed that argument and transformer-lens 4.3 then never fills the cache, so later tokens attend only to
+    themselves and the text turns to garbage. The lock pins a working pair; the tests compare both paths.
+    """
     tokens = model.to_tokens(prompt)
     with model.hooks(fwd_hooks=fwd_hooks or []):
         first = model(tokens, return_type="logits")[0, -1].float()
-        out = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
-                             use_past_kv_cache=True, return_type="tokens")
+        if use_cache:
+            out = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
+                                 use_past_kv_cache=True, return_type="tokens")
+        else:
+            out, eos = tokens, model.tokenizer.eos_token_id
+            for _ in range(max_new_tokens):
+                nxt = model(out, return_type="logits")[0, -1].argmax()
+                out = torch.cat([out, nxt.view(1, 1).to(out.device)], dim=1)
+                if eos is not None and int(nxt) == eos:
+                    break
     return model.tokenizer.decode(out[0, tokens.shape[1]:].tolist(), skip_special_tokens=True), first
 
 

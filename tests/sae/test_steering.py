@@ -44,12 +44,17 @@ def test_hook_adds_the_latents_write_everywhere_but_bos(smollm2):
 
 
 def test_cached_generation_equals_full_recompute_with_and_without_steering(smollm2):
+    """float32 here; tests/test_lm_bf16.py does the same in bfloat16."""
     a = _sae()
     vec = steering.steering_vector(a, 3, 40.0)
     plain, _ = steering.greedy_generate(smollm2, PROMPT, 6)
     steered, _ = steering.greedy_generate(smollm2, PROMPT, 6, [(HOOK, steering._add_hook(vec))])
     assert plain == _full_recompute(smollm2, PROMPT, 6, [])
+    assert plain == steering.greedy_generate(smollm2, PROMPT, 6, use_cache=False)[0]
+    assert plain.startswith(" return a + b")  # and it is the sensible continuation, not merely consistent
     assert steered == _full_recompute(smollm2, PROMPT, 6, [(HOOK, steering._add_hook(vec))])
+    assert steered == steering.greedy_generate(smollm2, PROMPT, 6, [(HOOK, steering._add_hook(vec))],
+                                               use_cache=False)[0]
     assert steered != plain  # a strong write changes the text (else the test above proves little)
 
 
