@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -300,6 +300,23 @@ def headless() -> bool:
 # --------------------------------------------------------------------------- run context
 
 
+@dataclasses.dataclass(frozen=True)
+class Headline:
+    """One headline claim a notebook declares in ``metrics.json`` (its ``headline`` list).
+
+    The report renders these rows as they are and knows no lesson's metric keys: the lesson package that
+    computed a number also says what it means, what the paper found and whether it passed the notebook's
+    own checks. A claim whose ``gates_passed`` is False is listed with ``note`` (why) and without its value.
+    """
+
+    claim: str  # what is measured, in words
+    paper: str  # the paper's value or finding
+    value: str | None  # this run's value, formatted; None when this run did not measure it
+    interval: str | None = None  # its uncertainty, e.g. "95% CI [1.69, 3.54]"; None when there is none
+    gates_passed: bool = True  # False: the notebook's own gates reject the number
+    note: str = ""  # what to keep in mind (the null beside it, why a gate failed)
+
+
 @dataclasses.dataclass
 class Run:
     """What a notebook's second cell creates: validated common parameters and output helpers.
@@ -358,8 +375,9 @@ class Run:
         display(Image(filename=str(path)))
         return path
 
-    def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        """Write ``metrics.json`` with the run's profile, seed, device and wall time added."""
+    def write_metrics(self, metrics: Mapping[str, Any], headline: Sequence[Headline] = ()) -> Path:
+        """Write ``metrics.json`` with the run's profile, seed, device and wall time added, and the notebook's
+        ``headline`` claims (:class:`Headline`) as a list under that key, for the report."""
         payload = {
             "profile": self.profile,
             "seed": self.seed,
@@ -369,6 +387,7 @@ class Run:
             "torch_threads": self.threads,
             "wall_time_s": round(time.perf_counter() - self.started, 2),
             **metrics,
+            "headline": [dataclasses.asdict(h) for h in headline],
         }
         path = self.out_dir / "metrics.json"
         atomic_write_text(path, json.dumps(jsonable(payload), indent=2, sort_keys=False))

@@ -7,7 +7,7 @@ import time
 import nbformat
 import pytest
 
-from course_lib import cli
+from course_lib import cli, report
 
 # A cell that makes the kernel finish but swallows its own execute reply: exactly the widget-cell hang
 # seen under papermill (kernel idle, executor waiting forever for a reply that never comes).
@@ -74,7 +74,7 @@ def test_failed_run_keeps_the_last_good_outputs_and_says_so(tmp_path):
     assert "deliberate failure" in failure["error"]
     assert json.loads((out / "_failed" / "01_x" / "metrics.json").read_text())["answer"] == -1
     assert not list(out.glob(".01_x*")), "no temporary folder left behind"
-    cli.build_report(out)
+    report.build_report(out)
     page = (out / "index.html").read_text()
     assert "last run failed at cell" in page and "last good run" in page
     _write_nb(nb, GOOD_BODY, answer=7)  # a later success clears the banner
@@ -95,12 +95,12 @@ def test_the_report_tells_runs_apart_by_id_even_when_they_end_in_the_same_second
     assert len(run["run_id"]) == 32 and run["run_id"] != failure["run_id"]
     failure["finished"] = run["finished"]  # both end in the same second
     (out / "01_x" / "last_failure.json").write_text(json.dumps(failure))
-    cli.build_report(out)
+    report.build_report(out)
     assert "last good run" in (out / "index.html").read_text()
     # a failure with no good run before it: run.json is the failed run itself
     run_failed = dict(failure, ok=False)
     (out / "01_x" / "run.json").write_text(json.dumps(run_failed))
-    cli.build_report(out)
+    report.build_report(out)
     assert "no good run yet" in (out / "index.html").read_text()
 
 
@@ -138,33 +138,22 @@ def test_executed_html_loads_nothing_from_the_network(tmp_path):
     nb = _write_nb(tmp_path / "01_html.ipynb", "print('hello')")
     assert cli.execute_notebook(nb, tmp_path / "out", "smoke", kernel="python3", echo=None).ok
     page = (tmp_path / "out" / "01_html" / "01_html.html").read_text()
-    assert cli.external_references(page) == []
+    assert report.external_references(page) == []
     assert "_static/mathjax/MathJax.js" in page
     assert (tmp_path / "out" / "_static" / "mathjax" / "MathJax.js").exists()
 
 
 def test_external_reference_scanner_finds_what_a_browser_would_fetch():
-    assert cli.external_references('<script src="https://cdn.example/x.js"></script>')
-    assert cli.external_references("<link rel=stylesheet href='http://x/y.css'>")
-    assert cli.external_references("import mermaid from 'https://cdn/x.mjs'")
-    assert not cli.external_references('<a href="https://example.org">a link</a> <!-- http://x -->')
+    assert report.external_references('<script src="https://cdn.example/x.js"></script>')
+    assert report.external_references("<link rel=stylesheet href='http://x/y.css'>")
+    assert report.external_references("import mermaid from 'https://cdn/x.mjs'")
+    assert not report.external_references('<a href="https://example.org">a link</a> <!-- http://x -->')
 
 
 def test_select_notebooks_by_number_and_clear_error():
     assert [p.stem[:2] for p in cli.select_notebooks(["02"])] == ["02"]
     with pytest.raises(ValueError, match="valid: 00, 01"):
         cli.select_notebooks(["99"])
-
-
-def test_paper_vs_ours_reads_the_runs_metrics():
-    rows = [{"kind": "topk", "k": 32, "l0": 32.0, "nmse": 0.3}, {"kind": "relu", "k": 32, "l0": 40.0, "nmse": 0.9},
-            {"kind": "relu", "k": 32, "l0": 400.0, "nmse": 0.2}]
-    assert cli._frontier_pair(rows) == "TopK 0.3 (L0 32) vs ReLU 0.9 (L0 40)"
-    assert cli._frontier_pair([{"k": 8, "l0": 8, "nmse": 1}]) is None
-    s = {"geo_mean": 1.5, "lo": 1.1, "hi": 2.0, "n_pairs": 12, "n_tasks": 4}
-    assert cli._edge_ratio({"matched_ratio": {"all sparse": s}}) == "1.5x [1.1, 2] at matched loss (12 pairs, 4 tasks)"
-    assert cli._edge_ratio({"matched_ratio": {"all sparse": {"geo_mean": None}}}) is None
-    assert cli._edge_ratio({}) is None
 
 
 LIVE_EXPLORER = """

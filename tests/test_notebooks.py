@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from conftest import SMOKE_OUTPUTS as REPORT_DIR
 
-from course_lib import cli
+from course_lib import cli, report
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -80,4 +80,4 @@ def test_notebook_runs_in_smoke_profile_offline(nb_path, tmp_path, monkeypatch):
         assert c.outputs, "a widget cell showed nothing"
         assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.outputs)
     html_page = (out_dir / f"{nb_path.stem}.html").read_text()
-    assert cli.external_references(html_page) == []
+    assert report.external_references(html_page) == []

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from conftest import CHROMIUM_ARGS
 
-from course_lib import cli
+from course_lib import cli, report
 
 
 def _outputs(tmp_path: Path, smoke_outputs: Path) -> Path:
@@ -37,8 +37,8 @@ def _outputs(tmp_path: Path, smoke_outputs: Path) -> Path:
 def test_report_and_notebook_pages_load_offline_in_chromium(tmp_path, smoke_outputs, chromium_path):
     playwright = pytest.importorskip("playwright.sync_api")
     out = _outputs(tmp_path, smoke_outputs)
-    report = cli.build_report(out)
-    pages = [report] + sorted(out.glob("[0-9][0-9]_*/*.html"))
+    index = report.build_report(out)
+    pages = [index] + sorted(out.glob("[0-9][0-9]_*/*.html"))
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -57,7 +57,7 @@ def test_report_and_notebook_pages_load_offline_in_chromium(tmp_path, smoke_outp
                 assert not broken, f"{page_path.name}: images that did not load: {broken[:5]}"
                 assert not external, f"{page_path.name}: requests to the network: {external[:5]}"
                 assert not errors, f"{page_path.name}: console errors: {errors[:5]}"
-                if page_path == report:
+                if page_path == index:
                     assert n_images >= 1, "the report shows no figure"
                     shot = out / "browser"
                     shot.mkdir(exist_ok=True)

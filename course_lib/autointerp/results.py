@@ -20,6 +20,7 @@ import numpy as np
 from course_lib import cache
 from course_lib.autointerp.records import UnitKind, UnitRecords
 from course_lib.autointerp.scoring import auroc
+from course_lib.runtime import Headline
 
 SCORE_KEYS: tuple[str, ...] = (
     "correlation_llm",  # pooled Pearson r, all-at-once simulator (local LM)
@@ -376,3 +377,30 @@ def per_quantile_markdown(tables: dict[str, dict[str, dict[str, Any]]],
             cells.append("-" if e is None else f"{_fmt(e['mean'], e['ci95'])} (n={e['n_units']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def headline(summary: dict[str, Any], gates: dict[str, dict[str, Any]]) -> list[Headline]:
+    """Notebook 04's headline claim for the report: mean score per unit kind, for each scorer that passed both
+    of its gates (:func:`sanity_gates`), with 95% bootstrap intervals; when none passed, the claim is listed
+    as not supported by this run."""
+    claim = "explanation scores: SAE latents vs neurons vs random directions"
+    paper = "latents explained better than neurons, neurons better than random directions"
+    usable = [k for k, g in gates.items() if g.get("pass")]
+    out = []
+    for key in usable:
+        cells, cis = [], []
+        for kind, entry in summary.items():
+            e = entry.get(key) or {}
+            if e.get("mean") is None:
+                continue
+            cells.append(f"{kind} {e['mean']:.2f}")
+            if e.get("ci95"):
+                cis.append(f"{kind} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]")
+        if cells:
+            out.append(Headline(f"{claim} ({key})", paper, ", ".join(cells), "; ".join(cis) or None))
+    if not out:
+        why = "; ".join(f"{k}: {gate_failure(g)}" for k, g in gates.items() if gate_failure(g))
+        out.append(Headline(claim, paper, None, gates_passed=False,
+                            note="no scorer with numbers here passed the notebook's gates in this run"
+                                 + (f" ({why})" if why else "")))
+    return out

@@ -26,6 +26,8 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
+from course_lib.runtime import Headline
+
 
 @dataclasses.dataclass(frozen=True)
 class FrontierModel:
@@ -150,3 +152,17 @@ def analyse_per_task(models: Sequence[FrontierModel], tasks: Sequence[str] | Non
     summary = {g: geo_mean_ci(logs_by_group.get(g, {}), n_boot, seed=seed) for g in order}
     return {"tasks": tasks, "common_tasks": common_tasks(models), "per_task": per_task, "pairs": pairs,
             "summary": summary, "unmatched": unmatched}
+
+
+def headline(summary: Mapping[str, Mapping]) -> list[Headline]:
+    """Notebook 02's headline claim for the report: the dense/sparse circuit-edge ratio at matched pretraining
+    loss over every sparse model (``summary["all sparse"]`` of :func:`analyse_per_task`)."""
+    s = summary.get("all sparse") or {}
+    geo = s.get("geo_mean")
+    interval = f"[{s['lo']:.3g}, {s['hi']:.3g}] (bootstrap)" if geo and s.get("lo") else None
+    return [Headline(
+        "circuit edges, dense / weight-sparse, at matched pretraining loss",
+        "~16x (at ~1/1000 of the weights kept)",
+        None if not geo else f"{geo:.3g}x ({s['n_pairs']} pairs, {s['n_tasks']} tasks)", interval,
+        note="an edge count: a circuit on the same nodes of a model keeping a fraction f of its weights has about "
+             "f times the dense edges, so weight density alone predicts about 1/f")]

@@ -21,7 +21,7 @@ Definitions (``x [N, d]`` raw activations, ``x_hat`` the SAE's reconstruction, `
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from course_lib import hooks
+from course_lib.runtime import Headline
 from course_lib.sae.model import SparseAutoencoder, nmse
 
 
@@ -240,3 +241,18 @@ def seed_summary(values: Iterable[float]) -> dict[str, float]:
     a = np.asarray(list(values), dtype=np.float64)
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
             "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def headline(frontier: Sequence[dict], exponent: float | None, exponent_ci: Sequence[float] | None) -> list[Headline]:
+    """Notebook 03's headline claims for the report: TopK against ReLU+L1 at the nearest L0 (from the frontier
+    rows: ``kind``, ``l0``, ``nmse``) and the NMSE-width power-law exponent with its interval."""
+    topk = [r for r in frontier if r.get("kind") == "topk" and r.get("l0")]
+    relu = [r for r in frontier if r.get("kind") == "relu" and r.get("l0")]
+    pair = None
+    if topk and relu:
+        t, r = min(((t, r) for t in topk for r in relu), key=lambda tr: abs(math.log(tr[0]["l0"] / tr[1]["l0"])))
+        pair = f"TopK {t['nmse']:.3g} (L0 {t['l0']:.0f}) vs ReLU {r['nmse']:.3g} (L0 {r['l0']:.0f})"
+    ci = f"95% CI [{exponent_ci[0]:.3g}, {exponent_ci[1]:.3g}]" if exponent_ci is not None else None
+    return [Headline("NMSE of TopK vs ReLU+L1 SAEs at the nearest L0", "TopK lower", pair),
+            Headline("NMSE power-law exponent in the number of latents", "negative (NMSE falls with width)",
+                     None if exponent is None else f"{exponent:.3g}", ci)]

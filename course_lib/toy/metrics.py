@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from course_lib.runtime import Headline
 from course_lib.toy.model import ToyModel, evaluate_loss
 
 # --------------------------------------------------------------------------- metrics
@@ -155,3 +156,15 @@ def classify_phase(W: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 
 PHASE_NAMES: tuple[str, ...] = ("feature 2 ignored", "feature 2 gets the dimension", "superposition (antipodal)")
+
+
+def headline(metrics: dict) -> list[Headline]:
+    """Notebook 01's headline claims for the report, from its ``metrics`` (pentagon, antipodal pairs)."""
+    d = metrics.get("five_two_dims_per_feature_sparsest")
+    half = metrics.get("big_sweep_instances_near_one_half")
+    return [
+        Headline("5 features in 2 dimensions, sparsest data: dimensions per feature (a pentagon stores 5 in 2)",
+                 "0.4 (= 2/5)", None if d is None else f"{d:.3g}"),
+        Headline("100 -> 20 sweep: sparsities whose dimensions per feature sit within 0.05 of 1/2 (antipodal pairs)",
+                 "a plateau at 1/2", None if half is None else str(half)),
+    ]

@@ -120,3 +120,12 @@ def test_plot_frontier_tasks_draws_a_panel_per_task_and_the_ratios():
     assert titles == ["a", "b", "dense / sparse edges at equal loss"]
     ratio_ax = fig.axes[2]
     assert ratio_ax.collections[0].get_offsets()[0][1] == pytest.approx(math.sqrt(1e5) / 50)
+
+
+def test_headline_states_the_edge_ratio_with_its_interval_and_the_density_null():
+    s = {"geo_mean": 1.5, "lo": 1.1, "hi": 2.0, "n_pairs": 12, "n_tasks": 4}
+    (h,) = fr.headline({"all sparse": s})
+    assert h.value == "1.5x (12 pairs, 4 tasks)" and h.interval == "[1.1, 2] (bootstrap)"
+    assert "1/f" in h.note
+    assert fr.headline({"all sparse": {"geo_mean": None}})[0].value is None
+    assert fr.headline({})[0].value is None

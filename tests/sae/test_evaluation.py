@@ -59,3 +59,14 @@ def test_downstream_ce_identity_and_zero(smollm2):
     without = evaluation.downstream_ce(smollm2, Identity(), tokens, "blocks.15.hook_resid_post", batch_size=2)
     assert "ce_mean" not in without and "ce_loss_score_mean" not in without
     assert math.isclose(without["kl_zero"], res["kl_zero"], rel_tol=1e-5)
+
+
+def test_headline_pairs_topk_and_relu_at_the_nearest_l0_and_gives_the_exponent_interval():
+    from course_lib.sae.evaluation import headline
+
+    rows = [{"kind": "topk", "l0": 32.0, "nmse": 0.3}, {"kind": "relu", "l0": 40.0, "nmse": 0.9},
+            {"kind": "relu", "l0": 400.0, "nmse": 0.2}]
+    pair, law = headline(rows, -0.36, [-0.5, -0.2])
+    assert pair.value == "TopK 0.3 (L0 32) vs ReLU 0.9 (L0 40)"
+    assert law.value == "-0.36" and law.interval == "95% CI [-0.5, -0.2]"
+    assert headline([{"kind": "topk", "l0": 8, "nmse": 1}], None, None)[0].value is None

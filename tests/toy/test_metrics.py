@@ -54,3 +54,11 @@ def test_five_two_known_answers():
     dense_rep = toy.features_represented(W[4:])
     assert float(dense_rep.median()) == 2, dense_rep
     assert float(toy.dimensions_per_feature(W[4:]).median()) == pytest.approx(1.0, abs=0.1)
+
+
+def test_headline_reads_the_pentagon_and_the_antipodal_plateau():
+    from course_lib.toy.metrics import headline
+
+    rows = headline({"five_two_dims_per_feature_sparsest": 0.4012, "big_sweep_instances_near_one_half": 3})
+    assert [r.value for r in rows] == ["0.401", "3"] and all(r.gates_passed for r in rows)
+    assert [r.value for r in headline({})] == [None, None]
