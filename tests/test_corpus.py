@@ -29,8 +29,9 @@ def test_other_folder(tmp_path):
     for i in range(30):
         (tmp_path / f"f{i}.txt").write_text(f"hello {i}\n")
     cfg = corpus.CorpusConfig(root=str(tmp_path), extensions=(".txt",), max_chars=None)
-    texts = corpus.load_texts(cfg, "train") + corpus.load_texts(cfg, "val")
-    assert len(texts) == 30
+    train, val = corpus.load_texts(cfg, "train"), corpus.load_texts(cfg, "val")
+    assert train and val and not set(train) & set(val)  # every file in exactly one split
+    assert sorted(train + val) == sorted(f"hello {i}\n" for i in range(30))
 
 
 def test_profile_sizes():

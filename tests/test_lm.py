@@ -27,7 +27,7 @@ def test_smollm2_predicts_paris_offline(tmp_path, monkeypatch):
 
 
 def test_smollm2_reloads_from_cache_without_converting(monkeypatch):
-    lm.load_lm("smollm2")  # converted already (previous test or an earlier session), or converted now
+    lm.load_lm("smollm2")  # converted already (by a previous test or run), or converted now
 
     def no_conversion(folder):
         raise AssertionError("the cached SmolLM2 folder was converted again instead of reloaded")

@@ -25,8 +25,12 @@ GUARD = Path(__file__).resolve().parent / "netguard"
 WIDGET_REPEATS = 20
 
 
-def test_there_are_notebooks():
-    assert any(nb.stem.startswith("00_") for nb in NOTEBOOKS)
+def test_notebooks_are_numbered_from_00_without_gaps_and_each_opens_with_a_title():
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(len(NOTEBOOKS))]
+    assert len(NOTEBOOKS) >= 5
+    for nb in NOTEBOOKS:
+        first = nbformat.read(nb, as_version=4).cells[0]
+        assert first.cell_type == "markdown" and first.source.lstrip().startswith("# "), nb.stem
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -105,7 +105,7 @@ def test_a_failure_banner_keeps_the_page_well_formed(tmp_path):
 
 def test_executed_notebook_html_is_well_formed(smoke_outputs):
     pages = sorted(smoke_outputs.glob("[0-9][0-9]_*/*.html"))
-    for p in pages:  # present after the notebook tests ran in this session; nbconvert may omit optional ends
+    for p in pages:  # present once the notebook tests have run; nbconvert may omit optional ends
         assert html_errors(p.read_text(), OPTIONAL_END) == [], p
 
 

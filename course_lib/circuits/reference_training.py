@@ -40,7 +40,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -48,7 +47,7 @@ from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits import pruning
 from course_lib.circuits.checkpoints import FORMAT, load_compact, save_compact
 from course_lib.circuits.tasks import SUITE, TaskData, make_task_data, task_corpus
-from course_lib.circuits.training import CircuitTrainConfig, eval_loss, lr_at, val_windows
+from course_lib.circuits.training import CircuitTrainConfig, eval_loss, train_step, val_windows
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def reference_set(seeds: tuple[int, ...] = (0, 1, 2), task_mix: float = REFERENC
       recovering at its end, so sparse runs get twice the dense steps). 0.4 was added after seed 0 of the
       others: sparse 0.1 ended at validation loss 4.27 and 0.2 at 3.70, where the dense models solve at most
       1-2 tasks with a held-out-valid circuit; the dense curve has circuits for 4 tasks only below about
-      3.4 (bench/RESULTS.md, session 12 pilot);
+      3.4 (bench/RESULTS.md, the pilot of the reference set);
     - the paper's second claim: width 128 at kept fraction 0.04, which has the same number of nonzero
       weights (about 36.5k; the embeddings dominate) as width 64 at 0.1 (:func:`nonzero_count`), 16k steps.
 
@@ -336,28 +335,14 @@ def train_steps(st: RunState, stream: torch.Tensor, data: EvalData, until: int |
     every = max(1, t.steps // 200)
     last_ck = time.perf_counter()
     t_wall, t_cpu, s0 = time.perf_counter(), time.process_time(), st.step
+    batches = corpus.random_batches(stream, st.spec.model.n_ctx, t.batch_size, st.gen)  # draws from the saved RNG
     while st.step < until:
         step = st.step
-        for g in st.opt.param_groups:
-            g["lr"] = lr_at(step, t)
-        # the batch: as corpus.random_batches draws it, from the saved generator
-        starts = torch.randint(0, stream.numel() - st.spec.model.n_ctx - 1, (t.batch_size,), generator=st.gen)
-        batch = stream[starts[:, None] + torch.arange(st.spec.model.n_ctx + 1)]
-        logits = st.model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        st.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(st.model.parameters(), t.grad_clip)
-        st.opt.step()
-        frac = fraction_fn(step, t.steps, t.target_fraction, t.anneal_start, t.anneal_end)
-        if frac < 1.0:
-            with torch.no_grad():
-                for p in sparse:
-                    p.copy_(project_fn(p, frac))
+        lv, frac = train_step(st.model, st.opt, next(batches), step, t, sparse, fraction_fn, project_fn)
         st.step += 1
         if step % every == 0 or st.step == t.steps:
             st.log["step"].append(step)
-            st.log["loss"].append(float(loss.detach()))
+            st.log["loss"].append(lv)
             st.log["kept_fraction"].append(frac)
         if st.step % st.spec.eval_every == 0 or st.step == t.steps:
             now_w, now_c = time.perf_counter(), time.process_time()

@@ -65,6 +65,33 @@ def eval_loss(model: SparseTransformer, windows: torch.Tensor, batch_size: int =
     return total / max(count, 1)
 
 
+def train_step(model: SparseTransformer, opt: torch.optim.Optimizer, batch: torch.Tensor, step: int,
+               tcfg: CircuitTrainConfig, sparse: list[torch.Tensor],
+               fraction_fn: FractionFn = weight_sparsity.kept_fraction,
+               project_fn: ProjectFn = weight_sparsity.project_topk) -> tuple[float, float]:
+    """One training step on ``batch [b, n_ctx + 1]`` (inputs and next-token targets), in place.
+
+    Learning rate ``lr_at(step)``; next-token cross-entropy; gradients clipped to norm ``tcfg.grad_clip``;
+    Adam; then every tensor in ``sparse`` becomes ``project_fn(p, f)`` with the kept fraction
+    ``f = fraction_fn(step, ...)`` (nothing while ``f`` is 1). Returns ``(loss, f)``. The one step of both
+    :func:`train` and the resumable reference trainer.
+    """
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, tcfg)
+    logits = model(batch[:, :-1])
+    loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+    opt.step()
+    frac = fraction_fn(step, tcfg.steps, tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)
+    if frac < 1.0:
+        with torch.no_grad():
+            for p in sparse:
+                p.copy_(project_fn(p, frac))
+    return float(loss.detach()), frac
+
+
 def train(
     model: SparseTransformer,
     stream: torch.Tensor,
@@ -91,21 +118,7 @@ def train(
     bar = tqdm(range(tcfg.steps), desc=f"train (keep {tcfg.target_fraction:g})", disable=not progress)
     ema = None
     for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tcfg)
-        batch = next(batches).to(dev)
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        frac = fraction_fn(step, tcfg.steps, tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)
-        if frac < 1.0:
-            with torch.no_grad():
-                for p in sparse:
-                    p.copy_(project_fn(p, frac))
-        lv = float(loss.detach())
+        lv, frac = train_step(model, opt, next(batches).to(dev), step, tcfg, sparse, fraction_fn, project_fn)
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         if step % every == 0 or step == tcfg.steps - 1:
             log["step"].append(step)

@@ -212,3 +212,17 @@ def test_the_smoke_set_has_a_dense_curve_and_a_sparse_model():
     specs = rt.smoke_set()
     assert [s.group for s in specs].count("dense") == 2 and len({s.train.steps for s in specs}) == 2
     assert all(s.data == "smoke" for s in specs) and any(s.train.target_fraction < 1 for s in specs)
+
+
+def test_the_reference_trainer_and_train_take_the_same_steps(streams, data):
+    """One training step (training.train_step) behind both: from the same initial state, with the same seed,
+    they end at the same weights bit for bit."""
+    from course_lib.circuits import training
+
+    stream = streams["smoke"][1]
+    st = rt.train_steps(rt.new_state(spec(steps=10)), stream, data)
+    model = rt.new_state(spec(steps=10)).model
+    log = training.train(model, stream, spec(steps=10).train, progress=False)
+    for k, v in st.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert log["loss"][-1] == st.log["loss"][-1]

@@ -93,10 +93,12 @@ def test_best_of_replicates_picks_lowest_loss_per_setting():
 
 def test_training_works_with_autograd_turned_off_by_the_caller():
     cfg = toy.ToyConfig(n_features=4, d_hidden=2, n_instances=1)
+    model = toy.ToyModel(cfg, torch.tensor([0.5]), torch.ones(4), generator=torch.Generator().manual_seed(0))
+    before = model.W.detach().clone()
     with torch.no_grad():
-        hist = toy.train(toy.ToyModel(cfg, torch.tensor([0.5]), torch.ones(4)),
-                         toy.ToyTrainConfig(steps=5, batch_size=8, lr=1e-2))
-    assert len(hist) > 0
+        hist = toy.train(model, toy.ToyTrainConfig(steps=200, batch_size=64, lr=1e-2))
+    assert not torch.equal(before, model.W.detach()), "the weights never moved: no gradient reached them"
+    assert hist[-1] < hist[0], hist  # and the loss fell
 
 
 def test_train_new_caches_by_everything_that_decides_the_weights(tmp_path, monkeypatch):
