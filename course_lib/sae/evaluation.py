@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from course_lib import hooks
 from course_lib.runtime import Headline
-from course_lib.sae.model import SparseAutoencoder, nmse
+from course_lib.sae.model import ARCHITECTURES, SparseAutoencoder, nmse
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -175,16 +175,12 @@ def power_law_fit(x: Iterable[float], y: Iterable[float]) -> tuple[float, float]
 
 
 def training_objective(history: dict[str, Any], cfg: Any) -> np.ndarray:
-    """The objective each kind minimises, per logged step: NMSE for ``topk``/``batchtopk`` (AuxK left
-    out: it only revives dead latents), ``NMSE + l1_coef * L1`` for ``relu``, ``NMSE + l0_coef * L0``
-    for ``jumprelu`` (``history["aux"]`` holds the L1 sum or the L0 of the batch)."""
+    """The objective each architecture minimises, per logged step: ``NMSE + c * penalty`` with the
+    architecture's coefficient (:data:`~course_lib.sae.model.ARCHITECTURES`): NMSE alone for ``topk`` and
+    ``batchtopk`` (AuxK only revives dead latents), ``+ l1_coef * L1`` for ``relu``, ``+ l0_coef * L0`` for
+    ``jumprelu``."""
     nm = np.asarray(history["nmse"], float)
-    aux = np.asarray(history["aux"], float)
-    if cfg.kind == "relu":
-        return nm + cfg.l1_coef * aux
-    if cfg.kind == "jumprelu":
-        return nm + cfg.l0_coef * aux
-    return nm
+    return nm + ARCHITECTURES[cfg.kind].penalty_coef(cfg) * np.asarray(history["penalty"], float)
 
 
 def late_fall(values: Iterable[float], early: tuple[float, float] = (0.3, 0.5),

@@ -130,5 +130,5 @@ def topk_grads_fast(
     fired = torch.zeros(n, dtype=torch.bool, device=xn.device)
     fired[idx[z > 0]] = True
     grads = {"W_enc": g_W_enc, "b_enc": g_b_enc, "W_dec": g_W_dec, "b_pre": g_b_pre}
-    stats = {"nmse": nmse, "aux": aux, "l0": (z > 0).sum(1).float().mean(), "fired": fired}
+    stats = {"nmse": nmse, "auxk": aux, "l0": (z > 0).sum(1).float().mean(), "fired": fired}
     return grads, stats

@@ -34,14 +34,16 @@ step (``r = threshold_rate``; the first step sets ``t`` to its value), so that a
 ``E ||z||_0 ~ k`` without a batch.
 
 Losses: :func:`topk_loss`, :func:`relu_loss`, :func:`jumprelu_loss`, :func:`batchtopk_loss` (dense
-autograd; :func:`sae_loss` picks by kind); the fast sparse gradients of the TopK loss are in
-:mod:`course_lib.sae.fast_grads`.
+autograd); the fast sparse gradients of the TopK loss are in :mod:`course_lib.sae.fast_grads`. What
+differs between the architectures (activation, loss and the name of its second term, the step after the
+optimizer's, the threshold carried, SAELens's name) is one row of :data:`ARCHITECTURES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -100,7 +102,8 @@ def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> to
 
 
 class SparseAutoencoder(nn.Module):
-    """TopK or ReLU SAE (see the module docstring). ``encode``/``decode`` work on RAW activations."""
+    """A sparse autoencoder of any architecture in :data:`ARCHITECTURES` (see the module docstring).
+    ``encode``/``decode`` work on RAW activations."""
 
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None):
         super().__init__()
@@ -116,9 +119,10 @@ class SparseAutoencoder(nn.Module):
         self.W_dec = nn.Parameter(w_dec)
         self.b_pre = nn.Parameter(torch.zeros(cfg.d_in))
         self.register_buffer("scale", torch.ones(()))  # s: x_n = s * x
-        if cfg.kind == "jumprelu":  # theta [n_latents], learned (kept >= 0 after each step)
+        threshold = ARCHITECTURES[cfg.kind].threshold
+        if threshold == "learned":  # theta [n_latents], learned (kept >= 0 after each step)
             self.threshold = nn.Parameter(torch.full((cfg.n_latents,), float(cfg.jump_init_threshold)))
-        elif cfg.kind == "batchtopk":  # t, one number: a running average, not a parameter
+        elif threshold == "running":  # t, one number: a running average, not a parameter
             self.register_buffer("threshold", torch.zeros(()))
 
     # ----- initialisation from data
@@ -141,18 +145,9 @@ class SparseAutoencoder(nn.Module):
         return vals.clamp_min(0), idx
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent activations ``z [..., n_latents]`` of raw activations ``x [..., d_in]``."""
-        kind = self.cfg.kind
-        if kind != "topk":
-            pre = self.pre_acts(x.to(self.W_enc.dtype) * self.scale)
-            if kind == "relu":
-                return F.relu(pre)
-            if kind == "jumprelu":
-                return pre * (pre > self.threshold)
-            return F.relu(pre) * (pre > self.threshold)  # batchtopk at inference
-        vals, idx = self.encode_sparse(x)
-        return torch.zeros(*vals.shape[:-1], self.cfg.n_latents, dtype=vals.dtype,
-                           device=vals.device).scatter_(-1, idx, vals)
+        """Latent activations ``z [..., n_latents]`` of raw activations ``x [..., d_in]`` (the activation of
+        the SAE's architecture, :data:`ARCHITECTURES`)."""
+        return ARCHITECTURES[self.cfg.kind].activation(self, self.pre_acts(x.to(self.W_enc.dtype) * self.scale))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Raw-scale reconstruction ``[..., d_in]`` of latents ``z [..., n_latents]``."""
@@ -229,7 +224,7 @@ def topk_loss(
     recon = nmse(xn, x_hat)
     aux = _auxk(autoencoder, pre, xn, x_hat, dead)
     loss = recon + cfg.aux_coef * aux
-    return loss, {"nmse": recon.detach(), "aux": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
+    return loss, {"nmse": recon.detach(), "auxk": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
                   "fired": (z > 0).any(0)}
 
 
@@ -247,7 +242,7 @@ def relu_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor) -> tuple[torch.T
     recon = nmse(xn, x_hat)
     l1 = z.sum(1).mean()
     loss = recon + autoencoder.cfg.l1_coef * l1
-    return loss, {"nmse": recon.detach(), "aux": l1.detach(), "l0": (z > 0).sum(1).float().mean(),
+    return loss, {"nmse": recon.detach(), "l1": l1.detach(), "l0": (z > 0).sum(1).float().mean(),
                   "fired": (z > 0).any(0)}
 
 
@@ -298,7 +293,7 @@ def jumprelu_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor,
     recon = nmse(xn, x_hat)
     l0 = _Step.apply(pre, autoencoder.threshold, cfg.jump_bandwidth).sum(1).mean()
     loss = recon + cfg.l0_coef * l0
-    return loss, {"nmse": recon.detach(), "aux": l0.detach(), "l0": (z != 0).sum(1).float().mean(),
+    return loss, {"nmse": recon.detach(), "l0_penalty": l0.detach(), "l0": (z != 0).sum(1).float().mean(),
                   "fired": (z != 0).any(0)}
 
 
@@ -320,18 +315,70 @@ def batchtopk_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor,
     aux = _auxk(autoencoder, pre, xn, x_hat, dead)
     loss = recon + cfg.aux_coef * aux
     pos = vals.detach()[vals.detach() > 0]
-    return loss, {"nmse": recon.detach(), "aux": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
+    return loss, {"nmse": recon.detach(), "auxk": aux.detach(), "l0": (z > 0).sum(1).float().mean(),
                   "fired": (z > 0).any(0), "min_selected": pos.min() if pos.numel() else None}
 
 
 def sae_loss(autoencoder: SparseAutoencoder, xn: torch.Tensor,
              dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The training loss of ``autoencoder``'s kind (dense autograd) on normalised ``xn [B, d]``."""
-    kind = autoencoder.cfg.kind
-    if kind == "topk":
-        return topk_loss(autoencoder, xn, dead)
-    if kind == "relu":
-        return relu_loss(autoencoder, xn)
-    if kind == "jumprelu":
-        return jumprelu_loss(autoencoder, xn, dead)
-    return batchtopk_loss(autoencoder, xn, dead)
+    """The training loss of ``autoencoder``'s architecture (dense autograd) on normalised ``xn [B, d]``."""
+    return ARCHITECTURES[autoencoder.cfg.kind].loss(autoencoder, xn, dead)
+
+
+# --------------------------------------------------------------------------- the architectures, one row each
+
+
+def _no_post_step(autoencoder: SparseAutoencoder, stats: dict[str, torch.Tensor]) -> None:
+    pass
+
+
+@torch.no_grad()
+def _clamp_threshold(autoencoder: SparseAutoencoder, stats: dict[str, torch.Tensor]) -> None:
+    """JumpReLU: ``theta >= 0`` (projected, so a latent at 0 still gets gradients)."""
+    autoencoder.threshold.clamp_(min=0.0)
+
+
+@torch.no_grad()
+def _follow_min_selected(autoencoder: SparseAutoencoder, stats: dict[str, torch.Tensor]) -> None:
+    """BatchTopK: ``t <- (1 - r) t + r * min(selected)``; the first step sets ``t``."""
+    m = stats.get("min_selected")
+    if m is None:
+        return
+    if float(autoencoder.threshold) == 0.0:
+        autoencoder.threshold.copy_(m)
+    else:
+        autoencoder.threshold.lerp_(m, autoencoder.cfg.threshold_rate)
+
+
+def _topk_activation(autoencoder: SparseAutoencoder, pre: torch.Tensor) -> torch.Tensor:
+    vals, idx = pre.topk(autoencoder.cfg.k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter_(-1, idx, vals.clamp_min(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """Everything that differs between SAE architectures, as one row of :data:`ARCHITECTURES`."""
+
+    kind: str  # the SAEConfig.kind that selects this row
+    activation: Callable[[SparseAutoencoder, torch.Tensor], torch.Tensor]  # pre-activations -> z, at inference
+    loss: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]  # (sae, xn, dead) -> (loss, stats)
+    penalty: str  # the name, in the loss's stats, of its second term: "auxk", "l1" or "l0_penalty"
+    penalty_coef: Callable[[SAEConfig], float]  # that term's weight in the objective compared across a sweep
+    post_step: Callable[[SparseAutoencoder, dict[str, torch.Tensor]], None]  # after each optimizer step
+    threshold: Literal["none", "learned", "running"]  # the threshold the SAE carries
+    saelens: str  # SAELens's cfg.json "architecture"
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    # AuxK only revives dead latents: the objective compared across a sweep is the NMSE alone (coefficient 0)
+    "topk": Architecture("topk", _topk_activation, lambda a, xn, dead=None: topk_loss(a, xn, dead), "auxk",
+                         lambda cfg: 0.0, _no_post_step, "none", "topk"),
+    "relu": Architecture("relu", lambda a, pre: F.relu(pre), lambda a, xn, dead=None: relu_loss(a, xn), "l1",
+                         lambda cfg: cfg.l1_coef, _no_post_step, "none", "standard"),
+    "jumprelu": Architecture("jumprelu", lambda a, pre: pre * (pre > a.threshold), jumprelu_loss, "l0_penalty",
+                             lambda cfg: cfg.l0_coef, _clamp_threshold, "learned", "jumprelu"),
+    # at inference one threshold t replaces the batch-wide top-k (SAELens loads it as a JumpReLU)
+    "batchtopk": Architecture("batchtopk", lambda a, pre: F.relu(pre) * (pre > a.threshold), batchtopk_loss, "auxk",
+                              lambda cfg: 0.0, _follow_min_selected, "running", "jumprelu"),
+}
+assert set(ARCHITECTURES) == set(KINDS)

@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from course_lib import cache
-from course_lib.sae.model import SAEConfig, SparseAutoencoder
+from course_lib.sae.model import ARCHITECTURES, SAEConfig, SparseAutoencoder
 
 # The cfg.json layout we write: SAELens >= 6 reads ``metadata.sae_lens_version`` to choose its loader;
 # without it (or below 6.0) it takes the pre-6.0 path, which rebuilds ``metadata`` from top-level keys
@@ -60,7 +60,7 @@ def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: 
         "b_dec": (autoencoder.b_pre.detach().float().cpu() / s).contiguous(),
     }
     cfg = autoencoder.cfg
-    if cfg.kind in ("jumprelu", "batchtopk"):  # pre-activations are unchanged by the folding, so is theta
+    if ARCHITECTURES[cfg.kind].threshold != "none":  # pre-activations are unchanged by the folding, so is theta
         tensors["threshold"] = (autoencoder.threshold.detach().float().cpu()
                                 * torch.ones(cfg.n_latents)).contiguous()
     meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
@@ -68,7 +68,7 @@ def save_saelens(autoencoder: SparseAutoencoder, folder: str | Path, hook_name: 
             "course_lib": {"sae_config": dataclasses.asdict(cfg)},
             **(extra_metadata or {})}
     cfg_json: dict[str, Any] = {
-        "architecture": {"topk": "topk", "relu": "standard"}.get(cfg.kind, "jumprelu"),
+        "architecture": ARCHITECTURES[cfg.kind].saelens,
         "d_in": cfg.d_in,
         "d_sae": cfg.n_latents,
         "dtype": "float32",
@@ -115,9 +115,10 @@ def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> Spar
         autoencoder.W_enc.copy_(w["W_enc"].float().t() / s)
         autoencoder.b_enc.copy_(w["b_enc"].float())
         autoencoder.b_pre.copy_(w["b_dec"].float() * s)
-        if kind == "jumprelu":
+        threshold = ARCHITECTURES[kind].threshold
+        if threshold == "learned":
             autoencoder.threshold.copy_(w["threshold"].float())
-        elif kind == "batchtopk":
+        elif threshold == "running":
             autoencoder.threshold.fill_(float(w["threshold"].float().mean()))
     return autoencoder.to(device).eval()
 

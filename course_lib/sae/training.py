@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from course_lib import cache
 from course_lib.sae.fast_grads import topk_grads_fast
-from course_lib.sae.model import SAEConfig, SparseAutoencoder, sae_loss
+from course_lib.sae.model import ARCHITECTURES, SAEConfig, SparseAutoencoder, sae_loss
 from course_lib.sae.saelens_io import load_saelens, save_saelens
 from course_lib.sae.store import ActivationStore
 
-_SAE_VERSION = "sae-v1"
+_SAE_VERSION = "sae-v2"  # v2: the history names the loss's second term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +54,14 @@ IMPLEMENTATION_FIELDS: tuple[str, ...] = ("fast", "log_every")
 
 @dataclasses.dataclass
 class TrainHistory:
-    """Logged every ``log_every`` steps: ``step``, ``tokens``, ``nmse``, ``aux``, ``l0``, ``dead_fraction``."""
+    """Logged every ``log_every`` steps: ``step``, ``tokens``, ``nmse``, ``penalty`` (the loss's second term,
+    named ``penalty_name``: ``auxk``, ``l1`` or ``l0_penalty``), ``l0``, ``dead_fraction``."""
 
     step: list[int] = dataclasses.field(default_factory=list)
     tokens: list[int] = dataclasses.field(default_factory=list)
     nmse: list[float] = dataclasses.field(default_factory=list)
-    aux: list[float] = dataclasses.field(default_factory=list)
+    penalty: list[float] = dataclasses.field(default_factory=list)
+    penalty_name: str = ""
     l0: list[float] = dataclasses.field(default_factory=list)
     dead_fraction: list[float] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
@@ -86,7 +88,8 @@ def train_step(autoencoder: SparseAutoencoder, opt: torch.optim.Optimizer, x: to
     :func:`~course_lib.sae.model.sae_loss`), remove each decoder row's parallel gradient, Adam step,
     renormalise the decoder rows; then keep a JumpReLU's thresholds >= 0, or move a BatchTopK's inference
     threshold towards the step's smallest selected value. Returns the
-    step's stats (``nmse``, ``aux``, ``l0``, ``fired``) and ``dead`` (the mask used).
+    step's stats (``nmse``, the loss's second term under its architecture's name -- ``auxk``, ``l1`` or
+    ``l0_penalty`` --, ``l0``, ``fired``) and ``dead`` (the mask used).
     """
     cfg = autoencoder.cfg
     xn = x.to(autoencoder.W_dec.device, torch.float32) * autoencoder.scale
@@ -102,14 +105,7 @@ def train_step(autoencoder: SparseAutoencoder, opt: torch.optim.Optimizer, x: to
     autoencoder.remove_parallel_grad_()
     opt.step()
     autoencoder.normalise_decoder_()
-    with torch.no_grad():
-        if cfg.kind == "jumprelu":  # theta >= 0 (projected, so a latent at 0 still gets gradients)
-            autoencoder.threshold.clamp_(min=0.0)
-        elif cfg.kind == "batchtopk" and stats.get("min_selected") is not None:
-            if float(autoencoder.threshold) == 0.0:  # first step: start the average at the first value
-                autoencoder.threshold.copy_(stats["min_selected"])
-            else:
-                autoencoder.threshold.lerp_(stats["min_selected"], cfg.threshold_rate)
+    ARCHITECTURES[cfg.kind].post_step(autoencoder, stats)
     since_fired += x.shape[0]
     since_fired[stats["fired"]] = 0
     return {**stats, "dead": dead}
@@ -137,7 +133,7 @@ def train_sae(
     opt = torch.optim.Adam(autoencoder.parameters(), lr=train_cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
     total = max(1, train_cfg.n_tokens // train_cfg.batch_size)
     since_fired = torch.zeros(sae_cfg.n_latents, dtype=torch.long, device=device)
-    hist = TrainHistory()
+    hist = TrainHistory(penalty_name=ARCHITECTURES[sae_cfg.kind].penalty)
     bar = tqdm(total=total, desc=desc or f"{sae_cfg.kind} SAE n={sae_cfg.n_latents}", disable=not progress)
     t0 = time.perf_counter()
     for step in range(total):
@@ -153,7 +149,7 @@ def train_sae(
             hist.step.append(step)
             hist.tokens.append((step + 1) * x.shape[0])
             hist.nmse.append(float(stats["nmse"]))
-            hist.aux.append(float(stats["aux"]))
+            hist.penalty.append(float(stats[hist.penalty_name]))
             hist.l0.append(float(stats["l0"]))
             hist.dead_fraction.append(float(dead.float().mean()))
             bar.set_postfix(nmse=f"{hist.nmse[-1]:.3f}", l0=f"{hist.l0[-1]:.0f}",

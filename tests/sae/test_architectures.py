@@ -146,3 +146,19 @@ def test_folded_b_pre_gives_the_textbook_gradients(kind):
             assert g is None or float(g.abs().max()) == 0.0, name
         else:
             assert torch.allclose(g, w, rtol=1e-4, atol=1e-6), name
+
+
+def test_one_row_per_architecture_names_the_loss_second_term():
+    from course_lib.sae.model import ARCHITECTURES, KINDS, SAEConfig, SparseAutoencoder, sae_loss
+
+    assert set(ARCHITECTURES) == set(KINDS)
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    for kind, arch in ARCHITECTURES.items():
+        a = SparseAutoencoder(SAEConfig(d_in=8, n_latents=16, k=4, kind=kind))
+        a.init_from_sample(x)
+        _, stats = sae_loss(a, x * a.scale, torch.ones(16, dtype=torch.bool))
+        assert arch.penalty in stats and "aux" not in stats, kind
+        z = a.encode(x)
+        assert z.shape == (64, 16) and (z >= 0).all() or kind == "jumprelu"
+        assert hasattr(a, "threshold") == (arch.threshold != "none")

@@ -26,7 +26,7 @@ def test_late_fall_is_zero_on_a_plateau_and_measures_a_falling_curve():
 
 
 def test_training_objective_adds_each_kinds_penalty():
-    hist = {"nmse": [0.5, 0.4], "aux": [10.0, 20.0]}
+    hist = {"nmse": [0.5, 0.4], "penalty": [10.0, 20.0]}
     cfg = lambda kind, **kw: sae.SAEConfig(d_in=4, n_latents=8, k=2, kind=kind, **kw)  # noqa: E731
     assert np.allclose(sae.evaluation.training_objective(hist, cfg("topk")), [0.5, 0.4])
     assert np.allclose(sae.evaluation.training_objective(hist, cfg("batchtopk")), [0.5, 0.4])

@@ -32,13 +32,13 @@ def test_auxk_zero_without_dead_positive_with_dead():
     m = _sae()
     xn = torch.randn(32, 16)
     _, none = sae.topk_loss(m, xn, torch.zeros(64, dtype=torch.bool))
-    assert float(none["aux"]) == 0.0
+    assert float(none["auxk"]) == 0.0
     dead = torch.zeros(64, dtype=torch.bool)
     dead[::2] = True
     _, some = sae.topk_loss(m, xn, dead)
-    assert float(some["aux"]) > 0.0
+    assert float(some["auxk"]) > 0.0
     _, fast = sae.topk_grads_fast(m, xn, dead)
-    assert torch.allclose(fast["aux"], some["aux"], rtol=1e-5)
+    assert torch.allclose(fast["auxk"], some["auxk"], rtol=1e-5)
 
 def test_geometric_median():
     pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [100.0, 100.0]])
