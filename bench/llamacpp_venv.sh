@@ -5,8 +5,8 @@
 # script is its recipe.
 #   bash bench/llamacpp_venv.sh [VENV]      PYTHON (default python3); LLAMACPP_WHEELS: wheel folder
 #
-# llama-cpp-python has no prebuilt wheel on PyPI: pip compiles llama.cpp from the sdist (about 4
-# minutes on 2 cores, see README). The wheel is built once per CPU *level* and kept in
+# llama-cpp-python has no prebuilt wheel on PyPI: pip compiles llama.cpp from the sdist (3-4
+# minutes on 2 cores, docs/server.md). The wheel is built once per CPU *level* and kept in
 #   ~/.cache/mechinterp-course/wheels/llama-cpp-python-<version>-<level>/
 # and every later venv installs it from there in seconds. Not pip's own wheel cache: pip keys a built
 # wheel by the sdist's URL and hash only, never by CMAKE_ARGS or the CPU, so a wheel compiled for
@@ -69,7 +69,7 @@ if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1 && ! command
 fi
 if "$VENV/bin/python" -c "" 2>/dev/null; then "$PY" -m venv "$VENV"; else "$PY" -m venv --clear "$VENV"; fi
 if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
-  echo "building $LLAMA for $LEVEL (compiles llama.cpp: about 4 minutes on 2 cores; once per machine)"
+  echo "building $LLAMA for $LEVEL (compiles llama.cpp: 3-4 minutes on 2 cores; once per machine)"
   TMP="$WHEELS.tmp.$$"
   rm -rf "$TMP"; mkdir -p "$TMP"
   start=$(date +%s)

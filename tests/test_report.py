@@ -116,6 +116,8 @@ def test_neither_runner_nor_report_knows_a_lesson_metric_key():
             src = "".join(cell["source"])
             if "write_metrics" in src:
                 lesson_keys |= set(re.findall(r'^\s*"([a-z][a-z0-9_]{3,})":', src, re.M))
+    for module in (ROOT / "course_lib").glob("*/notebook.py"):  # metrics assembled by the lesson packages
+        lesson_keys |= set(re.findall(r'^\s*"([a-z][a-z0-9_]{3,})":', module.read_text(), re.M))
     assert len(lesson_keys) > 20
     common = {"profile", "seed", "device", "dtype", "wall_time_s", "headline", "model"}
     for module in ("cli.py", "report.py"):

@@ -12,6 +12,7 @@ Data flow, one module per arrow::
 ``backends`` holds the OpenAI-compatible HTTP client used by the HTTP explainer and by ``remote``
 (the all-at-once simulator over the completions API, detection and fuzzing over chat), ``localmodel`` the
 local LM, ``llamacpp`` starts llama.cpp's OpenAI-compatible server on 127.0.0.1 (the tests and the
-benchmark use a real one), ``pipeline`` the explain-and-score loop, ``plots`` the figures. SAE latents come from the
+benchmark use a real one), ``pipeline`` the explain-and-score loop, ``plots`` the figures, ``notebook``
+notebook 04's parameter checks, sizes, printed summaries, report prose and metrics. SAE latents come from the
 course's default SAE (:mod:`course_lib.sae.default`).
 """

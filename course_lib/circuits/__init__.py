@@ -5,10 +5,12 @@ next-token Python tasks), ``pruning`` (node masks, circuit search), ``edges`` (c
 ``frontier`` (dense/sparse circuit size at matched pretraining loss), ``plots``, ``exercises`` (the
 checkers of the notebook's exercises). The names notebooks use are re-exported here:
 ``circuits.find_circuit``... ``reference_training`` (the resumable CPU trainer of the reference set, a
-command-line module) is imported on first use (``circuits.reference_training``), not with the package.
+command-line module) is imported on first use (``circuits.reference_training``), not with the package;
+so is ``notebook`` (notebook 02's parameter checks, result records and report prose), which imports it.
 """
 
 import importlib
+from types import ModuleType
 
 from course_lib.circuits import (
     checkpoints,
@@ -79,9 +81,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """``circuits.reference_training`` on first use: importing it with the package would make
-    ``python -m course_lib.circuits.reference_training`` (the background trainer) import it twice."""
-    if name == "reference_training":
-        return importlib.import_module("course_lib.circuits.reference_training")
+def __getattr__(name: str) -> ModuleType:
+    """``circuits.reference_training`` and ``circuits.notebook`` (which imports it) on first use: importing
+    them with the package would make ``python -m course_lib.circuits.reference_training`` (the background
+    trainer) import it twice."""
+    if name in ("reference_training", "notebook"):
+        return importlib.import_module(f"course_lib.circuits.{name}")
     raise AttributeError(f"module 'course_lib.circuits' has no attribute {name!r}")

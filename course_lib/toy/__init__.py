@@ -1,11 +1,12 @@
 """Notebook 01: toy models of superposition (Elhage et al., Anthropic, 2022).
 
 ``model`` (configs, data, the batched toy models, training), ``metrics`` (dimensions per feature,
-interference, phases...), ``plots``, ``exercises`` (the checkers of the notebook's exercises).
+interference, phases...), ``plots``, ``exercises`` (the checkers of the notebook's exercises), ``notebook``
+(the notebook's parameter checks and sizes, the weight-sparse comparison's table).
 The names notebooks use are re-exported here: ``toy.train_new``, ``toy.dimensions_per_feature``...
 """
 
-from course_lib.toy import exercises, metrics, model, plots, widgets
+from course_lib.toy import exercises, metrics, model, notebook, plots, widgets
 from course_lib.toy.metrics import (
     PHASE_NAMES,
     antipodal_pairs,
@@ -43,6 +44,6 @@ __all__ = [
     "best_of_replicates", "classify_phase", "dimensions_per_feature", "evaluate_loss", "exercises",
     "feature_dimensionality", "feature_norms", "feature_probabilities", "features_per_neuron",
     "features_represented", "generate_batch", "importances", "interference", "metrics", "model",
-    "neuron_antipodal_pairs", "neuron_feature_membership", "phase_grid", "plots", "widgets", "polysemantic_fraction",
+    "neuron_antipodal_pairs", "neuron_feature_membership", "notebook", "phase_grid", "plots", "widgets", "polysemantic_fraction",
     "summarize", "superposition", "train", "train_new",
 ]
