@@ -10,7 +10,7 @@ Cases (each prints its own ratio, measured in this one run):
   batch 1024). On a CPU this is compute-bound: batching removes per-op overhead, not arithmetic.
 * ``5->2 x 10`` — the small sweep of the notebook's first figure, where per-op overhead dominates.
 
-    .venv/bin/python bench/bench_toy/model.py [--steps 200] [--threads N] [--device cpu|cuda]
+    .venv/bin/python bench/bench_toy_models.py [--steps 200] [--threads N] [--device cpu|cuda]
 """
 
 from __future__ import annotations

@@ -166,6 +166,30 @@ def _figures(nb_dir: Path) -> list[dict]:
     return entries
 
 
+def _headline_rows(stem: str, metrics: dict) -> list[str]:
+    """Table rows of the headline claims ``metrics["headline"]`` declares: a number only where the notebook's
+    gates passed, with its interval; otherwise why it is not shown."""
+    rows = []
+    for h in metrics.get("headline") or []:
+        if not isinstance(h, dict):
+            continue
+        if h.get("gates_passed", True) and h.get("value") is not None:
+            ours = html.escape(str(h["value"]))
+            if h.get("interval"):
+                ours += f"<br><small>{html.escape(str(h['interval']))}</small>"
+        elif h.get("gates_passed", True):
+            ours = "not in this run"
+        else:
+            ours = "<span class='fail'>not shown: failed this notebook's gates</span>"
+        note = f"<br><small>{html.escape(str(h['note']))}</small>" if h.get("note") else ""
+        rows.append(f"<tr><td>{html.escape(stem[:2])}</td><td>{html.escape(str(h.get('claim', '')))}{note}</td>"
+                    f"<td>{html.escape(str(h.get('paper', '')))}</td><td>{ours}</td></tr>")
+    return rows
+
+
+_CLAIMS_HEAD = "<table><tr><th>nb</th><th>claim</th><th>paper</th><th>this run</th></tr>"
+
+
 def build_report(out: Path) -> Path:
     """Write ``out/index.html``: per notebook in order its summary, status, figures, metrics; paper vs ours."""
     sources = {nb.stem: nb for nb in default_notebooks()}
@@ -203,6 +227,9 @@ def build_report(out: Path) -> Path:
             f'alt="{html.escape(e["caption"])}"></a><figcaption>{html.escape(e["caption"])}</figcaption></figure>'
             for e in _figures(nb_dir))
         table, details = _metric_rows(metrics)
+        rows = _headline_rows(stem, metrics)
+        claims += rows
+        headline = _CLAIMS_HEAD + "".join(rows) + "</table>" if rows else "<p>no headline claims declared</p>"
         summary = notebook_summary(sources[stem]) if stem in sources else ""
         nav.append(f'<a href="#{stem}">{html.escape(stem)}</a>')
         sections.append(
@@ -211,25 +238,13 @@ def build_report(out: Path) -> Path:
             f"<p>profile <b>{html.escape(str(run.get('profile')))}</b>, wall time <b>{run.get('wall_time_s')} s</b>"
             f" · {' · '.join(links)}</p>"
             f"<h3>Figures</h3>{figs or '<p>no figures</p>'}"
-            f"<h3>Headline metrics</h3>{table or '<p>no metrics.json</p>'}{details}</section>")
-        for h in metrics.get("headline") or []:
-            if not isinstance(h, dict):
-                continue
-            if h.get("gates_passed", True) and h.get("value") is not None:
-                ours = html.escape(str(h["value"]))
-                if h.get("interval"):
-                    ours += f"<br><small>{html.escape(str(h['interval']))}</small>"
-            elif h.get("gates_passed", True):
-                ours = "not in this run"
-            else:
-                ours = "<span class='fail'>not shown: failed this notebook's gates</span>"
-            note = f"<br><small>{html.escape(str(h['note']))}</small>" if h.get("note") else ""
-            claims.append(f"<tr><td>{html.escape(stem[:2])}</td><td>{html.escape(str(h.get('claim', '')))}{note}</td>"
-                          f"<td>{html.escape(str(h.get('paper', '')))}</td><td>{ours}</td></tr>")
+            f"<h3>Headline claims</h3>{headline}"
+            f"<details><summary>every value in metrics.json, as written (not gated)</summary>"
+            f"{table or '<p>no metrics.json</p>'}{details}</details></section>")
     profiles = sorted({json.loads((d / "run.json").read_text()).get("profile", "?") for d in dirs})
     claims_html = (f"<h2>Paper vs this run</h2><p>profile: {html.escape(', '.join(profiles))}; a number here is "
                    "a headline claim the notebook declared in its metrics.json (only numbers that passed the notebook's own gates, "
-                   "with their intervals), so it is exactly what the executed notebook shows.</p><table><tr><th>nb</th><th>claim</th><th>paper</th><th>this run</th></tr>"
+                   "with their intervals), so it is exactly what the executed notebook shows.</p>" + _CLAIMS_HEAD
                    + "".join(claims) + "</table>") if claims else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Mechanistic interpretability course: "

@@ -93,6 +93,10 @@ def test_report_is_well_formed_and_renders_declared_headlines(tmp_path):
     assert "sae 0.71" in page and "sae [0.6, 0.8]" in page  # value and its interval
     assert "failed this notebook" in page and "no scorer passed &lt;its gates&gt;" in page
     assert "/a>" not in re.sub(r"</a>", "", page)
+    section = page[page.index("<section id='04_auto'>"):]
+    assert section.index("Headline claims") < section.index("<details><summary>every value in metrics.json")
+    assert "sae 0.71" in section[:section.index("<details><summary>every value")]  # the gated claim, up front
+    assert "0.123" in section[section.index("<details><summary>every value"):]  # raw values only when opened
 
 
 def test_a_failure_banner_keeps_the_page_well_formed(tmp_path):
