@@ -123,3 +123,20 @@ def test_constant_simulation_gives_nan_for_calibrated_scores():
     assert sc["correlation"] == 0.0 and math.isnan(sc["rsquared"]) and math.isnan(sc["absolute_dev_explained"])
     sc, _ = scoring.simulation_score(simulator.KeywordSimulator(), 'the token " def"', ur)
     assert sc["rsquared"] == pytest.approx(1.0) and sc["absolute_dev_explained"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-4), ("bfloat16", 0.05)])
+def test_p_yes_of_a_question_does_not_depend_on_its_neighbours_or_the_prefix_cache(dtype, tol, monkeypatch):
+    """A question's P(yes) alone, in a batch (either order) and without the shared-prefix cache: equal in
+    float32; in bfloat16 the kernels round differently for other batch shapes (measured: up to 0.02)."""
+    from course_lib.autointerp import localmodel
+
+    sc = scoring.YesNoScorer(localmodel.load_local_lm("smollm2", dtype=dtype))
+    qs = [scoring.DETECT_Q.format(explanation='the keyword " def".', text=t) for t in
+          ["def f(x):\n    return x", "import os\nprint(os.getcwd())", "class A:\n    def g(self): pass",
+           "x = [1, 2, 3]\nfor i in x:\n    print(i)  # a longer record, so the batch is padded"]]
+    alone = np.array([sc.p_yes([q])[0] for q in qs])
+    np.testing.assert_allclose(sc.p_yes(qs), alone, atol=tol)
+    np.testing.assert_allclose(sc.p_yes(qs[::-1])[::-1], alone, atol=tol)
+    monkeypatch.setattr(localmodel, "MIN_SHARED_PREFIX", 10**9)  # one padded forward, no cached prefix
+    np.testing.assert_allclose(sc.p_yes(qs), alone, atol=tol)
