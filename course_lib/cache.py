@@ -91,7 +91,14 @@ def _new_temp_dir(folder: Path, prefix: str) -> Path:
 
 
 def current_umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
+    """The process's umask: read from ``/proc/self/status`` where Linux has it (no change to the process),
+    else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

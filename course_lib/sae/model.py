@@ -141,8 +141,7 @@ class SparseAutoencoder(nn.Module):
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TopK only: ``(values [..., k] >= 0, indices [..., k])`` from raw ``x [..., d_in]``."""
-        vals, idx = self.pre_acts(x.to(self.W_enc.dtype) * self.scale).topk(self.cfg.k, dim=-1, sorted=False)
-        return vals.clamp_min(0), idx
+        return _topk_sparse(self.pre_acts(x.to(self.W_enc.dtype) * self.scale), self.cfg.k)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations ``z [..., n_latents]`` of raw activations ``x [..., d_in]`` (the activation of
@@ -350,9 +349,15 @@ def _follow_min_selected(autoencoder: SparseAutoencoder, stats: dict[str, torch.
         autoencoder.threshold.lerp_(m, autoencoder.cfg.threshold_rate)
 
 
+def _topk_sparse(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ReLU(TopK_k(pre))`` as ``(values [..., k] >= 0, indices [..., k])``."""
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    return vals.clamp_min(0), idx
+
+
 def _topk_activation(autoencoder: SparseAutoencoder, pre: torch.Tensor) -> torch.Tensor:
-    vals, idx = pre.topk(autoencoder.cfg.k, dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter_(-1, idx, vals.clamp_min(0))
+    vals, idx = _topk_sparse(pre, autoencoder.cfg.k)
+    return torch.zeros_like(pre).scatter_(-1, idx, vals)
 
 
 @dataclasses.dataclass(frozen=True)
