@@ -53,6 +53,24 @@ def kept_fraction(step: int, total_steps: int, target_fraction: float, anneal_st
     return 1.0 + u * (target_fraction - 1.0)
 
 
+def kept_fraction_geometric(step: int, total_steps: int, target_fraction: float, anneal_start: float = 0.01,
+                            anneal_end: float = 0.5) -> float:
+    """:func:`kept_fraction` with a geometric anneal: ``log f`` falls linearly from 0 to ``log target_fraction``
+    between ``anneal_start`` and ``anneal_end``, so each step removes the same *share* of the weights still kept
+    (gentler than the linear schedule near a small target: linear to 0.02 removes half of what is left in the
+    last 2% of the anneal)."""
+    t = (step + 1) / max(total_steps, 1)
+    if t <= anneal_start:
+        return 1.0
+    if t >= anneal_end or anneal_end == anneal_start:
+        return target_fraction
+    u = (t - anneal_start) / (anneal_end - anneal_start)
+    return math.exp(u * math.log(target_fraction))
+
+
+ANNEAL_SHAPES = {"linear": kept_fraction, "geometric": kept_fraction_geometric}
+
+
 def keep_count(numel: int, fraction: float, min_keep: int = 1) -> int:
     """Number of entries kept: ``max(min_keep, ceil(fraction * numel))``, at most ``numel``."""
     return min(numel, max(min_keep, math.ceil(fraction * numel)))

@@ -50,3 +50,11 @@ def test_schedule_anneals_linearly_then_holds():
         ws.SparsitySchedule(0.0)
     with pytest.raises(ValueError):
         ws.SparsitySchedule(0.5, anneal_start=0.6, anneal_end=0.5)
+
+
+def test_geometric_anneal_falls_by_a_constant_factor():
+    f = [ws.kept_fraction_geometric(s, 100, 0.01, 0.0, 0.5) for s in range(100)]
+    assert f[0] < 1 and f[49] == pytest.approx(0.01) and f[-1] == 0.01
+    ratios = [b / a for a, b in zip(f[:48], f[1:49])]
+    assert max(ratios) - min(ratios) < 1e-9  # geometric: the same share removed at every step
+    assert ws.kept_fraction_geometric(0, 100, 0.01, 0.05, 0.5) == 1.0

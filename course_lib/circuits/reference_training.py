@@ -47,7 +47,7 @@ from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits import pruning
 from course_lib.circuits.checkpoints import FORMAT, load_compact, save_compact
 from course_lib.circuits.tasks import SUITE, TaskData, make_task_data, task_corpus
-from course_lib.circuits.training import CircuitTrainConfig, eval_loss, train_step, val_windows
+from course_lib.circuits.training import EMBEDDING_PARAMETERS, CircuitTrainConfig, eval_loss, sparse_groups, train_step, val_windows
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ REFERENCE_TASK_MIX = 0.05  # share of task-template text in the reference set's 
 
 
 def reference_set(seeds: tuple[int, ...] = (0, 1, 2), task_mix: float = REFERENCE_TASK_MIX) -> list[RunSpec]:
-    """The issue-11 reference set, most useful first (one seed of every config, then the other seeds).
+    """The reference set, most useful first (one seed of every config, then the other seeds).
 
     - the dense frontier: width 64 at 2k, 4k, 8k steps and width 32 at 1k and 4k (five points of
       pretraining loss, reaching up to the sparse models' losses);
@@ -119,7 +119,44 @@ def reference_set(seeds: tuple[int, ...] = (0, 1, 2), task_mix: float = REFERENC
         ("dense", 64, 2000, 1.0), ("dense", 64, 4000, 1.0), ("dense", 32, 4000, 1.0), ("dense", 32, 1000, 1.0),
         ("wide sparse 0.04", 128, 16000, 0.04),
     ]
-    return [_spec(g, d, s, f, seed, task_mix=task_mix) for seed in seeds for g, d, s, f in configs]
+    return ([_spec(g, d, s, f, seed, task_mix=task_mix) for seed in seeds for g, d, s, f in configs]
+            + equal_data_set(seeds, task_mix) + sparser_set(seeds, task_mix))
+
+
+EQUAL_DATA_WIDTHS = (16, 32, 48, 64)  # the dense width sweep trained as long as the sparse models
+EQUAL_DATA_STEPS = 16000
+
+
+def equal_data_set(seeds: tuple[int, ...] = (0, 1, 2), task_mix: float = REFERENCE_TASK_MIX) -> list[RunSpec]:
+    """Dense models of widths 16-64 trained the sparse models' 16k steps on the same mixed stream.
+
+    At equal validation loss a 16k-step sparse model has seen 2-16x more task text than a dense model stopped
+    early (the task mix is a fixed share of every batch), so "matched loss" alone mixes capability with
+    exposure. These runs see exactly the sparse models' data; their widths (head size 16, so multiples of 16)
+    spread their losses over the sparse models' range. Part of :func:`reference_set` (appended last)."""
+    return [_spec("dense, equal data", d, EQUAL_DATA_STEPS, 1.0, seed, task_mix=task_mix)
+            for seed in seeds for d in EQUAL_DATA_WIDTHS]
+
+
+SPARSER_STEPS = 16000
+SPARSER_EMBED_FRACTION = 0.1
+
+
+def sparser_set(seeds: tuple[int, ...] = (0, 1, 2), task_mix: float = REFERENCE_TASK_MIX) -> list[RunSpec]:
+    """Sparser models, closer to the paper's regime: kept fraction 0.05 at width 96 and 0.02 at width 128.
+
+    The same 16k steps and data as every 16k run of the set, but a geometric anneal that ends at a quarter of
+    training (:func:`course_lib.weight_sparsity.kept_fraction_geometric`; 12k steps after it, against 8k for the
+    linear-anneal models), and the embeddings (``W_E``, ``W_U``, ``b_U``) held at one density, 0.1, in both, so
+    that the embeddings do not decide how many nonzero weights the blocks get. Part of :func:`reference_set`."""
+    out = []
+    for seed in seeds:
+        for d, frac in ((96, 0.05), (128, 0.02)):
+            spec = _spec(f"sparse {frac:g}, width {d}", d, SPARSER_STEPS, frac, seed, task_mix=task_mix)
+            t = dataclasses.replace(spec.train, anneal_end=0.25, anneal_shape="geometric",
+                                    embed_fraction=SPARSER_EMBED_FRACTION)
+            out.append(dataclasses.replace(spec, name=spec.name.replace("-16k-", "-16k-geo-"), train=t))
+    return out
 
 
 def pilot_set() -> list[RunSpec]:
@@ -154,7 +191,8 @@ def tiny_set() -> list[RunSpec]:
 
 
 SETS: dict[str, Callable[[], list[RunSpec]]] = {"reference": reference_set, "pilot": pilot_set, "tiny": tiny_set,
-                                                "smoke": smoke_set}
+                                                "smoke": smoke_set, "equal-data": equal_data_set,
+                                                "sparser": sparser_set}
 
 
 def export_bytes(spec: RunSpec) -> int:
@@ -163,9 +201,9 @@ def export_bytes(spec: RunSpec) -> int:
     torch.manual_seed(0)
     m = SparseTransformer(spec.model)
     sparse = set(m.sparsified_parameters())
-    f = spec.train.target_fraction
     total = 0
     for name, p in m.named_parameters():
+        f = _final_fraction(spec, name)
         k = weight_sparsity.keep_count(p.numel(), f) if name in sparse and f < 1 else p.numel()
         total += 8 * k if k <= p.numel() // 2 else 4 * p.numel()
     return total
@@ -175,9 +213,14 @@ def nonzero_count(spec: RunSpec) -> int:
     """Nonzero weights of the sparsified tensors at the end of training (``keep_count`` per tensor)."""
     torch.manual_seed(0)
     m = SparseTransformer(spec.model)
-    f = spec.train.target_fraction
-    return sum(weight_sparsity.keep_count(p.numel(), f) if f < 1 else p.numel()
-               for p in m.sparsified_parameters().values())
+    return sum(weight_sparsity.keep_count(p.numel(), _final_fraction(spec, n)) if _final_fraction(spec, n) < 1
+               else p.numel() for n, p in m.sparsified_parameters().items())
+
+
+def _final_fraction(spec: RunSpec, name: str) -> float:
+    """The kept fraction parameter ``name`` ends training at (``embed_fraction`` for the embeddings when set)."""
+    t = spec.train
+    return t.embed_fraction if t.embed_fraction is not None and name in EMBEDDING_PARAMETERS else t.target_fraction
 
 
 # --------------------------------------------------------------------------- state and checkpoints
@@ -330,7 +373,7 @@ def train_steps(st: RunState, stream: torch.Tensor, data: EvalData, until: int |
     """
     t = st.spec.train
     until = t.steps if until is None else min(until, t.steps)
-    sparse = list(st.model.sparsified_parameters().values())
+    sparse, embed = sparse_groups(st.model, t)
     st.model.train()
     every = max(1, t.steps // 200)
     last_ck = time.perf_counter()
@@ -338,7 +381,7 @@ def train_steps(st: RunState, stream: torch.Tensor, data: EvalData, until: int |
     batches = corpus.random_batches(stream, st.spec.model.n_ctx, t.batch_size, st.gen)  # draws from the saved RNG
     while st.step < until:
         step = st.step
-        lv, frac = train_step(st.model, st.opt, next(batches), step, t, sparse, fraction_fn, project_fn)
+        lv, frac = train_step(st.model, st.opt, next(batches), step, t, sparse, fraction_fn, project_fn, embed)
         st.step += 1
         if step % every == 0 or st.step == t.steps:
             st.log["step"].append(step)

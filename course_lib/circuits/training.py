@@ -41,6 +41,27 @@ class CircuitTrainConfig:
     anneal_end: float = 0.5  # fraction of training where it reaches target_fraction
     seed: int = 0  # init and batch order
     eval_windows: int = 64  # validation windows for the final validation loss
+    anneal_shape: str = "linear"  # "linear" (kept fraction falls linearly) or "geometric" (its log does)
+    embed_fraction: float | None = None  # kept fraction of the embedding, unembedding and its bias (None: as the rest)
+
+    def __post_init__(self) -> None:
+        if self.anneal_shape not in weight_sparsity.ANNEAL_SHAPES:
+            raise ValueError(f"anneal_shape={self.anneal_shape!r}; valid: {sorted(weight_sparsity.ANNEAL_SHAPES)}")
+        if self.embed_fraction is not None and not 0 < self.embed_fraction <= 1:
+            raise ValueError(f"embed_fraction={self.embed_fraction!r}; valid: None or a number in (0, 1]")
+
+
+EMBEDDING_PARAMETERS = ("W_E", "W_U", "b_U", "W_pos")  # what ``embed_fraction`` applies to
+
+
+def sparse_groups(model: SparseTransformer, tcfg: CircuitTrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``(blocks, embeddings)``: the sparsified tensors kept at ``target_fraction`` and those kept at
+    ``embed_fraction`` (empty when it is None: then every sparsified tensor is in the first list)."""
+    params = model.sparsified_parameters()
+    if tcfg.embed_fraction is None:
+        return list(params.values()), []
+    return ([p for n, p in params.items() if n not in EMBEDDING_PARAMETERS],
+            [p for n, p in params.items() if n in EMBEDDING_PARAMETERS])
 
 
 def lr_at(step: int, tcfg: CircuitTrainConfig) -> float:
@@ -68,13 +89,16 @@ def eval_loss(model: SparseTransformer, windows: torch.Tensor, batch_size: int =
 def train_step(model: SparseTransformer, opt: torch.optim.Optimizer, batch: torch.Tensor, step: int,
                tcfg: CircuitTrainConfig, sparse: list[torch.Tensor],
                fraction_fn: FractionFn = weight_sparsity.kept_fraction,
-               project_fn: ProjectFn = weight_sparsity.project_topk) -> tuple[float, float]:
+               project_fn: ProjectFn = weight_sparsity.project_topk,
+               embed: list[torch.Tensor] | None = None) -> tuple[float, float]:
     """One training step on ``batch [b, n_ctx + 1]`` (inputs and next-token targets), in place.
 
     Learning rate ``lr_at(step)``; next-token cross-entropy; gradients clipped to norm ``tcfg.grad_clip``;
     Adam; then every tensor in ``sparse`` becomes ``project_fn(p, f)`` with the kept fraction
-    ``f = fraction_fn(step, ...)`` (nothing while ``f`` is 1). Returns ``(loss, f)``. The one step of both
-    :func:`train` and the resumable reference trainer.
+    ``f = fraction_fn(step, ...)`` (nothing while ``f`` is 1), and every tensor in ``embed`` (see
+    :func:`sparse_groups`) the same with ``tcfg.embed_fraction`` as its target. ``tcfg.anneal_shape ==
+    "geometric"`` replaces ``fraction_fn`` by :func:`course_lib.weight_sparsity.kept_fraction_geometric`.
+    Returns ``(loss, f)``. The one step of both :func:`train` and the resumable reference trainer.
     """
     for g in opt.param_groups:
         g["lr"] = lr_at(step, tcfg)
@@ -84,11 +108,18 @@ def train_step(model: SparseTransformer, opt: torch.optim.Optimizer, batch: torc
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
     opt.step()
+    if tcfg.anneal_shape != "linear":
+        fraction_fn = weight_sparsity.ANNEAL_SHAPES[tcfg.anneal_shape]
     frac = fraction_fn(step, tcfg.steps, tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)
-    if frac < 1.0:
-        with torch.no_grad():
-            for p in sparse:
-                p.copy_(project_fn(p, frac))
+    groups = [(sparse, frac)]
+    if embed:
+        groups.append((embed, fraction_fn(step, tcfg.steps, tcfg.embed_fraction or 1.0, tcfg.anneal_start,
+                                          tcfg.anneal_end)))
+    with torch.no_grad():
+        for tensors, f in groups:
+            if f < 1.0:
+                for p in tensors:
+                    p.copy_(project_fn(p, f))
     return float(loss.detach()), frac
 
 
@@ -112,13 +143,13 @@ def train(
     batches = corpus.random_batches(stream, model.cfg.n_ctx, tcfg.batch_size, gen)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tcfg.betas)
     weight_sparsity.SparsitySchedule(tcfg.target_fraction, tcfg.anneal_start, tcfg.anneal_end)  # checks the values
-    sparse = list(model.sparsified_parameters().values())
+    sparse, embed = sparse_groups(model, tcfg)
     log: dict[str, list[float]] = {"step": [], "loss": [], "kept_fraction": []}
     every = max(1, tcfg.steps // 100)
     bar = tqdm(range(tcfg.steps), desc=f"train (keep {tcfg.target_fraction:g})", disable=not progress)
     ema = None
     for step in bar:
-        lv, frac = train_step(model, opt, next(batches).to(dev), step, tcfg, sparse, fraction_fn, project_fn)
+        lv, frac = train_step(model, opt, next(batches).to(dev), step, tcfg, sparse, fraction_fn, project_fn, embed)
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         if step % every == 0 or step == tcfg.steps - 1:
             log["step"].append(step)

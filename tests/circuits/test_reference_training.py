@@ -138,8 +138,11 @@ def test_reference_set_is_ordered_and_wide_model_matches_nonzeros():
     specs = rt.reference_set()
     names = [s.name for s in specs]
     assert len(set(names)) == len(names)
-    seeds = [s.train.seed for s in specs]
-    assert seeds == sorted(seeds) and set(seeds) >= {0, 1, 2}  # one seed of everything first
+    n_eq, n_sp = len(rt.equal_data_set()), len(rt.sparser_set())
+    assert [s.name for s in specs[-n_eq - n_sp:]] == [s.name for s in rt.equal_data_set() + rt.sparser_set()]
+    for part in (specs[:-n_eq - n_sp], specs[-n_eq - n_sp:-n_sp], specs[-n_sp:]):
+        seeds = [s.train.seed for s in part]
+        assert seeds == sorted(seeds) and set(seeds) >= {0, 1, 2}  # one seed of everything first
     groups = {s.group for s in specs}
     assert "dense" in groups and sum(g.startswith("sparse") for g in groups) >= 2
     dense_cfgs = {(s.model.d_model, s.train.steps) for s in specs if s.group == "dense"}
@@ -159,8 +162,8 @@ def test_mixed_stream_appends_the_task_share(streams):
     assert (mixed.numel() - train.numel()) / mixed.numel() == pytest.approx(0.1, abs=1e-3)
 
 
-def test_reference_set_export_fits_25_mb_and_estimate_matches_a_real_file(tmp_path):
-    assert sum(rt.export_bytes(s) for s in rt.reference_set()) <= 25e6
+def test_reference_set_export_fits_40_mb_and_estimate_matches_a_real_file(tmp_path):
+    assert sum(rt.export_bytes(s) for s in rt.reference_set()) <= 40e6
     # the estimate is the real size to within a few kB
     st = rt.new_state(spec(frac=0.2))
     for p in st.model.sparsified_parameters().values():
@@ -226,3 +229,19 @@ def test_the_reference_trainer_and_train_take_the_same_steps(streams, data):
     for k, v in st.model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
     assert log["loss"][-1] == st.log["loss"][-1]
+
+
+def test_equal_data_and_sparser_runs_see_the_sparse_models_data():
+    sparse16k = {(s.train.steps, s.task_mix, s.data, s.train.batch_size) for s in rt.reference_set()
+                 if s.train.target_fraction < 1}
+    assert len(sparse16k) == 1
+    for s in rt.equal_data_set() + rt.sparser_set():
+        assert (s.train.steps, s.task_mix, s.data, s.train.batch_size) in sparse16k
+    assert sorted({s.model.d_model for s in rt.equal_data_set()}) == list(rt.EQUAL_DATA_WIDTHS)
+    for s in rt.sparser_set():  # embeddings at one density; blocks at the target
+        assert s.train.embed_fraction == rt.SPARSER_EMBED_FRACTION and s.train.anneal_shape == "geometric"
+        m = rt.SparseTransformer(s.model)
+        n_embed = sum(p.numel() for n, p in m.sparsified_parameters().items() if n in rt.EMBEDDING_PARAMETERS)
+        n_block = sum(p.numel() for n, p in m.sparsified_parameters().items() if n not in rt.EMBEDDING_PARAMETERS)
+        expect = s.train.embed_fraction * n_embed + s.train.target_fraction * n_block
+        assert abs(rt.nonzero_count(s) - expect) < 40  # keep_count rounds up per tensor

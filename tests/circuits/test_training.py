@@ -88,3 +88,27 @@ def test_train_runs_the_given_schedule_and_projection_and_matches_the_library():
     assert log_a == log_b
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_embed_fraction_keeps_the_embeddings_at_their_own_density():
+    from course_lib.circuits.training import EMBEDDING_PARAMETERS, CircuitTrainConfig, sparse_groups, train
+    from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
+
+    torch.manual_seed(0)
+    m = SparseTransformer(SparseTransformerConfig(d_model=32, n_layers=1, d_mlp=64, n_ctx=16, d_vocab=64))
+    tcfg = CircuitTrainConfig(steps=4, batch_size=2, target_fraction=0.05, embed_fraction=0.5, anneal_start=0.0,
+                              anneal_end=0.25, anneal_shape="geometric")
+    blocks, embeds = sparse_groups(m, tcfg)
+    assert len(embeds) == 3 and len(blocks) + len(embeds) == len(m.sparsified_parameters())
+    stream = torch.randint(0, 64, (500,))
+    train(m, stream, tcfg, progress=False)
+    for n, p in m.sparsified_parameters().items():
+        kept = float((p != 0).float().mean())
+        if n in EMBEDDING_PARAMETERS:
+            assert 0.45 <= kept <= 0.56, n
+        elif p.numel() >= 100:
+            assert kept <= 0.06, n
+    with pytest.raises(ValueError, match="anneal_shape"):
+        CircuitTrainConfig(anneal_shape="cosine")
+    with pytest.raises(ValueError, match="embed_fraction"):
+        CircuitTrainConfig(embed_fraction=0.0)
