@@ -77,3 +77,53 @@ def edge_list_counts(
         kept["answers"][data.answer_ids.flatten()] = True
         add(model.W_U, "hook_final_in", "answers")
     return out
+
+
+def _all_weights(W: torch.Tensor, src_kept: torch.Tensor, dst_kept: torch.Tensor) -> int:
+    """Every entry of ``W`` between kept nodes, zero or not (an identity link still joins channel i to i only)."""
+    if W.shape[0] == W.shape[1] and torch.equal(W, torch.eye(W.shape[0], device=W.device, dtype=W.dtype)):
+        return int(W[src_kept][:, dst_kept].count_nonzero())
+    return int(src_kept.sum()) * int(dst_kept.sum())
+
+
+@torch.no_grad()
+def possible_edges(model: SparseTransformer, kept: dict[str, torch.Tensor], data: TaskData | None = None) -> int:
+    """The weights between kept nodes whether zero or not: the edges the same node set would have in a dense
+    model. ``count_edges / possible_edges`` is the circuit's edge density, the density null's ingredient
+    (:mod:`course_lib.circuits.frontier`)."""
+    return count_edges(model, kept, data, _all_weights)
+
+
+@torch.no_grad()
+def answer_connected(model: SparseTransformer, answer_ids: torch.Tensor | list[int]) -> dict[str, torch.Tensor]:
+    """``{hook: bool [channels]}``: the nodes with a directed path of nonzero weights to the logits of
+    ``answer_ids`` (vectorised; the same links as the wiring diagram's: weights, residual links from a write
+    channel to every later read of it, and a query or key channel to the value channels of its head).
+
+    Swept backwards: a node is connected when one of its outgoing weights reaches a connected node."""
+    ids = torch.as_tensor(answer_ids, device=model.W_U.device).flatten().unique()
+    conn: dict[str, torch.Tensor] = {"hook_final_in": (model.W_U[:, ids] != 0).any(1)}
+    reads = ["hook_final_in"]  # read sites after the current point, each [d_model]
+    dh = model.cfg.d_head
+    for layer in reversed(range(len(model.blocks))):
+        block, p = model.blocks[layer], f"blocks.{layer}"
+
+        def later_reads() -> torch.Tensor:
+            return torch.stack([conn[r] for r in reads]).any(0)
+
+        conn[f"{p}.hook_mlp_out"] = later_reads()
+        conn[f"{p}.mlp.hook_post"] = (block.mlp.W_out[:, conn[f"{p}.hook_mlp_out"]] != 0).any(1)
+        conn[f"{p}.hook_mlp_in"] = (block.mlp.W_in[:, conn[f"{p}.mlp.hook_post"]] != 0).any(1)
+        reads.append(f"{p}.hook_mlp_in")
+        conn[f"{p}.hook_attn_out"] = later_reads()
+        v = (block.attn.W_O[:, conn[f"{p}.hook_attn_out"]] != 0).any(1)
+        conn[f"{p}.attn.hook_v"] = v
+        head_live = v.view(-1, dh).any(1).repeat_interleave(dh)
+        conn[f"{p}.attn.hook_q"] = head_live.clone()
+        conn[f"{p}.attn.hook_k"] = head_live.clone()
+        attn_in = torch.zeros_like(v[: model.cfg.d_model])
+        for name, W in (("q", block.attn.W_Q), ("k", block.attn.W_K), ("v", block.attn.W_V)):
+            attn_in |= (W[:, conn[f"{p}.attn.hook_{name}"]] != 0).any(1)
+        conn[f"{p}.hook_attn_in"] = attn_in
+        reads.append(f"{p}.hook_attn_in")
+    return conn

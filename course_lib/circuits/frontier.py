@@ -1,22 +1,33 @@
-"""The capability-interpretability frontier at matched pretraining loss (Gao et al., 2025, the headline).
+"""Circuit size at matched pretraining loss, against the nulls that would produce it (Gao et al., 2025).
 
-Input: models, each with its validation (pretraining) loss ``L`` and, per task, the edge count ``E`` of
-its held-out-valid circuit (``None`` when it has none). The paper averages over the tasks every model has a
-circuit for (:func:`common_tasks`); at this course's scale there are none, so :func:`analyse_per_task` matches
-task by task.
+Input: models, each with its validation (pretraining) loss ``L`` and, per task, its held-out-valid circuit's
+node count ``N``, edge count ``E`` (nonzero weights between kept nodes) and *possible* edges ``P`` (the
+weights between the same kept nodes, zero or not), so its edge density is ``rho = E / P``; ``None`` where the
+model has no valid circuit for the task.
 
-The **dense curve** of a task: the dense models' points ``(L, log E)``; seeds of one configuration
-(same ``config``) are first averaged (mean ``L``, mean ``log E``), then the curve is the piecewise-linear
-interpolation of ``log E`` in ``L`` through the configurations sorted by ``L``. It is not extrapolated:
-a loss outside the dense range gives ``None``.
+**The dense frontier** of a task is a monotone lower envelope: at loss ``L``, the fewest nodes (and,
+separately, the fewest edges) of any dense model at least as capable (``L_d <= L``) with a valid circuit::
 
-The **matched ratio** of a sparse model ``s`` on task ``t``::
+    N_dense,t(L) = min { N_d,t : L_d <= L },      E_dense,t(L) = min { E_d,t : L_d <= L }
 
-    r(s, t) = exp(logE_dense,t(L_s)) / E_s,t          (> 1: the sparse circuit is smaller)
+It never rises with ``L`` and is never interpolated; a sparse model more capable than every dense model with a
+circuit for the task gets no match. Taking the minimum favours the dense side (a conservative frontier).
 
-and a group's (e.g. all seeds at kept fraction 0.1) summary is the geometric mean over its (model, task)
-pairs, ``exp(mean log r)``, with a bootstrap CI that resamples models (seeds) and tasks independently
-(a crossed bootstrap: both are sources of spread).
+**Three ratios** per (sparse model ``s``, task ``t``), each > 1 when the sparse circuit is smaller::
+
+    node ratio  = N_dense,t(L_s) / N_s,t
+    edge ratio  = E_dense,t(L_s) / E_s,t
+    density null = rho_d / rho_s        (d: the dense circuit on the edge frontier)
+    edge ratio / density null = P_d / P_s
+
+The density null is the edge ratio that weight density alone produces: a circuit on the *same* nodes in a
+model keeping a fraction ``f`` of its weights has about ``f`` times the dense edges. An edge ratio at its null
+says nothing about packing a task into fewer or less connected units; the quotient is what is left.
+
+**Summaries** per kept fraction (never pooled across fractions, whose nulls differ): geometric means over
+(model, task) pairs with a crossed bootstrap that resamples the group's sparse models, the dense models (the
+frontier is rebuilt in every draw) and the tasks. **Slope**: least squares of ``log ratio`` on ``log(1/f)``
+over every pair; density alone predicts about 1 for edges and 0 for nodes.
 """
 
 from __future__ import annotations
@@ -28,141 +39,179 @@ from collections.abc import Mapping, Sequence
 
 from course_lib.runtime import Headline
 
+RATIOS = ("node", "edge", "excess")  # excess: edge ratio / density null
+
 
 @dataclasses.dataclass(frozen=True)
 class FrontierModel:
-    name: str  # unique, e.g. "sparse0.1-d64-16k-s1"
-    group: str  # curve it belongs to: "dense", "sparse 0.1", "wide sparse 0.025", ...
-    config: str  # configuration without the seed (seeds of one config are averaged on the dense curve)
+    name: str  # unique, e.g. "sparse0.1-d64-16k-s1-mix5"
+    group: str  # "dense, equal data", "sparse 0.1", ...
     val_loss: float  # pretraining (validation) loss, nats/token
-    edges: Mapping[str, int | None]  # task -> edges of the held-out-valid circuit, None: no circuit
-    fraction: float = 1.0  # kept fraction of weights (1.0: dense)
+    nodes: Mapping[str, int | None]  # task -> nodes of the held-out-valid circuit, None: no circuit
+    edges: Mapping[str, int | None]  # task -> its edges
+    possible: Mapping[str, int | None]  # task -> weights between its kept nodes, zero or not
+    fraction: float = 1.0  # kept fraction of the block weights (1.0: dense)
+    width: int = 0  # d_model
 
     @property
     def dense(self) -> bool:
         return self.fraction >= 1.0
 
 
-def model_from_entry(entry: Mapping, edges: Mapping[str, int | None]) -> FrontierModel:
-    """A :class:`FrontierModel` from a reference-set manifest entry (``reference_training.export_set``)
-    and the edges of its circuits; the config is the run name without its ``-s<seed>`` part."""
-    seed = entry["train"]["seed"]
-    config = entry["name"].replace(f"-s{seed}", "", 1)
-    return FrontierModel(entry["name"], entry["group"], config, float(entry["val_loss"]), dict(edges),
-                         float(entry["train"]["target_fraction"]))
+def model_from_entry(entry: Mapping, val_loss: float, sizes: Mapping[str, tuple[int, int, int] | None]
+                     ) -> FrontierModel:
+    """A :class:`FrontierModel` from a reference-set manifest entry and ``{task: (nodes, edges, possible)}``
+    (``None``: no held-out-valid circuit)."""
+    def part(i: int) -> dict[str, int | None]:
+        return {t: (v[i] if v else None) for t, v in sizes.items()}
+
+    return FrontierModel(entry["name"], entry["group"], float(val_loss), part(0), part(1), part(2),
+                         float(entry["train"]["target_fraction"]), int(entry["model"]["d_model"]))
 
 
-def common_tasks(models: Sequence[FrontierModel]) -> list[str]:
-    """Tasks (in the first model's order) where every model has a circuit (edges > 0)."""
-    if not models:
-        return []
-    return [t for t in models[0].edges if all((m.edges.get(t) or 0) > 0 for m in models)]
+def envelope(dense: Sequence[FrontierModel], task: str, loss: float, key: str) -> tuple[float, FrontierModel] | None:
+    """``(min value, the dense model holding it)`` of ``key`` ("nodes" or "edges") over the dense models with a
+    circuit for ``task`` and ``val_loss <= loss``; None when there is none."""
+    best = None
+    for d in dense:
+        v = getattr(d, key).get(task)
+        if v and d.val_loss <= loss and (best is None or v < best[0]):
+            best = (float(v), d)
+    return best
 
 
-def dense_curve(models: Sequence[FrontierModel], task: str) -> list[tuple[float, float]]:
-    """``[(L, log E)]`` of the dense configurations on ``task``, sorted by ``L`` (seeds averaged)."""
-    by_cfg: dict[str, list[tuple[float, float]]] = {}
-    for m in models:
-        if m.dense and (m.edges.get(task) or 0) > 0:
-            by_cfg.setdefault(m.config, []).append((m.val_loss, math.log(m.edges[task])))
-    pts = [(sum(p[0] for p in v) / len(v), sum(p[1] for p in v) / len(v)) for v in by_cfg.values()]
-    return sorted(pts)
-
-
-def interpolate(curve: Sequence[tuple[float, float]], loss: float) -> float | None:
-    """``log E`` of the curve at ``loss`` (linear between neighbours); ``None`` outside its range."""
-    if len(curve) < 2 or not curve[0][0] <= loss <= curve[-1][0]:
+def pair_ratios(dense: Sequence[FrontierModel], s: FrontierModel, task: str) -> dict[str, float] | None:
+    """Log of the node ratio, the edge ratio, the density null and their quotient for one sparse circuit; None
+    when it has no circuit or no dense model at least as capable has one."""
+    n_s, e_s, p_s = s.nodes.get(task), s.edges.get(task), s.possible.get(task)
+    if not (n_s and e_s and p_s):
         return None
-    for (l0, y0), (l1, y1) in zip(curve, curve[1:]):
-        if l0 <= loss <= l1:
-            u = 0.0 if l1 == l0 else (loss - l0) / (l1 - l0)
-            return (1 - u) * y0 + u * y1
-    return None
+    n_env, e_env = envelope(dense, task, s.val_loss, "nodes"), envelope(dense, task, s.val_loss, "edges")
+    if n_env is None or e_env is None:
+        return None
+    d = e_env[1]
+    rho_d, rho_s = d.edges[task] / d.possible[task], e_s / p_s  # type: ignore[operator]
+    edge = math.log(e_env[0] / e_s)
+    null = math.log(rho_d / rho_s)
+    return {"node": math.log(n_env[0] / n_s), "edge": edge, "null": null, "excess": edge - null,
+            "dense_nodes": n_env[0], "dense_edges": e_env[0], "dense_model": d.name}
 
 
-def geo_mean_ci(logs: Mapping[tuple[str, str], float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
-                ) -> dict[str, float | int | None]:
-    """Geometric mean of ``exp(logs)`` over (model, task) pairs with a crossed bootstrap CI.
-
-    Each bootstrap draw resamples the models and the tasks with replacement and averages the log-ratios of
-    the drawn pairs (pairs missing from ``logs`` are skipped). Returns ``{"geo_mean", "lo", "hi", "n_models",
-    "n_tasks", "n_pairs"}`` (CI bounds ``None`` with fewer than 2 pairs).
-    """
-    models = sorted({m for m, _ in logs})
-    tasks = sorted({t for _, t in logs})
-    if not logs:
-        return {"geo_mean": None, "lo": None, "hi": None, "n_models": 0, "n_tasks": 0, "n_pairs": 0}
-    gm = math.exp(sum(logs.values()) / len(logs))
-    lo = hi = None
-    if len(logs) >= 2:
-        rng = random.Random(seed)
-        draws = []
-        for _ in range(n_boot):
-            ms = [rng.choice(models) for _ in models]
-            ts = [rng.choice(tasks) for _ in tasks]
-            vals = [logs[(m, t)] for m in ms for t in ts if (m, t) in logs]
-            if vals:
-                draws.append(sum(vals) / len(vals))
-        draws.sort()
-        a = (1 - level) / 2
-        lo = math.exp(draws[int(a * (len(draws) - 1))])
-        hi = math.exp(draws[int(round((1 - a) * (len(draws) - 1)))])
-    return {"geo_mean": gm, "lo": lo, "hi": hi, "n_models": len(models), "n_tasks": len(tasks), "n_pairs": len(logs)}
+def _quantiles(draws: list[float], level: float) -> tuple[float | None, float | None]:
+    if len(draws) < 20:
+        return None, None
+    draws = sorted(draws)
+    a = (1 - level) / 2
+    return draws[int(a * (len(draws) - 1))], draws[int(round((1 - a) * (len(draws) - 1)))]
 
 
-def analyse_per_task(models: Sequence[FrontierModel], tasks: Sequence[str] | None = None, n_boot: int = 2000,
-                     seed: int = 0) -> dict:
-    """The matched comparison task by task (the paper's average over :func:`common_tasks` is empty when no task
-    has a circuit in every model).
+def group_summary(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel], tasks: Sequence[str],
+                  n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Geometric means of the node ratio, edge ratio, density null and excess over the (model, task) pairs of
+    one sparse group, each with a crossed bootstrap interval (sparse models, dense models and tasks resampled
+    independently; the frontier rebuilt from the drawn dense models). ``{"node": {"value", "lo", "hi"}, ...,
+    "n_pairs", "n_models", "n_tasks", "fraction"}``."""
+    pairs = {(s.name, t): r for s in sparse for t in tasks if (r := pair_ratios(dense, s, t))}
+    keys = RATIOS + ("null",)
+    out: dict = {"n_pairs": len(pairs), "n_models": len({m for m, _ in pairs}), "n_tasks": len({t for _, t in pairs}),
+                 "fraction": sparse[0].fraction if sparse else None}
+    if not pairs:
+        return out | {k: {"value": None, "lo": None, "hi": None} for k in keys}
+    rng = random.Random(seed)
+    draws: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(n_boot):
+        ds = [rng.choice(dense) for _ in dense]
+        ss = [rng.choice(sparse) for _ in sparse]
+        ts = [rng.choice(list(tasks)) for _ in tasks]
+        rs = [r for s in ss for t in ts if (r := pair_ratios(ds, s, t))]
+        if rs:
+            for k in keys:
+                draws[k].append(sum(r[k] for r in rs) / len(rs))
+    for k in keys:
+        lo, hi = _quantiles(draws[k], level)
+        out[k] = {"value": math.exp(sum(r[k] for r in pairs.values()) / len(pairs)),
+                  "lo": math.exp(lo) if lo is not None else None, "hi": math.exp(hi) if hi is not None else None}
+    return out
 
-    For each task ``t``: the dense curve through the dense configurations that have a circuit for ``t``
-    (:func:`dense_curve`), and for each sparse model with a circuit for ``t`` the ratio ``r(s, t)`` read on it
-    (``None`` when ``L_s`` lies outside the curve's range, or the curve has fewer than 2 configurations).
-    Returns ``{"tasks", "common_tasks", "per_task": {t: {"dense": [[L, E], ...], "sparse": {name: {"val_loss",
-    "edges", "matched_edges", "ratio"}}}}, "pairs": {"model|task": r | None}, "summary": {group: geo_mean_ci},
-    "unmatched": {"above_range": n, "below_range": n, "no_curve": n}}``: why sparse circuits got no ratio (their loss
-    is above or below every dense configuration with a circuit for the task, or the task has fewer than two such
-    configurations; each sparse entry names its reason in ``"unmatched"``); the summary also has ``"all sparse"``.
-    """
-    tasks = list(models[0].edges) if tasks is None and models else list(tasks or [])
-    per_task, logs_by_group = {}, {}
-    unmatched = {"above_range": 0, "below_range": 0, "no_curve": 0}
-    groups = {m.name: m.group for m in models}
-    for t in tasks:
-        curve = dense_curve(models, t)
-        entry = {"dense": [[loss, math.exp(y)] for loss, y in curve], "sparse": {}}
-        for m in models:
-            e = m.edges.get(t) or 0
-            if m.dense or e <= 0:
+
+def slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of ``y`` on ``x`` over ``[(x, y)]``; None with fewer than two distinct ``x``."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+def slopes(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel], tasks: Sequence[str],
+           n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, dict[str, float | None]]:
+    """Slope of ``log ratio`` against ``log(1/f)`` over every sparse (model, task) pair, for the node ratio,
+    the edge ratio and the excess, with crossed bootstrap intervals (models, dense models, tasks)."""
+    def fit(ds, ss, ts) -> dict[str, float | None]:
+        rows = [(math.log(1 / s.fraction), r) for s in ss for t in ts if (r := pair_ratios(ds, s, t))]
+        return {k: slope([(x, r[k]) for x, r in rows]) for k in RATIOS}
+
+    point = fit(dense, sparse, tasks)
+    rng = random.Random(seed)
+    draws: dict[str, list[float]] = {k: [] for k in RATIOS}
+    for _ in range(n_boot):
+        got = fit([rng.choice(dense) for _ in dense], [rng.choice(sparse) for _ in sparse],
+                  [rng.choice(list(tasks)) for _ in tasks])
+        for k, v in got.items():
+            if v is not None:
+                draws[k].append(v)
+    out = {}
+    for k in RATIOS:
+        lo, hi = _quantiles(draws[k], level)
+        out[k] = {"value": point[k], "lo": lo, "hi": hi}
+    return out
+
+
+def analyse(models: Sequence[FrontierModel], tasks: Sequence[str], n_boot: int = 1000, seed: int = 0) -> dict:
+    """The whole comparison: ``{"tasks", "pairs": {"model|task": pair_ratios or None}, "unmatched":
+    {"no_circuit_as_capable": [...], "more_capable_than_dense": [...]}, "groups": {group: group_summary},
+    "slopes": slopes(...), "dense": {task: [[L, N, E], ...]}}``.
+
+    A sparse circuit is unmatched when no dense model at least as capable has a circuit for the task: either
+    dense models that capable exist but none has one (the sparse model does a task they do not), or the
+    sparse model is more capable than every dense model with a circuit."""
+    dense = [m for m in models if m.dense]
+    sparse = [m for m in models if not m.dense]
+    pairs, no_circ, beyond = {}, [], []
+    for s in sparse:
+        for t in tasks:
+            if not s.edges.get(t):
                 continue
-            y = interpolate(curve, m.val_loss)
-            side = None
-            if y is None:
-                side = "no_curve" if len(curve) < 2 else ("above_range" if m.val_loss > curve[-1][0] else "below_range")
-                unmatched[side] += 1
-            r = math.exp(y) / e if y is not None else None
-            entry["sparse"][m.name] = {"val_loss": m.val_loss, "edges": e, "unmatched": side,
-                                       "matched_edges": math.exp(y) if y is not None else None, "ratio": r}
-            if r is not None:
-                logs_by_group.setdefault(m.group, {})[(m.name, t)] = math.log(r)
-                logs_by_group.setdefault("all sparse", {})[(m.name, t)] = math.log(r)
-        per_task[t] = entry
-    pairs = {f"{n}|{t}": v["ratio"] for t, e in per_task.items() for n, v in e["sparse"].items()}
-    order = list(dict.fromkeys(groups[m.name] for m in models if not m.dense)) + ["all sparse"]
-    summary = {g: geo_mean_ci(logs_by_group.get(g, {}), n_boot, seed=seed) for g in order}
-    return {"tasks": tasks, "common_tasks": common_tasks(models), "per_task": per_task, "pairs": pairs,
-            "summary": summary, "unmatched": unmatched}
+            r = pair_ratios(dense, s, t)
+            pairs[f"{s.name}|{t}"] = r
+            if r is None:
+                capable = [d for d in dense if d.val_loss <= s.val_loss]
+                (no_circ if capable else beyond).append(f"{s.name}|{t}")
+    groups = {}
+    for g in dict.fromkeys(m.group for m in sparse):
+        members = [m for m in sparse if m.group == g]
+        groups[g] = group_summary(dense, members, tasks, n_boot, seed=seed)
+    return {"tasks": list(tasks), "pairs": pairs,
+            "unmatched": {"no_circuit_as_capable": no_circ, "more_capable_than_dense": beyond},
+            "groups": groups, "slopes": slopes(dense, sparse, tasks, n_boot, seed=seed),
+            "dense": {t: sorted([d.val_loss, d.nodes[t], d.edges[t]] for d in dense if d.edges.get(t)) for t in tasks}}
 
 
-def headline(summary: Mapping[str, Mapping]) -> list[Headline]:
-    """Notebook 02's headline claim for the report: the dense/sparse circuit-edge ratio at matched pretraining
-    loss over every sparse model (``summary["all sparse"]`` of :func:`analyse_per_task`)."""
-    s = summary.get("all sparse") or {}
-    geo = s.get("geo_mean")
-    interval = f"[{s['lo']:.3g}, {s['hi']:.3g}] (bootstrap)" if geo and s.get("lo") else None
-    return [Headline(
-        "circuit edges, dense / weight-sparse, at matched pretraining loss",
-        "~16x (at ~1/1000 of the weights kept)",
-        None if not geo else f"{geo:.3g}x ({s['n_pairs']} pairs, {s['n_tasks']} tasks)", interval,
-        note="an edge count: a circuit on the same nodes of a model keeping a fraction f of its weights has about "
-             "f times the dense edges, so weight density alone predicts about 1/f")]
+def headline(front: Mapping) -> list[Headline]:
+    """Notebook 02's headline claims: per kept fraction, the edge ratio at matched loss beside its density null
+    and the node ratio (each a geometric mean with a bootstrap interval)."""
+    out = []
+    for g, s in front.get("groups", {}).items():
+        e, n, x = s["edge"], s["node"], s["excess"]
+        if e["value"] is None:
+            continue
+        ci = f"[{e['lo']:.3g}, {e['hi']:.3g}]" if e["lo"] else None
+        out.append(Headline(
+            f"{g}: circuit edges, dense / sparse, at matched pretraining loss",
+            "~16x in edges (at ~1/1000 of the weights kept)",
+            f"{e['value']:.3g}x edges; density null {s['null']['value']:.3g}x; nodes {n['value']:.3g}x "
+            + (f"[{n['lo']:.3g}, {n['hi']:.3g}]" if n["lo"] else "") + f"; edges / null {x['value']:.3g}x "
+            + (f"[{x['lo']:.3g}, {x['hi']:.3g}]" if x["lo"] else "") + f" ({s['n_pairs']} pairs)",
+            ci, note="the density null is what weight density alone gives a circuit on the same nodes; the node "
+                     "ratio and edges / null say whether sparse circuits are smaller beyond that"))
+    return out

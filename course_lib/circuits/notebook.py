@@ -22,7 +22,7 @@ from typing import Any, cast
 import torch
 
 from course_lib import runtime
-from course_lib.circuits import plots, pruning
+from course_lib.circuits import edges, frontier, plots, pruning
 from course_lib.circuits import reference_training as rt
 from course_lib.circuits.edges import EdgeFn
 from course_lib.circuits.pruning import AcceptFn, Circuit, PruneConfig
@@ -31,6 +31,7 @@ from course_lib.circuits.training import eval_loss
 from course_lib.circuits.transformer import SparseTransformer
 
 TARGET_LOSS_MAX = 0.69  # ~ ln 2: chance level on a two-answer task
+SOLVED_RATIO = 0.8  # "solved": the full model's loss on the solve prompts is at most this share of the target
 FractionFn = Callable[[int, int, float, float, float], float]  # (step, total_steps, target, start, end) -> kept
 ProjectFn = Callable[[torch.Tensor, float], torch.Tensor]  # (weights, kept fraction) -> projected weights
 
@@ -47,10 +48,14 @@ class Settings:
     reference_set: str  # the REFERENCE_SET parameter as given: "auto", "retrain" or a folder
     set_name: str  # "smoke" (3 tiny models, trained here) or "reference" (the 27-model set)
     source: str  # where the set comes from: "shipped", "retrain" or the folder of an exported set
-    n_prompts: int  # prompts per task and split (train: masks and bisection; test: reported)
+    n_prompts: int  # prompts per task and split (solve: decides solved; fit: masks and bisection; report)
     prune_cfg: PruneConfig  # mask learning, bisection and the solved threshold
     mean_windows: int  # corpus windows for the ablation means
     n_control_tasks: int  # tasks the per-model controls run on
+    solved_loss: float  # a model solves a task when its full loss on the solve prompts is at most this (< target)
+    mask_seeds: int  # mask seeds per pair in the noise study
+    noise_subset: str  # which models the noise study covers: "seed 0" (one model per configuration) or "all"
+    n_boot: int  # bootstrap draws of the frontier's intervals
 
 
 def settings(run: runtime.Run, use_reference_solutions: object, target_loss: object, diagram_task: object,
@@ -80,20 +85,25 @@ def settings(run: runtime.Run, use_reference_solutions: object, target_loss: obj
         raise runtime.ParameterError(f"REFERENCE_SET={reference_set!r} is not a folder with a {rt.MANIFEST}; "
                                      "valid values: 'auto', 'retrain' or the folder of an exported set")
     source = {"auto": run.pick(smoke="retrain", workshop="shipped", full="shipped")}.get(reference_set, reference_set)
-    prune_cfg = PruneConfig(steps=run.pick(smoke=20, workshop=150, full=600), target_loss=target,
-                            grid_points=run.pick(smoke=8, workshop=20, full=32), solved_loss=target,
-                            train_target_ratio=0.85)
+    solved_loss = SOLVED_RATIO * target
+    prune_cfg = PruneConfig(steps=run.pick(smoke=20, workshop=120, full=600), target_loss=target,
+                            grid_points=run.pick(smoke=8, workshop=16, full=32), solved_loss=solved_loss,
+                            train_target_ratio=0.85, init_noise=0.5)
     return Settings(
         use_reference_solutions=bool(use_reference_solutions), target_loss=target, diagram_task=diagram_task,
         reference_set=reference_set, set_name=run.pick(smoke="smoke", workshop="reference", full="reference"),
-        source=source, n_prompts=run.pick(smoke=16, workshop=48, full=128), prune_cfg=prune_cfg,
-        mean_windows=run.pick(smoke=8, workshop=32, full=256), n_control_tasks=run.pick(smoke=1, workshop=3, full=7))
+        source=source, n_prompts=run.pick(smoke=16, workshop=96, full=128), prune_cfg=prune_cfg,
+        mean_windows=run.pick(smoke=8, workshop=32, full=256), n_control_tasks=run.pick(smoke=1, workshop=2, full=7),
+        solved_loss=solved_loss, mask_seeds=3, noise_subset=run.pick(smoke="all", workshop="seed 0", full="all"),
+        n_boot=run.pick(smoke=100, workshop=1000, full=2000))
 
 
 def settings_text(s: Settings, profile: str, device: torch.device) -> str:
     """One line naming the profile, device, reference set, prompt count, target and mask-learning steps."""
     return (f"profile={profile} device={device} set={s.set_name} ({s.source}); {s.n_prompts} prompts per task and "
-            f"split; target {s.target_loss}; mask learning {s.prune_cfg.steps} steps")
+            f"split (solve / fit / report); solved at full loss <= {s.solved_loss:.3g}; circuit target "
+            f"{s.target_loss}; mask learning {s.prune_cfg.steps} steps; {s.mask_seeds} mask seeds on "
+            f"{'every model' if s.noise_subset == 'all' else 'one model per configuration (training seed 0)'}")
 
 
 # --------------------------------------------------------------------------- section 2: the training checks
@@ -235,8 +245,50 @@ def circuit_table(results: Mapping[str, Mapping[str, Circuit]], models: Mapping[
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- section 4: the searches
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchJob:
+    """One circuit search: a model, a task, the mask seed and the ablation (``"mean"`` or ``"zero"``)."""
+
+    model: str
+    task: str
+    mask_seed: int = 0
+    ablation: str = "mean"
+
+
+def frontier_models(entries: Mapping[str, Mapping]) -> list[str]:
+    """The models the frontier compares: every sparse model, and the dense models trained on the *same data*
+    (as many steps and the same task mix as the sparse models). Dense models stopped earlier saw a fraction of
+    the task text and are left out of the matching (they are still listed with their losses)."""
+    sparse = [n for n, e in entries.items() if e["train"]["target_fraction"] < 1]
+    steps = {entries[n]["steps"] for n in sparse}
+    mix = {entries[n].get("task_mix", 0.0) for n in sparse}
+    dense = [n for n, e in entries.items() if e["train"]["target_fraction"] >= 1 and e["steps"] in steps
+             and e.get("task_mix", 0.0) in mix]
+    return dense + sparse
+
+
+def noise_models(entries: Mapping[str, Mapping], names: Sequence[str], subset: str) -> list[str]:
+    """The models of the noise study: all of ``names``, or (``subset == "seed 0"``) those of training seed 0,
+    one per configuration."""
+    return list(names) if subset == "all" else [n for n in names if entries[n]["train"]["seed"] == 0]
+
+
+def search_jobs(names: Sequence[str], solved: Mapping[str, Sequence[str]], noise: Sequence[str],
+                mask_seeds: int) -> list[SearchJob]:
+    """Mask seed 0 with mean ablation on every solved (model, task) pair of ``names``; on the pairs of ``noise``
+    also mask seeds 1..``mask_seeds - 1`` and zero ablation (seed 0)."""
+    jobs = [SearchJob(n, t) for n in names for t in solved[n]]
+    for n in noise:
+        for t in solved[n]:
+            jobs += [SearchJob(n, t, k) for k in range(1, mask_seeds)] + [SearchJob(n, t, 0, "zero")]
+    return jobs
+
+
 def search_summary(results: Mapping[str, Mapping[str, Circuit]]) -> SearchSummary:
-    """Count the searches, the held-out-valid circuits and the node sets valid on the train prompts only."""
+    """Count the searches, the held-out-valid circuits and the node sets valid on the fit prompts only."""
     overfit = tuple((n, t) for n, per in results.items() for t, c in per.items()
                     if c.train_nodes is not None and not c.valid)
     return SearchSummary(sum(map(len, results.values())),
@@ -244,97 +296,192 @@ def search_summary(results: Mapping[str, Mapping[str, Circuit]]) -> SearchSummar
 
 
 def search_markdown(s: SearchSummary) -> str:
-    """Markdown: valid circuits out of searched pairs, the train-only node sets by name, the rest."""
+    """Markdown: valid circuits out of searched pairs, the fit-only node sets by name, the rest."""
     return (f"**{s.n_valid} held-out-valid circuit(s)** from {s.n_pairs} solved (model, task) pairs. "
-            f"{len(s.overfit)} node sets reached the target on the train prompts only and are not reported"
-            + (": " + ", ".join(f"{n}/{t}" for n, t in s.overfit) if s.overfit else "") + "; "
-            + f"{s.n_pairs - s.n_valid - len(s.overfit)} never reached it.")
+            f"{len(s.overfit)} node set(s) reached the goal on the fit prompts but not the target on the report "
+            "prompts; they are counted below as pairs without a circuit, on both sides of the comparison"
+            + (" (" + ", ".join(f"{n}/{t}" for n, t in s.overfit) + ")" if s.overfit else "") + "; "
+            + f"{s.n_pairs - s.n_valid - len(s.overfit)} never reached the goal on the fit prompts.")
 
 
 # --------------------------------------------------------------------------- section 5: the frontier
 
 
-def ratio_text(s: Mapping[str, Any]) -> str:
-    """A group's matched ratio (a :func:`course_lib.circuits.frontier.geo_mean_ci` summary) in words: geometric mean, CI, counts."""
-    if not s["geo_mean"]:
-        return "no matched pair"
-    ci = f", 95% CI [{s['lo']:.2f}, {s['hi']:.2f}]" if s["lo"] else ""
-    return f"**{s['geo_mean']:.2f}x**{ci} ({s['n_pairs']} pairs, {s['n_models']} models, {s['n_tasks']} tasks)"
+def frontier_inputs(searches: Mapping[SearchJob, Circuit], entries: Mapping[str, Mapping], names: Sequence[str],
+                    val_loss: Mapping[str, float], tasks: Sequence[str], mask_seed: int = 0, ablation: str = "mean"
+                    ) -> list[frontier.FrontierModel]:
+    """The :class:`~course_lib.circuits.frontier.FrontierModel` of each of ``names`` from the searches of one
+    mask seed and ablation (a pair not searched, or without a held-out-valid circuit, has no size)."""
+    out = []
+    for n in names:
+        sizes = {}
+        for t in tasks:
+            c = searches.get(SearchJob(n, t, mask_seed, ablation))
+            sizes[t] = (c.n_nodes, c.edges, c.possible_edges) if c is not None and c.valid else None
+        out.append(frontier.model_from_entry(entries[n], val_loss[n], sizes))
+    return out
+
+
+def interval_text(v: Mapping[str, Any], digits: int = 2) -> str:
+    """``value [lo, hi]`` of a summary entry; ``n/a`` without a value."""
+    if v.get("value") is None:
+        return "n/a"
+    ci = f" [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]" if v.get("lo") is not None else ""
+    return f"{v['value']:.{digits}f}x{ci}"
 
 
 def frontier_text(front: Mapping[str, Any]) -> str:
-    """Per task: the dense curve (validation loss: edges), then each sparse circuit's loss, edges and ratio."""
+    """Per task: the dense frontier's points, then each sparse circuit's ratios (or why it has none)."""
     lines = []
-    for t, e in front["per_task"].items():
-        dense_txt = ", ".join(f"{loss:.2f}: {edges:.0f}" for loss, edges in e["dense"]) or "none"
-        lines.append(f"{t:14s} dense curve (val loss: edges) {dense_txt}")
-        for n, s in e["sparse"].items():
-            r = "outside the dense range" if s["ratio"] is None else f"dense {s['matched_edges']:.0f} -> ratio {s['ratio']:.2f}x"
-            lines.append(f"    {n:28s} val {s['val_loss']:.3f}, {s['edges']} edges; {r}")
+    for t in front["tasks"]:
+        pts = front["dense"].get(t, [])
+        lines.append(f"{t:14s} dense (val loss: nodes/edges) " + (", ".join(f"{p[0]:.2f}: {p[1]}/{p[2]}" for p in pts)
+                                                              or "none"))
+        for key, r in front["pairs"].items():
+            n, tt = key.split("|")
+            if tt != t:
+                continue
+            lines.append(f"    {n:32s} " + ("no dense model at least as capable has a circuit" if r is None else
+                         f"nodes {math.exp(r['node']):.2f}x, edges {math.exp(r['edge']):.2f}x, density null "
+                         f"{math.exp(r['null']):.2f}x, edges/null {math.exp(r['excess']):.2f}x (vs {r['dense_model']})"))
     return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
 class FrontierSummary:
-    """The matched comparison of :func:`course_lib.circuits.frontier.analyse_per_task`, with why some circuits got no ratio."""
+    """The comparison of :func:`course_lib.circuits.frontier.analyse`, per kept fraction."""
 
-    groups: dict[str, dict[str, Any]]  # sparse group -> its geo_mean_ci summary ("all sparse" left out)
-    all_sparse: dict[str, Any]  # the summary over every sparse model
-    seeds: tuple[int, ...]  # training seeds of the models with a matched ratio, sorted
-    weaker: tuple[tuple[str, str], ...]  # above the dense range although dense models as weak exist (no circuit)
-    beyond: tuple[tuple[str, str], ...]  # above the dense range: worse than every dense model
-    below_range: int  # sparse circuits below the dense range
-    no_curve: int  # sparse circuits of tasks with fewer than two dense configurations with a circuit
+    groups: dict[str, dict[str, Any]]  # sparse group -> node/edge/null/excess summaries, counts, fraction
+    slopes: dict[str, dict[str, float | None]]  # ratio -> slope of log ratio on log(1/f), with interval
+    no_circuit_as_capable: tuple[str, ...]  # "model|task": dense models as capable exist, none has a circuit
+    more_capable: tuple[str, ...]  # "model|task": the sparse model beats every dense model with a circuit
+    n_dense: int  # dense models in the frontier
+    dense_widths: tuple[int, ...]  # their widths
 
 
-def frontier_summary(front: Mapping[str, Any], entries: Mapping[str, Mapping], val_loss: Mapping[str, float],
-                     dense_names: Sequence[str]) -> FrontierSummary:
-    """Sort the unmatched sparse circuits of ``front``: above the dense range, a circuit is *weaker* when dense
-    models with a validation loss at least as high exist (none with a circuit for the task), else *beyond*
-    the dense curve; the seeds are those of the models with a ratio."""
-    seeds = sorted({entries[k.split("|")[0]]["train"]["seed"] for k, v in front["pairs"].items() if v})
-    above = [(n, t) for t, e in front["per_task"].items() for n, s in e["sparse"].items()
-             if s["unmatched"] == "above_range"]
-    dense_losses = [val_loss[n] for n in dense_names]
-    weaker = [(n, t) for n, t in above if any(v >= val_loss[n] for v in dense_losses)]
-    beyond = [(n, t) for n, t in above if (n, t) not in weaker]
-    um = front["unmatched"]
-    return FrontierSummary({g: s for g, s in front["summary"].items() if g != "all sparse"},
-                           front["summary"]["all sparse"], tuple(seeds), tuple(weaker), tuple(beyond),
-                           um["below_range"], um["no_curve"])
+def frontier_summary(front: Mapping[str, Any], fmodels: Sequence[frontier.FrontierModel]) -> FrontierSummary:
+    """Collect the per-fraction summaries, slopes and unmatched circuits of ``front``."""
+    dense = [m for m in fmodels if m.dense]
+    return FrontierSummary(dict(front["groups"]), dict(front["slopes"]),
+                           tuple(front["unmatched"]["no_circuit_as_capable"]),
+                           tuple(front["unmatched"]["more_capable_than_dense"]), len(dense),
+                           tuple(sorted({m.width for m in dense})))
+
+
+def _verdict(v: Mapping[str, Any], what: str) -> str:
+    if v.get("lo") is None:
+        return f"{what}: too few pairs for an interval"
+    if v["lo"] > 1:
+        return f"{what} smaller in the sparse models"
+    if v["hi"] < 1:
+        return f"{what} larger in the sparse models"
+    return f"no difference in {what} can be claimed"
 
 
 def frontier_markdown(s: FrontierSummary) -> str:
-    """Markdown: the matched ratio per group and overall against the paper's ~16x, what its interval says,
-    how thin the comparison is, and the sparse circuits without a ratio."""
-    allsum, seeds_in = s.all_sparse, list(s.seeds)
-    above_txt = ""
-    if s.weaker:
-        above_txt += (f" **{len(s.weaker)} sparse circuit(s) have no dense counterpart at their loss:** dense models "
-                      "with a validation loss at least as high exist, but none of them has a held-out-valid circuit for "
-                      "the task, so no ratio can be read; the sparse model does a task that dense models of its "
-                      "capability do not (" + ", ".join(f"{n}/{t}" for n, t in s.weaker) + ").")
-    if s.beyond:
-        above_txt += (f" {len(s.beyond)} sparse circuit(s) belong to models with a higher validation loss than every "
-                      "dense model, beyond the dense curve (" + ", ".join(f"{n}/{t}" for n, t in s.beyond) + ").")
+    """Markdown: per kept fraction the node ratio, the edge ratio beside its density null and their quotient,
+    with intervals and a verdict each; the slopes; what the paper's 16x is; the unmatched circuits."""
+    rows = ["| sparse group | pairs | node ratio | edge ratio | density null | edges / null |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    for g, x in s.groups.items():
+        rows.append(f"| {g} | {x['n_pairs']} | {interval_text(x['node'])} | {interval_text(x['edge'])} | "
+                    f"{interval_text(x['null'])} | {interval_text(x['excess'])} |")
+        if x["n_pairs"]:
+            verdicts.append(f"{g}: {_verdict(x['node'], 'nodes')}; {_verdict(x['excess'], 'edges beyond density')}")
+    sl = s.slopes
+
+    def slope_text(k: str) -> str:
+        v = sl.get(k) or {}
+        if v.get("value") is None:
+            return "n/a"
+        ci = f" [{v['lo']:.2f}, {v['hi']:.2f}]" if v.get("lo") is not None else ""
+        return f"{v['value']:.2f}{ci}"
+
     return (
-        "**Dense/sparse edge ratio at matched validation loss** (geometric mean over (model, task) pairs): "
-        + "; ".join(f"{g}: {ratio_text(x)}" for g, x in s.groups.items())
-        + f". All sparse models together: {ratio_text(allsum)}"
-        + (f", from seeds {seeds_in}." if seeds_in else ".")
-        + " The paper reports about 16x."
-        + ((" Here the 95% interval lies " + ("below the paper's 16x" if allsum["hi"] < 16 else "reaches 16x") + " and "
-            + ("above 1x: at equal loss the sparse circuits are smaller." if allsum["lo"] > 1 else
-               "below 1x: at equal loss the sparse circuits are larger." if allsum["hi"] < 1 else
-               "includes 1x: no difference in circuit size can be claimed."))
-           if allsum["lo"] else "")
-        + (f" Only {allsum['n_tasks']} task(s) and {len(seeds_in)} seed(s) enter the comparison (the plan was at "
-           "least 6 tasks and 3 seeds), so the spread is thin." if allsum["n_tasks"] < 6 or len(seeds_in) < 3 else "")
-        + above_txt
-        + (f" {s.below_range} sparse circuit(s) lie below the dense range (a sparse model better than every dense "
-           "one with a circuit)." if s.below_range else "")
-        + (f" {s.no_curve} belong to tasks with fewer than two dense configurations with a circuit."
-           if s.no_curve else ""))
+        f"Dense frontier: {s.n_dense} dense models of widths {', '.join(map(str, s.dense_widths))}, trained on the "
+        "sparse models' data. Ratios are dense / sparse at matched validation loss (> 1: the sparse circuit is "
+        "smaller), geometric means over (model, task) pairs with 95% crossed-bootstrap intervals (sparse models, "
+        "dense models and tasks resampled):\n\n" + "\n".join(rows) + "\n\n"
+        + ("**Reading:** " + ". ".join(verdicts) + ". " if verdicts else "No sparse circuit could be matched. ")
+        + f"Slopes of log ratio against log(1/f) over all pairs: edges {slope_text('edge')}, nodes "
+        f"{slope_text('node')}, edges / null {slope_text('excess')}; weight density alone predicts about 1 for "
+        "edges and 0 for the other two. "
+        + "**The paper's ~16x is an edge ratio** at kept fractions near 1/1000, where density alone would give "
+        "~1000x for a circuit on the same nodes: the edge ratio mixes the density of the weights with the size of "
+        "the node set, and only the node ratio and edges / null separate the second from the first. "
+        + (f"{len(s.no_circuit_as_capable)} sparse circuit(s) have no match because no dense model at least as "
+           "capable has a circuit for the task (" + ", ".join(s.no_circuit_as_capable) + "). "
+           if s.no_circuit_as_capable else "")
+        + (f"{len(s.more_capable)} belong to sparse models more capable than every dense model with a circuit for "
+           "the task (" + ", ".join(s.more_capable) + ")." if s.more_capable else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSummary:
+    """How much a circuit's size depends on the search: mask seeds and the ablation, on the noise models."""
+
+    models: tuple[str, ...]  # the models searched with every mask seed and with zero ablation
+    sizes: dict[str, dict[str, list[int | None]]]  # "model|task" -> {"nodes": [per seed], "edges": [...]}
+    valid_share: float  # share of the noise searches (all seeds, mean ablation) that are held-out-valid
+    edge_spread: float | None  # median over pairs valid in >= 2 seeds of max / min edges
+    node_spread: float | None  # the same for nodes
+    by_seed: dict[int, dict[str, dict[str, Any]]]  # mask seed -> group -> frontier summary on the noise models
+    zero: dict[str, dict[str, Any]]  # group -> frontier summary under zero ablation (seed 0) on the noise models
+    zero_vs_mean_edges: float | None  # geometric mean of zero / mean edges over pairs valid under both
+
+
+def noise_summary(searches: Mapping[SearchJob, Circuit], entries: Mapping[str, Mapping], noise: Sequence[str],
+                  val_loss: Mapping[str, float], tasks: Sequence[str], mask_seeds: int, n_boot: int,
+                  seed: int) -> NoiseSummary:
+    """Sizes per mask seed, their spread, the per-fraction ratios recomputed with each mask seed and under zero
+    ablation, all on the models of the noise study."""
+    sizes: dict[str, dict[str, list[int | None]]] = {}
+    n_valid = n_all = 0
+    for n in noise:
+        for t in tasks:
+            cs = [searches.get(SearchJob(n, t, k)) for k in range(mask_seeds)]
+            if any(c is None for c in cs):
+                continue
+            sizes[f"{n}|{t}"] = {"nodes": [c.n_nodes for c in cs], "edges": [c.edges for c in cs]}  # type: ignore[union-attr]
+            n_valid += sum(c.valid for c in cs)  # type: ignore[union-attr]
+            n_all += len(cs)
+
+    def spread(key: str) -> float | None:
+        r = [max(v) / min(v) for p in sizes.values() if len(v := [x for x in p[key] if x]) >= 2]
+        return sorted(r)[len(r) // 2] if r else None
+
+    def summary(mask_seed: int, ablation: str) -> dict[str, dict[str, Any]]:
+        fm = frontier_inputs(searches, entries, noise, val_loss, tasks, mask_seed, ablation)
+        return dict(frontier.analyse(fm, tasks, n_boot, seed)["groups"])
+
+    zr = [math.log(z.edges / m.edges) for n in noise for t in tasks
+          if (z := searches.get(SearchJob(n, t, 0, "zero"))) and (m := searches.get(SearchJob(n, t)))
+          and z.valid and m.valid]
+    return NoiseSummary(tuple(noise), sizes, n_valid / n_all if n_all else 0.0, spread("edges"), spread("nodes"),
+                        {k: summary(k, "mean") for k in range(mask_seeds)}, summary(0, "zero"),
+                        math.exp(sum(zr) / len(zr)) if zr else None)
+
+
+def noise_markdown(s: NoiseSummary) -> str:
+    """Markdown: the spread over mask seeds, the node and edge ratios per mask seed and under zero ablation."""
+    groups = list(s.zero) or list(next(iter(s.by_seed.values()), {}))
+    rows = ["| sparse group | " + " | ".join(f"edges, mask seed {k}" for k in s.by_seed) + " | edges, zero ablation "
+            "| nodes, mask seed 0 | nodes, zero ablation |", "|" + " --- |" * (len(s.by_seed) + 4)]
+    for g in groups:
+        rows.append(f"| {g} | " + " | ".join(interval_text(s.by_seed[k].get(g, {}).get("edge", {})) for k in s.by_seed)
+                    + f" | {interval_text(s.zero.get(g, {}).get('edge', {}))} | "
+                    f"{interval_text(s.by_seed[0].get(g, {}).get('node', {}))} | "
+                    f"{interval_text(s.zero.get(g, {}).get('node', {}))} |")
+    return (
+        f"**Noise floor** ({len(s.models)} models, {len(s.sizes)} solved pairs, {len(s.by_seed)} mask seeds each): "
+        f"{s.valid_share:.0%} of the searches gave a held-out-valid circuit; for one pair, the largest circuit is "
+        + (f"**{s.edge_spread:.2f}x** the smallest in edges and {s.node_spread:.2f}x in nodes (median over pairs)"
+           if s.edge_spread else "not comparable (fewer than two valid seeds per pair)")
+        + ". A ratio between models is only worth as much as this spread allows. "
+        + (f"Zero instead of mean ablation multiplies a circuit's edges by {s.zero_vs_mean_edges:.2f} "
+           "(geometric mean over the pairs valid under both). " if s.zero_vs_mean_edges else "")
+        + "The same ratios on these models only, per mask seed and under zero ablation:\n\n" + "\n".join(rows))
 
 
 # --------------------------------------------------------------------------- section 5: width at a weight budget
@@ -399,8 +546,16 @@ def width_line(group: str, w: WidthGroup) -> str:
     """One line for one group: width, nonzero weights, validation losses, circuits, ratio, embedding share."""
     return (f"{group:17s} width {w.width:3d}: {w.nonzero_weights:,.0f} nonzero weights; val loss "
             + ", ".join(f"{v:.3f}" for v in w.val_loss) + f" (mean {w.val_mean:.3f}, sd {w.val_sd:.3f}); "
-            + f"{w.circuits} held-out-valid circuits; matched ratio {ratio_text(w.ratio) if w.ratio else 'n/a'}; "
-            + f"{w.embedding_nonzero:,.0f} of the nonzero weights in the embedding and unembedding")
+            + f"{w.circuits} held-out-valid circuits; {ratio_line(w.ratio)}; "
+            + f"{w.embedding_nonzero:,.0f} of the nonzero weights in the embedding and unembedding, "
+            + f"{w.nonzero_weights - w.embedding_nonzero:,.0f} in the blocks")
+
+
+def ratio_line(r: Mapping[str, Any] | None) -> str:
+    """A group's matched ratios in a few words: edges and nodes with intervals."""
+    if not r or r.get("edge", {}).get("value") is None:
+        return "no matched circuit"
+    return f"matched edge ratio {interval_text(r['edge'])}, node ratio {interval_text(r['node'])}"
 
 
 def width_summary(width_cmp: Mapping[str, WidthGroup], reported: Mapping[str, Mapping[str, Circuit]],
@@ -440,99 +595,134 @@ def width_markdown(s: WidthSummary | None) -> str:
         + (f"On the tasks both groups have circuits for ({', '.join(both)}), the width-{a.width} circuits have "
            f"{s.edge_ratio:.2f}x the edges of the width-{b.width} ones (geometric means over seeds, then tasks; no "
            "interval with this few circuits). " if both else "")
-        + "Matched ratios: "
-        f"width {a.width} {ratio_text(a.ratio) if a.ratio else 'n/a'}, width {b.width} "
-        f"{ratio_text(b.ratio) if b.ratio else 'n/a'}. Where the budget goes: the embedding and unembedding "
-        f"hold {a.embedding_nonzero / a.nonzero_weights:.0%} of the nonzero weights at width {a.width} and "
-        f"{b.embedding_nonzero / b.nonzero_weights:.0%} at width {b.width} (a 2048-token vocabulary is large "
-        "next to blocks this small; the paper's models are far larger, so its blocks dominate).")
+        + f"Width {a.width}: {ratio_line(a.ratio)}; width {b.width}: {ratio_line(b.ratio)}. **The budget is not "
+        f"matched where it matters:** the embedding and unembedding hold {a.embedding_nonzero / a.nonzero_weights:.0%} "
+        f"of the nonzero weights at width {a.width} and {b.embedding_nonzero / b.nonzero_weights:.0%} at width "
+        f"{b.width}, so the blocks get {a.nonzero_weights - a.embedding_nonzero:,.0f} vs "
+        f"{b.nonzero_weights - b.embedding_nonzero:,.0f} nonzero weights "
+        f"({(b.nonzero_weights - b.embedding_nonzero) / (a.nonzero_weights - a.embedding_nonzero):.2f}x): at equal "
+        "total nonzeros the wide model's blocks are less sparse, and that, not width, may be what helps. The "
+        "sparser models (kept fraction 0.05 at width 96, 0.02 at width 128) hold their embeddings at one density "
+        "instead; their blocks' nonzeros are in the model table.")
 
 
 # --------------------------------------------------------------------------- section 6: controls
 
 
 @dataclasses.dataclass(frozen=True)
+class ControlPlan:
+    """Which searches the controls run: ``(kind, model, task)`` with kind ``random_init`` (an untrained model),
+    ``flipped`` (a solved task with its answers swapped) or ``unsolved`` (a task the model does not solve)."""
+
+    control_model: str  # the sparse model with the most circuits (then the lowest loss)
+    dense_model: str | None  # the dense model with the most circuits, for the flipped task
+    jobs: tuple[tuple[str, str, str], ...]
+    unsolved_by_all: tuple[str, ...]  # tasks no frontier model solves
+
+
+def control_plan(names: Sequence[str], entries: Mapping[str, Mapping], solved: Mapping[str, Sequence[str]],
+                 reported: Mapping[str, Mapping[str, Circuit]], val_loss: Mapping[str, float],
+                 tasks: Sequence[str], n_tasks: int) -> ControlPlan:
+    """Random init and the flipped task on the control model's first ``n_tasks`` solved tasks (the flipped task
+    also on the dense model with the most circuits); the unsolved-task control on up to ``n_tasks`` tasks no
+    frontier model solves, else on tasks the control model does not solve."""
+    def most(group: list[str]) -> str | None:
+        return max(group, key=lambda n: (len(reported.get(n, {})), -val_loss[n])) if group else None
+
+    sparse = [n for n in names if entries[n]["train"]["target_fraction"] < 1]
+    dense = [n for n in names if entries[n]["train"]["target_fraction"] >= 1]
+    ctrl = most(sparse) or names[0]
+    dense_m = most(dense)
+    own = [t for t in tasks if t in reported.get(ctrl, {})][:n_tasks] or list(tasks[:n_tasks])
+    nobody = tuple(t for t in tasks if not any(t in solved[n] for n in names))
+    unsolved = list(nobody[:n_tasks]) or [t for t in tasks if t not in solved[ctrl]][:n_tasks]
+    jobs = [("random_init", "random init", t) for t in own] + [("flipped", ctrl, t) for t in own]
+    if dense_m:
+        jobs += [("flipped", dense_m, t) for t in tasks if t in reported.get(dense_m, {})][:n_tasks]
+    jobs += [("unsolved", ctrl, t) for t in unsolved]
+    return ControlPlan(ctrl, dense_m, tuple(jobs), nobody)
+
+
+@dataclasses.dataclass(frozen=True)
 class Controls:
-    """The faithfulness controls, as ``metrics.json`` records them (``dataclasses.asdict``)."""
+    """The controls, each with its pass criterion and result (``metrics.json`` records ``dataclasses.asdict``)."""
 
-    control_model: str  # the sparse model the per-model controls run on (most circuits, then lowest loss)
-    tasks: list[str]  # the tasks they run on
-    random_init: dict[str, dict[str, Any]]  # task -> the random-init model's search: losses, train k, valid
-    nonsense_task: dict[str, dict[str, Any]]  # task -> the search with answers shuffled across prompts
-    zero_ablation: dict[str, dict[str, Any]]  # task -> circuit size under mean vs zero ablation
-    random_circuit: dict[str, dict[str, Any]]  # "model/task" -> the circuit vs 8 random node sets of its size
-
-
-def control_jobs(tasks: Sequence[str], reported_control: Mapping[str, Circuit]) -> list[tuple[str, str]]:
-    """The control searches as ``(kind, task)``: random init and nonsense labels on every task, zero ablation
-    on the tasks the control model has a held-out-valid circuit for."""
-    return ([("random_init", t) for t in tasks] + [("nonsense_task", t) for t in tasks]
-            + [("zero_ablation", t) for t in tasks if t in reported_control])
+    control_model: str  # the sparse model most controls run on
+    searches: dict[str, dict[str, Any]]  # "kind model/task" -> full and pruned losses, train k, valid, passed
+    random_sets: dict[str, dict[str, Any]]  # "model/task" -> the circuit vs composition-matched random node sets
+    passed: dict[str, list[int]]  # control -> [passed, run]
+    unsolved_by_all: tuple[str, ...]  # tasks no frontier model solves
 
 
-def collect_controls(control_model: str, tasks: Sequence[str], jobs: Sequence[tuple[str, str]],
-                     found: Sequence[Circuit], reported: Mapping[str, Mapping[str, Circuit]],
-                     models: Mapping[str, SparseTransformer], task_test: Mapping[str, TaskData],
-                     means: Mapping[str, dict[str, torch.Tensor]], seed: int) -> Controls:
-    """Record the control searches (``found[i]`` answers ``jobs[i]``) and compare every reported circuit with
-    8 random node sets of its size on the held-out prompts (:func:`pruning.random_circuit_losses`)."""
-    searches: dict[str, dict[str, dict[str, Any]]] = {"random_init": {}, "nonsense_task": {}, "zero_ablation": {}}
-    for (kind, t), c in zip(jobs, found):
-        if kind == "zero_ablation":
-            m_c = reported[control_model][t]
-            searches[kind][t] = {"mean_nodes": m_c.n_nodes, "mean_edges": m_c.edges, "zero_nodes": c.n_nodes,
-                                 "zero_edges": c.edges, "zero_test": c.test_loss, "zero_valid": c.valid}
-        else:
-            searches[kind][t] = {"full_test": c.full_loss, "pruned_train": c.train_loss,
-                                 "pruned_test": c.test_loss, "train_nodes": c.train_nodes, "valid": c.valid}
-    random_circuit = {}
+def collect_controls(plan: ControlPlan, found: Sequence[Circuit], reported: Mapping[str, Mapping[str, Circuit]],
+                     models: Mapping[str, SparseTransformer], task_report: Mapping[str, TaskData],
+                     means: Mapping[str, dict[str, torch.Tensor]], seed: int, draws: int = 8) -> Controls:
+    """Judge each control search (``found[i]`` answers ``plan.jobs[i]``; it passes when it gives *no*
+    held-out-valid circuit) and compare every reported circuit with ``draws`` random node sets of its
+    composition drawn from the nodes connected to the answers (:func:`pruning.composition_matched_losses`;
+    it passes when the circuit's report loss is below every draw's), beside the constant predictor (every node
+    at its mean)."""
+    searches: dict[str, dict[str, Any]] = {}
+    passed: dict[str, list[int]] = {}
+    for (kind, n, t), c in zip(plan.jobs, found):
+        searches[f"{kind} {n}/{t}"] = {"kind": kind, "model": n, "task": t, "full_report": c.full_loss,
+                                      "pruned_fit": c.train_loss, "pruned_report": c.test_loss,
+                                      "fit_nodes": c.train_nodes, "valid": c.valid, "passed": not c.valid}
+        p = passed.setdefault(kind, [0, 0])
+        p[0] += not c.valid
+        p[1] += 1
+    random_sets = {}
+    rp = passed.setdefault("random_sets", [0, 0])
     for n, per in reported.items():
         for t, c in per.items():
-            rnd = pruning.random_circuit_losses(models[n], task_test[t], c.n_nodes, means[n], draws=8, seed=seed)  # type: ignore[arg-type]
-            random_circuit[f"{n}/{t}"] = {"nodes": c.n_nodes, "circuit_test": c.test_loss,
-                                          "random_test_mean": sum(rnd) / len(rnd), "random_test_min": min(rnd)}
-    return Controls(control_model, list(tasks), searches["random_init"], searches["nonsense_task"],
-                    searches["zero_ablation"], random_circuit)
+            allowed = edges.answer_connected(models[n], task_report[t].answer_ids)
+            rnd = pruning.composition_matched_losses(models[n], task_report[t], c.kept, means[n], allowed, draws, seed)
+            const = pruning.task_loss(models[n], task_report[t], {h: torch.zeros_like(m, dtype=torch.float)
+                                                                  for h, m in c.kept.items()}, means[n])
+            ok = c.test_loss < min(rnd)
+            random_sets[f"{n}/{t}"] = {"nodes": c.n_nodes, "circuit_report": c.test_loss, "random_mean":
+                                       sum(rnd) / len(rnd), "random_min": min(rnd), "constant": const, "passed": ok}
+            rp[0] += ok
+            rp[1] += 1
+    return Controls(plan.control_model, searches, random_sets, passed, plan.unsolved_by_all)
+
+
+CONTROL_WORDS = {
+    "random_init": "random init (an untrained model of the same shape; pass: no held-out-valid circuit)",
+    "flipped": "flipped task (every answer swapped, a consistent rule no model was taught; pass: no circuit)",
+    "unsolved": "unsolved task (a task the full model does not solve; pass: pruning does not create a circuit)",
+    "random_sets": "composition-matched random node sets (same count per site, connected to the answers; pass: "
+                   "the circuit's report loss below all 8 draws)",
+}
 
 
 def controls_text(ctl: Controls) -> str:
-    """One line per control search: random init, then nonsense labels, then zero vs mean ablation."""
-    rows = []
-    for t, v in ctl.random_init.items():
-        rows.append(f"random init, {t}: full {v['full_test']:.3f}, pruned train {v['pruned_train']:.3f} / held-out "
-                    f"{v['pruned_test']:.3f} -> {'VALID circuit' if v['valid'] else 'no held-out-valid circuit'}")
-    for t, v in ctl.nonsense_task.items():
-        rows.append(f"nonsense {t}: full {v['full_test']:.3f}, pruned train {v['pruned_train']:.3f} "
-                    f"(k={v['train_nodes']}) / held-out {v['pruned_test']:.3f} -> "
-                    f"{'VALID circuit' if v['valid'] else 'no held-out-valid circuit'}")
-    for t, v in ctl.zero_ablation.items():
-        rows.append(f"{t}: mean ablation {v['mean_nodes']} nodes / {v['mean_edges']} edges; zero ablation "
-                    + (f"{v['zero_nodes']} nodes / {v['zero_edges']} edges" if v["zero_valid"]
-                       else f"no held-out-valid circuit (held-out {v['zero_test']:.3f})"))
+    """One line per control search, then one per circuit against its random node sets."""
+    rows = [f"{k}: full {v['full_report']:.3f}, pruned fit {v['pruned_fit']:.3f} (k={v['fit_nodes']}) / report "
+            f"{v['pruned_report']:.3f} -> {'PASS' if v['passed'] else 'FAIL: a held-out-valid circuit'}"
+            for k, v in ctl.searches.items()]
+    rows += [f"{k}: circuit {v['circuit_report']:.3f} ({v['nodes']} nodes) vs random sets mean {v['random_mean']:.3f}, "
+             f"best {v['random_min']:.3f}; constant predictor {v['constant']:.3f} -> {'PASS' if v['passed'] else 'FAIL'}"
+             for k, v in ctl.random_sets.items()]
     return "\n".join(rows)
 
 
 def controls_markdown(ctl: Controls) -> str:
-    """Markdown: valid circuits of the random-init model and of the nonsense task, the found circuits against
-    size-matched random node sets, and circuit sizes under mean vs zero ablation."""
-    n_rand = sum(v["valid"] for v in ctl.random_init.values())
-    n_non = sum(v["valid"] for v in ctl.nonsense_task.values())
-    rc = ctl.random_circuit.values()
-    beats = sum(v["circuit_test"] < v["random_test_min"] for v in rc)
-    gap = [v["random_test_mean"] - v["circuit_test"] for v in rc]
-    za = ctl.zero_ablation
-    n_tasks = len(ctl.tasks)
-    return (
-        f"**Controls** (control model {ctl.control_model}, tasks {', '.join(ctl.tasks)}). Random init: **{n_rand} of "
-        f"{n_tasks}** tasks give a held-out-valid circuit. Nonsense task: **{n_non} of {n_tasks}**. "
-        + (f"Size-matched random node sets: the found circuit beats the best of 8 random sets of its size on held-out "
-           f"prompts in **{beats} of {len(gap)}** circuits; the random sets' mean held-out loss is higher by "
-           f"{sum(gap) / len(gap):.3f} on average (range {min(gap):.3f} to {max(gap):.3f}). " if gap else
-           "No reported circuit, so no size-matched comparison. ")
-        + ("Zero vs mean ablation: " + "; ".join(
-            f"{t} {v['mean_nodes']} -> " + (f"{v['zero_nodes']} nodes ({v['mean_edges']} -> {v['zero_edges']} edges)"
-                                            if v["zero_valid"] else "no valid circuit")
-            for t, v in za.items()) + " (mean -> zero)." if za else ""))
+    """Markdown: each control's criterion and how many of its runs passed; what a failure would mean."""
+    items = [f"- **{CONTROL_WORDS[k]}**: {p[0]} of {p[1]} passed" for k, p in ctl.passed.items() if p[1]]
+    failed = [k for k, p in ctl.passed.items() if p[1] and p[0] < p[1]]
+    rs = list(ctl.random_sets.values())
+    gap = [v["random_mean"] - v["circuit_report"] for v in rs]
+    return ("\n".join(items) + "\n\n"
+            + (f"On the report prompts the random node sets' mean loss is {sum(gap) / len(gap):.3f} above the "
+               f"circuits' (range {min(gap):.3f} to {max(gap):.3f}); the constant predictor (every node at its mean) "
+               f"averages {sum(v['constant'] for v in rs) / len(rs):.3f}. " if rs else "")
+            + (f"Tasks no frontier model solves: {', '.join(ctl.unsolved_by_all)}. " if ctl.unsolved_by_all else
+               "Every task is solved by some model, so the unsolved-task control uses tasks the control model does "
+               "not solve. ")
+            + ("**Failed:** " + ", ".join(failed) + " — where a control fails, pruning can produce a 'circuit' "
+               "without a mechanism, and sizes of that kind are suspect." if failed else
+               "Every control passed: on these models and tasks, pruning did not manufacture circuits."))
 
 
 # --------------------------------------------------------------------------- section 7: the wiring diagram
@@ -563,10 +753,11 @@ def smallest_core(pool: Sequence[tuple[str, str]], models: Mapping[str, SparseTr
                   edge_fn: EdgeFn, accept_fn: AcceptFn, diagram_task: str) -> DiagramChoice | None:
     """Shrink each ``(model, task)`` circuit of ``pool`` and pick the one to draw.
 
-    Each circuit is shrunk by backward elimination on the train prompts down to ``goal``
+    Each circuit is shrunk by backward elimination on the fit prompts down to ``goal``
     (:func:`pruning.greedy_shrink`; kept when held-out-valid, else the bisection's circuit stays), then cut to
     its core at each threshold (:func:`plots.connected_core`, :func:`pruning.restrict_circuit`): the largest
-    threshold whose core is held-out-valid and no larger wins. The smallest result over the pool is returned,
+    threshold whose core still reaches ``goal`` on the *fit* prompts (``task_train``) and is no larger wins, so
+    the report prompts (``task_test``) only judge the result. The smallest result over the pool is returned,
     ``diagram_task`` first among equals, then model and task names; None for an empty pool.
     """
     cores = {}
@@ -576,17 +767,34 @@ def smallest_core(pool: Sequence[tuple[str, str]], models: Mapping[str, SparseTr
         start = shrunk if shrunk.valid else c
         best = (0.0, start, shrunk.n_nodes if shrunk.valid else None)
         for th in thresholds:
-            core = plots.connected_core(models[n], start, task_test[t], th)
+            core = plots.connected_core(models[n], start, task_train[t], th)
             cc = pruning.restrict_circuit(models[n], c, core, task_train[t], task_test[t], means[n], edge_fn, accept_fn)
-            if cc.valid and cc.n_nodes <= best[1].n_nodes:  # type: ignore[operator]
+            if cc.train_loss <= goal and len(core) <= len(best[1].kept_nodes):
                 best = (th, cc, best[2])
         cores[(n, t)] = best
-    cands = sorted((c.n_nodes, t != diagram_task, n, t) for (n, t), (_, c, _) in cores.items())
+    cands = sorted((len(c.kept_nodes), t != diagram_task, n, t) for (n, t), (_, c, _) in cores.items())
     if not cands:
         return None
     _, _, name, task = cands[0]
     threshold, circuit, shrunk_nodes = cores[(name, task)]
     return DiagramChoice(name, task, entries[name]["group"], threshold, circuit, shrunk_nodes, reported[name][task])
+
+
+def diagram_notes(model: SparseTransformer, circuit: Circuit, evidence: Mapping[tuple[str, int], Mapping[str, float]]
+                  ) -> dict[tuple[str, int], str]:
+    """The second label line of each node in the wiring diagram, from :func:`pruning.node_evidence`:
+    ``vote +1.2 | ablate +0.31`` (activation difference between the two answers at the answer position, loss
+    increase when it is ablated too), plus ``query mean-ablated`` on an attention channel whose head keeps no
+    query channel (its attention pattern is then computed from the mean query)."""
+    dh = model.cfg.d_head
+    kept_q = {(h.replace("hook_q", ""), c // dh) for h, c in circuit.kept_nodes if h.endswith("attn.hook_q")}
+    out = {}
+    for (h, c), e in evidence.items():
+        note = f"vote {e['act_diff']:+.2f} | ablate {e['ablation']:+.2f}"
+        if h.endswith(("attn.hook_k", "attn.hook_v")) and (h[:-6], c // dh) not in kept_q:
+            note += " | query mean-ablated"
+        out[(h, c)] = note
+    return out
 
 
 def diagram_markdown(d: DiagramChoice | None, target_loss: float, max_nodes: int = 40) -> str:
@@ -599,12 +807,19 @@ def diagram_markdown(d: DiagramChoice | None, target_loss: float, max_nodes: int
         f"{full_c.n_nodes} nodes and {full_c.edges} edges (held-out loss {full_c.test_loss:.3f})"
         + (f"; backward elimination on the train prompts leaves {d.shrunk_nodes} nodes" if d.shrunk_nodes else
            "; backward elimination gave no held-out-valid circuit")
-        + (f"; its core through weights of |w| >= {th:g} has **{diag.n_nodes} nodes and {diag.edges} "
-           f"edges** and reaches held-out loss {diag.test_loss:.3f} on its own (target {target_loss}, full model "
-           f"{diag.full_loss:.3f}). That core is drawn, with lines for the weights of |w| >= {th:g}."
-           if not d.is_bisection else ". No smaller node set is a valid circuit on its own, so the whole circuit is drawn.")
-        + ("" if diag.n_nodes <= max_nodes else f" It has more than {max_nodes} nodes, so the diagram shows the "  # type: ignore[operator]
-           f"{max_nodes} highest-ranked of them that connect to the answers; the explorer below lists all."))
+        + (f"; its core through weights of |w| >= {th:g} (the largest threshold whose core still reaches the goal "
+           f"on the fit prompts) has **{len(diag.kept_nodes)} nodes**, and on the report prompts it reaches "
+           f"{diag.test_loss:.3f} on its own (target {target_loss}, full model {diag.full_loss:.3f}: "
+           + ("a held-out-valid circuit" if diag.valid else "**not** held-out-valid on its own") + f"). That core "
+           f"is drawn, with lines for the weights of |w| >= {th:g}."
+           if not d.is_bisection else ". No smaller node set reaches the goal on the fit prompts, so the whole circuit "
+           "is drawn.")
+        + ("" if len(diag.kept_nodes) <= max_nodes else f" It has more than {max_nodes} nodes, so the diagram shows the "
+           f"{max_nodes} highest-ranked of them that connect to the answers; the explorer below lists all.")
+        + " Each node's second line is its evidence on the fit prompts: `vote` is its mean activation at the answer "
+        "position when the first answer is correct minus when the second is, `ablate` the rise in the circuit's "
+        "task loss when that node is mean-ablated as well. Attention channels of a head whose query channels were all "
+        "pruned say `query mean-ablated`: that head attends with the mean query, the same pattern on every prompt.")
 
 
 # --------------------------------------------------------------------------- section 9: metrics
@@ -614,50 +829,54 @@ def diagram_markdown(d: DiagramChoice | None, target_loss: float, max_nodes: int
 class LessonMetrics:
     """Notebook 02's ``metrics.json`` payload (``dataclasses.asdict``; the run adds profile, seed, timing)."""
 
-    target_loss: float  # task loss a circuit must reach on held-out prompts
-    n_prompts_per_split: int  # prompts per task and split
+    target_loss: float  # task loss a circuit must reach on the report prompts
+    solved_loss: float  # full-model loss on the solve prompts at which a task counts as solved
+    n_prompts_per_split: int  # prompts per task and split (solve, fit, report)
     prune_config: PruneConfig  # mask learning and bisection settings
     reference_set: dict[str, Any]  # source, folder, command, machine and task mix of the model set
-    models: dict[str, dict[str, Any]]  # name -> group, width, steps, validation loss, nonzeros, training time
-    full_task_loss: dict[str, dict[str, float]]  # model (and "random init") -> task -> unpruned held-out loss
-    solved_tasks: dict[str, list[str]]  # model -> tasks it solves
-    circuits: dict[str, dict[str, dict[str, Any]]]  # model -> task -> the search's losses, sizes and validity
-    frontier: dict[str, Any]  # course_lib.circuits.frontier.analyse_per_task's result
-    matched_ratio: dict[str, Any]  # its summary: group -> geometric mean, CI and counts
+    models: dict[str, dict[str, Any]]  # name -> group, width, steps, validation losses, nonzeros, training time
+    frontier_models: list[str]  # the models the frontier compares (sparse + dense on the same data)
+    full_task_loss: dict[str, dict[str, dict[str, float]]]  # split -> model -> task -> unpruned loss
+    solved_tasks: dict[str, list[str]]  # model -> tasks it solves (on the solve prompts)
+    circuits: dict[str, dict[str, dict[str, Any]]]  # model -> task -> the mask-seed-0 search's losses and sizes
+    frontier: dict[str, Any]  # course_lib.circuits.frontier.analyse's result
+    noise: NoiseSummary  # mask seeds and zero ablation on the noise models
     width_comparison: dict[str, WidthGroup]  # :func:`width_comparison`
     controls: Controls  # :func:`collect_controls`
-    diagram: dict[str, Any]  # the drawn circuit: model, task, nodes, edges, held-out loss, threshold, bisection size
+    diagram: dict[str, Any]  # the drawn circuit: model, task, nodes, held-out loss and validity, threshold
     total_nodes: dict[str, int]  # model -> nodes the pruning can keep
     dense_pruned_after: dict[str, dict[str, PrunedOnce]]  # width -> kept fraction -> :class:`PrunedOnce`
 
 
 def lesson_metrics(s: Settings, ref_dir: Path, manifest: Mapping[str, Any], entries: Mapping[str, Mapping],
                    models: Mapping[str, SparseTransformer], val_loss: Mapping[str, float],
-                   full_task_loss: dict[str, dict[str, float]], solved: dict[str, list[str]],
-                   results: Mapping[str, Mapping[str, Circuit]], front: dict[str, Any],
-                   width_cmp: dict[str, WidthGroup], controls: Controls, diagram: DiagramChoice | None,
-                   pruned_after: Mapping[int, Mapping[float, PrunedOnce]]) -> LessonMetrics:
+                   full_task_loss: dict[str, dict[str, dict[str, float]]], solved: dict[str, list[str]],
+                   names: Sequence[str], results: Mapping[str, Mapping[str, Circuit]], front: dict[str, Any],
+                   noise: NoiseSummary, width_cmp: dict[str, WidthGroup], controls: Controls,
+                   diagram: DiagramChoice | None, pruned_after: Mapping[int, Mapping[float, PrunedOnce]]) -> LessonMetrics:
     """Assemble the notebook's headline numbers (:class:`LessonMetrics`) from its results."""
     d = diagram
     return LessonMetrics(
-        target_loss=s.target_loss, n_prompts_per_split=s.n_prompts, prune_config=s.prune_cfg,
+        target_loss=s.target_loss, solved_loss=s.solved_loss, n_prompts_per_split=s.n_prompts, prune_config=s.prune_cfg,
         reference_set={"source": s.source, "folder": str(ref_dir), "command": manifest["command"],
                        "machine": manifest["machine"],
                        "task_mix": sorted({e.get("task_mix", 0.0) for e in entries.values()})},
         models={n: {"group": e["group"], "width": e["model"]["d_model"], "steps": e["steps"],
                     "val_loss": val_loss[n], "val_loss_recorded": e["val_loss"],
+                    "val_loss_full_split": e.get("val_loss_full"),
                     "nonzero_fraction": e["nonzero_fraction"], "nonzero_weights": e["nonzero_weights"],
                     "train_cpu_s": e["cpu_time_s"], "train_wall_s": e["wall_time_s"]}
                 for n, e in entries.items()},
-        full_task_loss=full_task_loss, solved_tasks=solved,
-        circuits={n: {t: {"valid": c.valid, "full_train_loss": c.full_train_loss, "full_test_loss": c.full_loss,
-                          "pruned_train_loss": c.train_loss, "pruned_test_loss": c.test_loss,
-                          "train_nodes": c.train_nodes, "nodes": c.n_nodes, "edges": c.edges}
+        frontier_models=list(names), full_task_loss=full_task_loss, solved_tasks=solved,
+        circuits={n: {t: {"valid": c.valid, "full_fit_loss": c.full_train_loss, "full_report_loss": c.full_loss,
+                          "pruned_fit_loss": c.train_loss, "pruned_report_loss": c.test_loss,
+                          "fit_nodes": c.train_nodes, "nodes": c.n_nodes, "edges": c.edges,
+                          "possible_edges": c.possible_edges}
                       for t, c in per.items()} for n, per in results.items()},
-        frontier=front, matched_ratio=front["summary"], width_comparison=width_cmp, controls=controls,
+        frontier=front, noise=noise, width_comparison=width_cmp, controls=controls,
         diagram={"model": d.model if d else None, "task": d.task if d else None,
-                 "nodes": d.circuit.n_nodes if d else None, "edges": d.circuit.edges if d else None,
-                 "held_out_loss": d.circuit.test_loss if d else None, "edge_threshold": d.edge_threshold if d else None,
+                 "nodes": len(d.circuit.kept_nodes) if d else None, "valid": d.circuit.valid if d else None,
+                 "report_loss": d.circuit.test_loss if d else None, "edge_threshold": d.edge_threshold if d else None,
                  "bisection_nodes": d.bisection.n_nodes if d else None,
                  "bisection_edges": d.bisection.edges if d else None},
         total_nodes={n: pruning.total_nodes(m) for n, m in models.items()},

@@ -153,7 +153,7 @@ def connected_core(model: SparseTransformer, circuit: pruning.Circuit, data, edg
 
 
 def plot_wiring(
-    model: SparseTransformer, circuit: pruning.Circuit, top_tokens: Mapping[Node, list[str]] | None = None,
+    model: SparseTransformer, circuit: pruning.Circuit, notes: Mapping[Node, str] | None = None,
     max_nodes: int = 40, title: str | None = None, edge_threshold: float = 0.0, data=None, tokenizer=None,
 ) -> Figure:
     """Wiring diagram of a circuit: nodes connected through to the answer logits, in columns by layer and kind.
@@ -161,8 +161,8 @@ def plot_wiring(
     Drawn: the ``max_nodes`` highest-ranked kept nodes that have a path to the answer logits (the two answers
     of ``data``, else every token that a kept unembedding read channel writes above the threshold). Lines:
     weights with ``|w| >= edge_threshold`` (red +, blue -, width by |w|), dotted residual links, dashed grey
-    query/key -> value links of one head. Each node is labelled with its role and, if given, the corpus
-    tokens it fires on most. Labels do not overlap (the figure grows with the number of nodes).
+    query/key -> value links of one head. Each node is labelled with its role and, if given, a second line of
+    ``notes`` (the notebook writes the evidence: :func:`course_lib.circuits.pruning.node_evidence`). Labels do not overlap (the figure grows with the number of nodes).
     """
     sites = pruning.node_sites(model)
     site_of = {s.hook: s for s in sites}
@@ -213,8 +213,8 @@ def plot_wiring(
         s = site_of[n[0]]
         ax.scatter([x], [y], s=60, color=KIND_COLOR[s.kind], zorder=3, edgecolor="k", lw=0.5)
         label = node_label(s, n[1], model.cfg.d_head)
-        if top_tokens and n in top_tokens:
-            label += "\nfires on: " + " ".join(pruning.readable_token(t) for t in top_tokens[n][:3])
+        if notes and n in notes:
+            label += "\n" + notes[n]
         ax.text(x + 0.08, y, label, fontsize=7, va="center", zorder=4,
                 bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
     for kind, color in KIND_COLOR.items():
@@ -244,9 +244,11 @@ _GROUP_PALETTE = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:blue"
 
 
 def group_colors(groups: Sequence[str]) -> dict[str, str]:
-    """One color per group: dense black, the others from a fixed palette in order of appearance."""
-    sparse = [g for g in dict.fromkeys(groups) if g != "dense"]
-    return {"dense": "black", **{g: _GROUP_PALETTE[i % len(_GROUP_PALETTE)] for i, g in enumerate(sparse)}}
+    """One color per group: dense groups black and grey, the others from a fixed palette in order of appearance."""
+    dense = [g for g in dict.fromkeys(groups) if g.startswith("dense")]
+    sparse = [g for g in dict.fromkeys(groups) if not g.startswith("dense")]
+    return {**{g: ("black", "dimgray", "silver")[i % 3] for i, g in enumerate(dense)},
+            **{g: _GROUP_PALETTE[i % len(_GROUP_PALETTE)] for i, g in enumerate(sparse)}}
 
 
 def plot_reference_training(entries: Sequence[Mapping]) -> Figure:
@@ -298,59 +300,115 @@ def plot_solved(full_loss: Mapping[str, Mapping[str, float]], target: float) -> 
 
 
 def plot_frontier_tasks(models: Sequence, analysis: Mapping) -> Figure:
-    """The frontier task by task (:func:`course_lib.circuits.frontier.analyse_per_task`).
+    """The frontier task by task (:func:`course_lib.circuits.frontier.analyse`).
 
-    One panel per task with at least one circuit: circuit edges (log) against validation loss; dense models
-    as grey dots and the dense curve (seeds averaged) in black; each sparse model colored by group, with a
-    hollow marker on the dense curve at its loss and a dotted line whose length is the ratio. The last panel
-    gives every matched ratio (dense / sparse edges, log) against the sparse model's loss, with 1x and the
-    paper's ~16x as lines."""
-    tasks = [t for t, e in analysis["per_task"].items() if e["dense"] or e["sparse"]
-             or any((m.edges.get(t) or 0) > 0 for m in models)]
+    One panel per task with a circuit: circuit edges (log) against validation loss. Dense models are grey
+    dots, marked by width; the black step line is the dense frontier (fewest edges of any dense model at
+    least as capable, so it only falls to the right). Sparse models are colored by group; a hollow marker
+    shows the frontier at a sparse model's loss and the dotted line between them is its edge ratio."""
+    tasks = [t for t in analysis["tasks"] if any((m.edges.get(t) or 0) > 0 for m in models)]
     colors = group_colors([m.group for m in models])
-    n = len(tasks) + 1
+    n = max(1, len(tasks))
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.0 * rows), squeeze=False)
     flat = axes.flatten()
+    dense = [m for m in models if m.dense]
+    widths = sorted({m.width for m in dense})
+    markers = dict(zip(widths, "v^so<>Dp"))
+    lo = min(m.val_loss for m in models) - 0.05
+    hi = max(m.val_loss for m in models) + 0.05
     for ax, t in zip(flat, tasks):
-        e = analysis["per_task"][t]
-        dense = [(m.val_loss, m.edges[t]) for m in models if m.dense and (m.edges.get(t) or 0) > 0]
-        if dense:
-            ax.scatter(*zip(*dense), s=12, color="gray", zorder=2)
-        if e["dense"]:
-            ax.plot([p[0] for p in e["dense"]], [p[1] for p in e["dense"]], color="black", lw=1.2, zorder=1)
-        for name, s in e["sparse"].items():
-            g = next(m.group for m in models if m.name == name)
-            ax.scatter([s["val_loss"]], [s["edges"]], s=28, color=colors[g], zorder=3)
-            if s["matched_edges"]:
-                ax.plot([s["val_loss"]] * 2, [s["edges"], s["matched_edges"]], ls=":", color=colors[g], lw=1)
-                ax.scatter([s["val_loss"]], [s["matched_edges"]], s=28, facecolors="none", edgecolors=colors[g])
+        pts = sorted((m.val_loss, m.edges[t], m.width) for m in dense if m.edges.get(t))
+        for loss, e, w in pts:
+            ax.scatter([loss], [e], s=16, color="gray", marker=markers[w], zorder=2)
+        if pts:
+            xs, ys, best = [], [], None
+            for loss, e, _ in pts:
+                best = e if best is None else min(best, e)
+                xs.append(loss)
+                ys.append(best)
+            ax.step(xs + [hi], ys + [ys[-1]], where="post", color="black", lw=1.2, zorder=1)
+        for m in models:
+            if m.dense or not m.edges.get(t):
+                continue
+            ax.scatter([m.val_loss], [m.edges[t]], s=26, color=colors[m.group], zorder=3)
+            r = analysis["pairs"].get(f"{m.name}|{t}")
+            if r:
+                ax.plot([m.val_loss] * 2, [m.edges[t], r["dense_edges"]], ls=":", color=colors[m.group], lw=1)
+                ax.scatter([m.val_loss], [r["dense_edges"]], s=26, facecolors="none", edgecolors=colors[m.group])
         ax.set_yscale("log")
-        ax.set_title(f"{t}", fontsize=9)
-        ax.set_xlabel("validation loss", fontsize=8)
+        ax.set_xlim(lo, hi)
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("validation loss (lower: more capable)", fontsize=8)
         ax.set_ylabel("circuit edges", fontsize=8)
         ax.tick_params(labelsize=7)
-    ax = flat[len(tasks)]
-    for key, r in analysis["pairs"].items():
-        if r is None:
-            continue
-        name = key.split("|")[0]
-        m = next(x for x in models if x.name == name)
-        ax.scatter([m.val_loss], [r], s=20, color=colors[m.group])
-    ax.axhline(1, color="gray", lw=0.8)
-    ax.axhline(16, color="gray", lw=0.8, ls="--")
-    ax.text(ax.get_xlim()[0], 16, " paper ~16x", fontsize=7, va="bottom")
-    ax.set_yscale("log")
-    ax.set_title("dense / sparse edges at equal loss", fontsize=9)
-    ax.set_xlabel("sparse model's validation loss", fontsize=8)
-    ax.tick_params(labelsize=7)
-    for a in flat[len(tasks) + 1:]:
+    for a in flat[len(tasks):]:
         a.axis("off")
-    handles = [plt.Line2D([], [], color="black", marker="o", mfc="gray", mec="gray", label="dense (curve: seeds averaged)")]
-    handles += [plt.Line2D([], [], ls="", marker="o", color=c, label=g) for g, c in colors.items() if g != "dense"]
-    handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="dense curve at the same loss")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    handles = [plt.Line2D([], [], color="black", label="dense frontier (fewest edges at loss <= L)")]
+    handles += [plt.Line2D([], [], ls="", marker=mk, color="gray", label=f"dense, width {w}") for w, mk in markers.items()]
+    handles += [plt.Line2D([], [], ls="", marker="o", color=c, label=g) for g, c in colors.items() if not g.startswith("dense")]
+    handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="frontier at the same loss")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7.5, frameon=False)
     fig.suptitle("Capability vs circuit size, task by task (held-out-valid circuits only)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(handles) + 3) // 4), 1, 0.96))
+    return fig
+
+
+RATIO_STYLE = {"edge": ("edge ratio", "tab:red", "o"), "null": ("density null", "gray", "x"),
+               "node": ("node ratio", "tab:blue", "s"), "excess": ("edge ratio / density null", "tab:green", "D")}
+
+
+def plot_ratios_by_fraction(analysis: Mapping, paper: float = 16.0) -> Figure:
+    """The headline figure: per sparse group, against ``1/f`` (log), the geometric-mean edge ratio, its density
+    null, the node ratio and the edge ratio divided by the null, each with its bootstrap interval. The dotted
+    diagonal is ``1/f``: what weight density alone gives a circuit on the same nodes. 1x is no difference."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    groups = [(g, s) for g, s in analysis["groups"].items() if s.get("fraction") and s["edge"]["value"]]
+    offsets = {"edge": 0.97, "null": 1.0, "node": 1.03, "excess": 1.06}
+    for key, (label, color, marker) in RATIO_STYLE.items():
+        for i, (_, s) in enumerate(groups):
+            v = s[key]
+            x = offsets[key] / s["fraction"] * (1 + 0.02 * (i % 2))
+            err = None if v["lo"] is None else [[v["value"] - v["lo"]], [v["hi"] - v["value"]]]
+            ax.errorbar([x], [v["value"]], yerr=err, color=color, marker=marker, ms=6, capsize=3, ls="",
+                        label=label if i == 0 else None)
+    if groups:
+        xs = sorted(1 / s["fraction"] for _, s in groups)
+        grid = np.geomspace(xs[0] * 0.8, xs[-1] * 1.25, 20)
+        ax.plot(grid, grid, ls=":", color="gray", lw=1, label="1/f (density alone, same nodes)")
+        for g, s in groups:
+            ax.annotate(g, (1 / s["fraction"], s["edge"]["value"]), fontsize=7,
+                        xytext=(4, 8), textcoords="offset points", color="tab:red")
+    ax.axhline(1, color="black", lw=0.8)
+    ax.axhline(paper, color="gray", lw=0.8, ls="--")
+    ax.text(ax.get_xlim()[0], paper, f" paper ~{paper:g}x (edges, ~1/1000 of weights kept)", fontsize=7, va="bottom")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("1 / kept fraction of the block weights", fontsize=9)
+    ax.set_ylabel("dense / sparse at matched loss", fontsize=9)
+    ax.set_title("Circuit size ratios per kept fraction, against the density null (95% bootstrap CIs)", fontsize=9)
+    ax.legend(fontsize=7.5, loc="upper left", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mask_noise(noise: Mapping[str, Mapping[str, Sequence[int | None]]]) -> Figure:
+    """The search's noise floor: for each (model, task) pair searched with several mask seeds, the circuit's
+    edges (left) and nodes (right) per seed, pairs sorted by their median edges; a missing point is a seed
+    whose node set was not held-out-valid."""
+    keys = sorted(noise, key=lambda k: np.median([e for e in noise[k]["edges"] if e] or [0]))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.3))
+    for ax, what in zip(axes, ("edges", "nodes")):
+        for i, k in enumerate(keys):
+            vals = [v for v in noise[k][what] if v]
+            ax.scatter([i] * len(vals), vals, s=12, color="tab:purple" if "sparse" in k else "gray")
+            if len(vals) > 1:
+                ax.plot([i, i], [min(vals), max(vals)], color="lightgray", lw=2, zorder=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("(model, task) pairs, sorted", fontsize=8)
+        ax.set_ylabel(f"circuit {what}", fontsize=8)
+        ax.set_xticks([])
+    axes[0].set_title("same pair, different mask seeds (purple: sparse, grey: dense)", fontsize=9)
+    fig.tight_layout()
     return fig

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from course_lib import cache, runtime
-from course_lib.circuits.edges import EdgeFn, count_edges, weight_edges
+from course_lib.circuits.edges import EdgeFn, count_edges, possible_edges, weight_edges
 from course_lib.circuits.tasks import TaskData
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
@@ -193,6 +193,8 @@ class PruneConfig:
     train_target_ratio: float = 1.0  # the bisection aims for target_loss * this on the train prompts (< 1: a margin)
     grid_points: int = 24  # kept-node counts evaluated for the loss curve
     solved_loss: float = 0.5  # a model solves a task when its unpruned held-out task loss is at most this
+    mask_seed: int = 0  # seed of the mask logits' initial noise (one search per seed: the noise floor)
+    init_noise: float = 0.0  # sd of the Gaussian noise added to init_logit (0: every search starts alike)
 
 
 @dataclasses.dataclass
@@ -213,6 +215,7 @@ class Circuit:
     target_loss: float = float("nan")  # the target used
     solved: bool = False  # the unpruned model's held-out loss is at most solved_loss
     valid: bool = False  # train_nodes found and the same nodes reach the target on held-out prompts
+    possible_edges: int | None = None  # weights between the kept nodes, zero or not (only when valid)
 
     @property
     def kept_nodes(self) -> list[tuple[str, int]]:
@@ -240,7 +243,9 @@ def learn_masks(
     The masks in the forward pass are ``mask_fn(logits, pcfg.temperature)``."""
     sites = node_sites(model)
     dev = next(model.parameters()).device
-    logits = {s.hook: torch.full((s.size,), pcfg.init_logit, device=dev, requires_grad=True) for s in sites}
+    g = torch.Generator().manual_seed(pcfg.mask_seed)
+    logits = {s.hook: (pcfg.init_logit + pcfg.init_noise * torch.randn(s.size, generator=g)).to(dev).requires_grad_()
+              for s in sites}
     opt = torch.optim.Adam(logits.values(), lr=pcfg.lr)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -333,6 +338,7 @@ def _find_circuit(
         full_loss=full_loss, edges=count_edges(model, kept, train, edge_fn) if valid else None,
         kept=kept, train_nodes=k_star, full_train_loss=task_loss(model, train), target_loss=pcfg.target_loss,
         solved=full_loss <= pcfg.solved_loss, valid=valid,
+        possible_edges=possible_edges(model, kept, train) if valid else None,
     )
 
 
@@ -350,7 +356,8 @@ def restrict_circuit(model: SparseTransformer, circuit: Circuit, nodes: Sequence
     valid = bool(accept_fn(n, train_loss, test_loss, circuit.target_loss))
     return dataclasses.replace(circuit, kept=kept, train_nodes=n, n_nodes=n if valid else None, train_loss=train_loss,
                                test_loss=test_loss, valid=valid,
-                               edges=count_edges(model, kept, train, edge_fn) if valid else None)
+                               edges=count_edges(model, kept, train, edge_fn) if valid else None,
+                               possible_edges=possible_edges(model, kept, train) if valid else None)
 
 
 def greedy_shrink(model: SparseTransformer, circuit: Circuit, train: TaskData, test: TaskData,
@@ -371,7 +378,7 @@ def greedy_shrink(model: SparseTransformer, circuit: Circuit, train: TaskData, t
     return restrict_circuit(model, circuit, nodes, train, test, means, edge_fn, accept_fn)
 
 
-CIRCUIT_CACHE_VERSION = "circuit-v2"  # bump when find_circuit's result changes for the same inputs
+CIRCUIT_CACHE_VERSION = "circuit-v3"  # bump when find_circuit's result changes for the same inputs
 
 
 def find_circuit_cached(
@@ -423,6 +430,40 @@ def shuffled_labels(data: TaskData, seed: int = 0) -> TaskData:
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(data.answer_ids.shape[0], generator=g).to(data.answer_ids.device)
     return dataclasses.replace(data, task=f"{data.task} (shuffled)", answer_ids=data.answer_ids[perm])
+
+
+def flipped_labels(data: TaskData) -> TaskData:
+    """A consistent nonsense task: every prompt's correct and wrong answers swapped.
+
+    The rule is deterministic (a circuit *could* exist: "answer the other token"), but no trained model was
+    taught it, so a pruned node set that reaches the target on held-out prompts shows that mean-ablation can
+    manufacture behaviour: a control that can fail, unlike labels shuffled independently of the prompt (which
+    no mechanism can predict on new prompts)."""
+    return dataclasses.replace(data, task=f"{data.task} (flipped)", answer_ids=data.answer_ids.flip(1))
+
+
+@torch.no_grad()
+def composition_matched_losses(
+    model: SparseTransformer, data: TaskData, kept: dict[str, torch.Tensor], means: dict[str, torch.Tensor],
+    allowed: dict[str, torch.Tensor] | None = None, draws: int = 8, seed: int = 0,
+) -> list[float]:
+    """Task loss on ``data`` of ``draws`` random node sets with the circuit's composition: at every site as many
+    nodes as ``kept`` has there, drawn from ``allowed[site]`` (bool mask; e.g. the nodes with a path of nonzero
+    weights to the answer logits, :func:`course_lib.circuits.edges.answer_connected`), the rest ablated to
+    ``means``. A draw at a site with fewer allowed nodes than the circuit keeps takes all of them."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(draws):
+        masks = {}
+        for h, m in kept.items():
+            pool = torch.nonzero(allowed[h] if allowed is not None else torch.ones_like(m)).flatten().cpu()
+            k = min(int(m.sum()), pool.numel())
+            pick = pool[torch.randperm(pool.numel(), generator=g)[:k]]
+            mm = torch.zeros(m.numel(), device=m.device)
+            mm[pick.to(m.device)] = 1.0
+            masks[h] = mm
+        out.append(task_loss(model, data, masks, means))
+    return out
 
 
 @torch.no_grad()
@@ -487,4 +528,39 @@ def node_top_tokens(
             if len(words) == k:
                 break
         out[(h, c)] = words
+    return out
+
+
+@torch.no_grad()
+def node_evidence(model: SparseTransformer, circuit: Circuit, data: TaskData, means: dict[str, torch.Tensor],
+                  nodes: Sequence[tuple[str, int]] | None = None) -> dict[tuple[str, int], dict[str, float]]:
+    """What each kept node does for the task, measured on ``data`` (the notebook uses the fit prompts):
+
+    - ``act_diff``: its mean activation at the answer position on prompts whose correct answer is the task's
+      first answer token minus on those whose correct answer is the second (the channel's signed vote);
+    - ``ablation``: the circuit's task loss with this node mean-ablated as well, minus the circuit's loss
+      (> 0: the circuit needs it).
+    """
+    nodes = list(nodes if nodes is not None else circuit.kept_nodes)
+    hooks = {h for h, _ in nodes}
+    masks = {h: m.float() for h, m in circuit.kept.items()}
+    acts: dict[str, torch.Tensor] = {}
+
+    def grab(name: str):
+        def hook(x, hook):
+            acts[name] = x.detach()
+        return hook
+
+    rows = torch.arange(data.tokens.shape[0], device=data.tokens.device)
+    model.run_with_hooks(data.tokens, fwd_hooks=[(h, grab(h)) for h in hooks])
+    first = data.answer_ids[:, 0] == data.answer_ids[0, 0]
+    base = task_loss(model, data, masks, means)
+    out = {}
+    for h, c in nodes:
+        a = acts[h][rows, data.last]
+        a = a.reshape(a.shape[0], -1)[:, c]
+        diff = float(a[first].mean() - a[~first].mean()) if first.any() and (~first).any() else 0.0
+        masks[h][c] = 0.0
+        out[(h, c)] = {"act_diff": diff, "ablation": task_loss(model, data, masks, means) - base}
+        masks[h][c] = 1.0
     return out

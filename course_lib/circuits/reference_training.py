@@ -47,7 +47,14 @@ from course_lib import cache, corpus, weight_sparsity
 from course_lib.circuits import pruning
 from course_lib.circuits.checkpoints import FORMAT, load_compact, save_compact
 from course_lib.circuits.tasks import SUITE, TaskData, make_task_data, task_corpus
-from course_lib.circuits.training import EMBEDDING_PARAMETERS, CircuitTrainConfig, eval_loss, sparse_groups, train_step, val_windows
+from course_lib.circuits.training import (
+    EMBEDDING_PARAMETERS,
+    CircuitTrainConfig,
+    eval_loss,
+    sparse_groups,
+    train_step,
+    val_windows,
+)
 from course_lib.circuits.transformer import SparseTransformer, SparseTransformerConfig
 
 log = logging.getLogger(__name__)
@@ -536,6 +543,47 @@ def export_set(states: list[RunState], out: str | Path, command: str, set_name: 
     return manifest
 
 
+def merge_into(states: list[RunState], folder: str | Path, command: str) -> dict:
+    """Add the finished runs of ``states`` to the exported set in ``folder`` (its manifest gains their entries,
+    each with the ``command`` and ``machine`` that made it; a run already there is replaced). The tokenizer must
+    be the set's own. Returns the new manifest."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    part = export_set([st for st in states if st.done], folder / ".merge", command, manifest["set"])
+    names = {e["name"] for e in part["models"]}
+    kept = [e for e in manifest["models"] if e["name"] not in names]
+    for e in part["models"]:
+        os.replace(folder / ".merge" / e["file"], folder / e["file"])
+        e["command"], e["machine"] = command, part["machine"]
+    (folder / ".merge" / MANIFEST).unlink(missing_ok=True)
+    (folder / ".merge").rmdir()
+    manifest["models"] = kept + part["models"]
+    cache.atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def full_split_losses(folder: str | Path, batch_size: int = 64) -> dict[str, float]:
+    """Validation loss of every model of an exported set on the *whole* validation split of its corpus profile
+    (every window of ``n_ctx + 1`` tokens), written into the manifest as ``val_loss_full``: the loss that matches
+    dense and sparse models (the 128 windows logged during training are a noisy ~2% sample)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    tok = load_tokenizer(folder, manifest["models"][0]["data"])
+    out = {}
+    streams: dict[str, torch.Tensor] = {}
+    for entry, model in load_set(folder):
+        if entry["data"] not in streams:
+            cfg = corpus.config_for(entry["data"])
+            streams[entry["data"]] = corpus.encode_texts(tok, corpus.load_texts(cfg, "val"))
+        w = corpus.windows(streams[entry["data"]], model.cfg.n_ctx + 1)
+        out[entry["name"]] = eval_loss(model, w, batch_size)
+    for e in manifest["models"]:
+        e["val_loss_full"] = out[e["name"]]
+    manifest["val_loss_full"] = "every window of the validation split (full_split_losses)"
+    cache.atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return out
+
+
 def run_status(spec: RunSpec, root: str | Path) -> dict:
     """``{"name", "step", "steps", "wall_s", "cpu_s", "eval": [...]}`` from the run's checkpoint (metadata only;
     step 0 and no evaluations when it has none)."""
@@ -651,7 +699,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-s", type=float, default=300.0, help="seconds between checkpoints")
     ap.add_argument("--status", action="store_true", help="print every run's evaluations so far and exit")
     ap.add_argument("--stop-after-s", type=float, default=None, help="stop (after a checkpoint) after this long")
+    ap.add_argument("--merge-into", default=None, help="add the finished runs to this exported set's folder")
+    ap.add_argument("--full-split-losses", default=None, metavar="FOLDER",
+                    help="write every model's loss on the whole validation split into FOLDER's manifest, then exit")
     a = ap.parse_args(argv)
+    if a.full_split_losses:
+        torch.set_num_threads(a.threads)
+        for name, v in full_split_losses(a.full_split_losses).items():
+            log.info("%s: %.4f", name, v)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(a.threads)
     root = Path(a.root) if a.root else training_root()
@@ -669,7 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("set %s: %d runs under %s, %d thread(s), pid %d", a.set, len(specs), set_root, a.threads, os.getpid())
     states = train_set(specs, set_root, a.checkpoint_s, a.stop_after_s)
     out = Path(a.out) if a.out else set_root / "export"
-    if a.only:
+    if a.merge_into:
+        m = merge_into(states, a.merge_into, command)
+        log.info("merged %d finished runs into %s (%d models)", sum(s.done for s in states), a.merge_into,
+                 len(m["models"]))
+    elif a.only:
         log.info("--only: %d of %d runs done; export with the whole set", sum(s.done for s in states), len(states))
     elif all(s.done for s in states):
         tok = corpus.train_tokenizer(corpus.config_for(specs[0].data))

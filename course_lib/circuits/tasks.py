@@ -226,3 +226,41 @@ def task_corpus(tokenizer, n_tokens: int, seed: int = 1, exclude_seed: int = 0, 
         ids.extend(tokenizer.encode(ex.prompt + ex.correct).ids)
         ids.append(eos)
     return torch.tensor(ids, dtype=torch.long)
+
+
+SPLITS = ("solve", "fit", "report")  # what decides "solved", what the masks and the bisection see, what is reported
+
+
+def index_task_data(data: TaskData, idx: list[int]) -> TaskData:
+    """The prompts ``idx`` of ``data`` (in that order), padding trimmed to the longest of them."""
+    i = torch.tensor(idx, dtype=torch.long)
+    last = data.last[i]
+    width = int(last.max()) + 1 if len(idx) else 1
+    return TaskData(data.task, data.tokens[i, :width], last, data.answer_ids[i], [data.prompts[j] for j in idx])
+
+
+def prompt_splits(task: str, tokenizer, n: int, seed: int = 0) -> dict[str, TaskData]:
+    """Three disjoint prompt sets of ``task``, ``n`` each (half per class): ``{"solve", "fit", "report"}``.
+
+    Drawn from the "test" stream of ``seed`` (for seed 0, prompts the reference set's training text left out:
+    :func:`task_corpus`); a prompt string is used once, so no prompt is in two splits even where a template has
+    few distinct fillings. One split decides which tasks a model solves, one fits the masks and the bisection,
+    one reports validity and every loss shown: select, fit and report on different data.
+    ``ValueError`` when the task has too few distinct prompts for ``3 n``.
+    """
+    pool = make_task_data(task, tokenizer, 4 * n + 64, seed, "test")
+    seen: set[str] = set()
+    by_class: list[list[int]] = [[], []]
+    for i, p in enumerate(pool.prompts):
+        if p not in seen:
+            seen.add(p)
+            by_class[i % 2].append(i)
+    half = n // 2
+    if min(map(len, by_class)) < 3 * half:
+        raise ValueError(f"task {task!r}: {min(map(len, by_class))} distinct prompts per class, fewer than 3 x {half}")
+    out = {}
+    for k, name in enumerate(SPLITS):
+        idx = [j for pair in zip(by_class[0][k * half:(k + 1) * half], by_class[1][k * half:(k + 1) * half])
+               for j in pair]
+        out[name] = index_task_data(pool, idx)
+    return out

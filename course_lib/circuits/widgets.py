@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from course_lib.circuits.plots import node_label, plot_wiring
-from course_lib.circuits.pruning import node_sites, readable_token, task_loss
+from course_lib.circuits.pruning import node_sites, task_loss
 from course_lib.explorer import Explorer, fig_png, first_view, set_view, view_widgets
 
 
@@ -19,23 +19,23 @@ class CircuitExplorer(Explorer):
 
     def __init__(self, models: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]],
                  data: Mapping[str, Any], means: Mapping[str, Mapping[str, torch.Tensor]],
-                 top_tokens: Mapping[str, Mapping[tuple[str, int], list[str]]] | None = None):
+                 notes: Mapping[str, Mapping[tuple[str, int], str]] | None = None):
         self.models, self.results, self.data, self.means = models, results, data, means
-        self.top_tokens = top_tokens or {}
+        self.notes = notes or {}
         first = next(iter(results))
-        first_view(self, (models, results, data, means, top_tokens), (),
+        first_view(self, (models, results, data, means, notes), (),
                    lambda: self.render(first, next(iter(results[first])), ()))
 
     def node_options(self, name: str, task: str) -> list[tuple[str, tuple[str, int]]]:
         """Every kept node of the circuit as ``(label, (hook, channel))``."""
         c = self.results[name][task]
         sites = {s.hook: s for s in node_sites(self.models[name])}
-        top = self.top_tokens.get(name, {})
+        notes = self.notes.get(name, {})
         out = []
         for h, ch in c.kept_nodes:
             label = node_label(sites[h], ch, self.models[name].cfg.d_head)
-            if (h, ch) in top:
-                label += " | fires on: " + " ".join(readable_token(t) for t in top[(h, ch)][:3])
+            if (h, ch) in notes:
+                label += " | " + notes[(h, ch)]
             out.append((label, (h, ch)))
         return out
 
@@ -51,7 +51,7 @@ class CircuitExplorer(Explorer):
         self.html = (f"<p><b>{html.escape(task)}</b> in <b>{html.escape(name)}</b>: circuit {kept_n} nodes, "
                      f"{size}; switched off {len(off)} -> task loss <b>{loss:.3f}</b> on held-out prompts "
                      f"(circuit {c.test_loss:.3f}, full model {c.full_loss:.3f}, chance 0.693)</p>")
-        self.png = fig_png(plot_wiring(model, c, self.top_tokens.get(name), max_nodes=40, data=self.data[task]))
+        self.png = fig_png(plot_wiring(model, c, self.notes.get(name), max_nodes=40, data=self.data[task]))
 
     def build(self) -> Any:
         import ipywidgets as W
@@ -89,6 +89,6 @@ class CircuitExplorer(Explorer):
 
 def circuit_explorer(models: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any],
                      means: Mapping[str, Mapping[str, torch.Tensor]],
-                     top_tokens: Mapping[str, Mapping[tuple[str, int], list[str]]] | None = None) -> CircuitExplorer:
+                     notes: Mapping[str, Mapping[tuple[str, int], str]] | None = None) -> CircuitExplorer:
     """Notebook 02's explorer (see :class:`CircuitExplorer`)."""
-    return CircuitExplorer(models, results, data, means, top_tokens)
+    return CircuitExplorer(models, results, data, means, notes)

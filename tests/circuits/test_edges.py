@@ -48,3 +48,45 @@ def test_every_count_goes_through_edge_fn_and_residual_links_are_identity_weight
         elif "hook_q" in src or src.endswith("_out"):  # q-k pairs and residual links: channel i to channel i
             assert n == int((kept[src] & kept[dst]).sum()), (src, dst)
     assert circuits.count_edges(model, kept, edge_fn=lambda W, a, b: 0) == 0
+
+
+def test_possible_edges_count_zero_weights_too_and_bound_the_edges():
+    import torch
+
+    from course_lib import weight_sparsity
+    from course_lib.circuits import SparseTransformer, SparseTransformerConfig
+    from course_lib.circuits.edges import count_edges, possible_edges
+    from course_lib.circuits.pruning import all_kept
+
+    torch.manual_seed(0)
+    m = SparseTransformer(SparseTransformerConfig(d_model=32, n_layers=1, d_mlp=64, n_ctx=16, d_vocab=64))
+    kept = all_kept(m)
+    dense_e, dense_p = count_edges(m, kept), possible_edges(m, kept)
+    assert dense_e == dense_p  # random init: no weight is exactly zero
+    with torch.no_grad():
+        for p in m.sparsified_parameters().values():
+            p.copy_(weight_sparsity.project_topk(p, 0.1))
+    e, p = count_edges(m, kept), possible_edges(m, kept)
+    assert p == dense_p and e < 0.3 * p  # identity links stay, the weights keep a tenth
+
+
+def test_answer_connected_matches_the_wiring_diagrams_paths():
+    import torch
+
+    from course_lib import weight_sparsity
+    from course_lib.circuits import SparseTransformer, SparseTransformerConfig, plots
+    from course_lib.circuits.edges import answer_connected
+    from course_lib.circuits.pruning import all_kept
+
+    torch.manual_seed(1)
+    m = SparseTransformer(SparseTransformerConfig(d_model=32, n_layers=2, d_mlp=64, n_ctx=16, d_vocab=64))
+    with torch.no_grad():
+        for p in m.sparsified_parameters().values():
+            p.copy_(weight_sparsity.project_topk(p, 0.3))
+    answers = [3, 7]
+    fast = answer_connected(m, answers)
+    nodes = [(h, c) for h, mask in all_kept(m).items() for c in range(mask.numel())]
+    slow = plots.connected_to_answers(plots.wiring_edges(m, nodes, answers))
+    got = {(h, c) for h, mask in fast.items() for c in torch.nonzero(mask).flatten().tolist()}
+    assert got == {n for n in slow if n[0] != "answer"}
+    assert 0 < len(got) < len(nodes)  # sparse enough that some nodes have no path

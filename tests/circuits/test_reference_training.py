@@ -245,3 +245,24 @@ def test_equal_data_and_sparser_runs_see_the_sparse_models_data():
         n_block = sum(p.numel() for n, p in m.sparsified_parameters().items() if n not in rt.EMBEDDING_PARAMETERS)
         expect = s.train.embed_fraction * n_embed + s.train.target_fraction * n_block
         assert abs(rt.nonzero_count(s) - expect) < 40  # keep_count rounds up per tensor
+
+
+def test_merge_adds_runs_to_an_exported_set_and_full_split_losses_are_recorded(streams, tmp_path):
+    tok = streams["smoke"][0]
+    first = rt.train_set([spec(steps=4, frac=0.2)], tmp_path / "set", streams=streams)
+    rt.export_set(first, tmp_path / "out", "cmd one", "test", tok)
+    more = rt.train_set([spec(steps=4, frac=1.0), spec(steps=6, frac=0.2)], tmp_path / "set", streams=streams)
+    m = rt.merge_into(more, tmp_path / "out", "cmd two")
+    assert [e["name"] for e in m["models"]] == ["t-0.2-4", "t-1-4", "t-0.2-6"]
+    assert m["command"] == "cmd one" and m["models"][1]["command"] == "cmd two" and "machine" in m["models"][2]
+    assert not (tmp_path / "out" / ".merge").exists()
+    loaded = rt.load_set(tmp_path / "out")
+    assert len(loaded) == 3
+    losses = rt.full_split_losses(tmp_path / "out")
+    again = json.loads((tmp_path / "out" / rt.MANIFEST).read_text())
+    assert [e["val_loss_full"] for e in again["models"]] == [losses[e["name"]] for e in again["models"]]
+    # the whole split: as many windows as the validation stream holds, not the 4 logged during training
+    _, _, val = streams["smoke"]
+    w = corpus.windows(val, ARCH.n_ctx + 1)
+    assert w.shape[0] > 4
+    assert losses["t-1-4"] == pytest.approx(rt.eval_loss(loaded[1][1], w), rel=1e-6)
