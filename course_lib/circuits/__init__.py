@@ -31,12 +31,15 @@ from course_lib.circuits.pruning import (
     PruneConfig,
     accept_circuit,
     all_kept,
+    composition_matched_losses,
     find_circuit,
     find_circuit_cached,
+    flipped_labels,
     hard_mask,
     iter_node_hooks,
     learn_masks,
     masks_from_order,
+    node_evidence,
     node_means,
     node_sites,
     node_top_tokens,
@@ -50,6 +53,7 @@ from course_lib.circuits.pruning import (
     zero_means,
 )
 from course_lib.circuits.tasks import (
+    SPLITS,
     SUITE,
     TASKS,
     Example,
@@ -57,6 +61,7 @@ from course_lib.circuits.tasks import (
     TaskData,
     encode_example,
     make_task_data,
+    prompt_splits,
     single_token_id,
 )
 from course_lib.circuits.training import (
@@ -77,7 +82,8 @@ __all__ = [
     "iter_node_hooks", "learn_masks", "load_or_train", "make_task_data", "masks_from_order", "node_means",
     "node_sites", "node_top_tokens", "plots", "widgets", "pruning", "single_token_id", "task_logits", "task_loss",
     "task_loss_from_logits", "tasks", "total_nodes", "train", "training", "transformer", "val_windows", "random_circuit_losses",
-    "shuffled_labels", "zero_means", "readable_token", "weight_edges",
+    "shuffled_labels", "zero_means", "readable_token", "weight_edges", "SPLITS", "prompt_splits", "flipped_labels",
+    "composition_matched_losses", "node_evidence",
 ]
 
 

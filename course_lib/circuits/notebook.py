@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import torch
 
-from course_lib import runtime
+from course_lib import corpus, runtime
 from course_lib.circuits import edges, frontier, plots, pruning
 from course_lib.circuits import reference_training as rt
 from course_lib.circuits.edges import EdgeFn
@@ -181,6 +181,27 @@ def training_checks_text(check: ScheduleCheck, pruned_after: Mapping[int, Mappin
                          f"after training -> {r.pruned_once:.3f}; trained sparse (mean over seeds) "
                          f"{r.trained_sparse_mean:.3f}")
     return "\n".join(lines)
+
+
+def matching_losses(entries: Mapping[str, Mapping], models: Mapping[str, SparseTransformer], val_stream: torch.Tensor,
+                    recompute: bool) -> dict[str, float]:
+    """The validation loss that matches dense and sparse models: on every window of the validation split.
+    Read from the manifest (``val_loss_full``, :func:`rt.full_split_losses`) unless ``recompute`` or absent."""
+    out = {}
+    for n, e in entries.items():
+        if not recompute and e.get("val_loss_full") is not None:
+            out[n] = float(e["val_loss_full"])
+        else:
+            out[n] = eval_loss(models[n], corpus.windows(val_stream, models[n].cfg.n_ctx + 1))
+    return out
+
+
+def full_losses(models: Mapping[str, SparseTransformer], splits: Mapping[str, Mapping[str, TaskData]]
+                ) -> dict[str, dict[str, dict[str, float]]]:
+    """``{split: {model: {task: loss}}}``: every unpruned model's task loss on each prompt split."""
+    names = next(iter(splits.values())).keys() if splits else ()
+    return {k: {n: {t: pruning.task_loss(m, sp[k]) for t, sp in splits.items()} for n, m in models.items()}
+            for k in names}
 
 
 # --------------------------------------------------------------------------- section 3: solved tasks

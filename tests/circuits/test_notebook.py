@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib import circuits, runtime, weight_sparsity
+from course_lib import circuits, corpus, runtime, weight_sparsity
 from course_lib.circuits import frontier as fr
 from course_lib.circuits import notebook as nbk
 from course_lib.circuits import reference_training as rt
@@ -34,18 +34,23 @@ def run(tmp_path):
 # --------------------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize("profile, target, steps, prompts, set_name, source", [
-    ("smoke", 0.6, 20, 16, "smoke", "retrain"), ("workshop", 0.3, 150, 48, "reference", "shipped"),
-    ("full", 0.15, 600, 128, "reference", "shipped")])
-def test_settings_derive_the_profiles_sizes(run, profile, target, steps, prompts, set_name, source):
+@pytest.mark.parametrize("profile, target, steps, prompts, set_name, source, subset", [
+    ("smoke", 0.6, 20, 16, "smoke", "retrain", "all"), ("workshop", 0.3, 120, 96, "reference", "shipped", "seed 0"),
+    ("full", 0.15, 600, 128, "reference", "shipped", "all")])
+def test_settings_derive_the_profiles_sizes(run, profile, target, steps, prompts, set_name, source, subset):
     s = nbk.settings(run(profile), False, "auto", "quote_close", "auto")
     assert (s.target_loss, s.prune_cfg.steps, s.n_prompts, s.set_name, s.source) == (target, steps, prompts,
                                                                                       set_name, source)
-    assert s.prune_cfg.target_loss == s.prune_cfg.solved_loss == target and s.prune_cfg.train_target_ratio == 0.85
+    # "solved" is stricter than the circuit target, so near-threshold pairs are not counted as solved
+    assert s.solved_loss == s.prune_cfg.solved_loss == pytest.approx(nbk.SOLVED_RATIO * target)
+    assert s.solved_loss < target
+    assert s.prune_cfg.target_loss == target and s.prune_cfg.train_target_ratio == 0.85
+    assert (s.mask_seeds, s.noise_subset) == (3, subset)
     assert dataclasses.is_dataclass(s) and type(s).__dataclass_params__.frozen
-    assert nbk.settings_text(s, profile, torch.device("cpu")) == (
-        f"profile={profile} device=cpu set={set_name} ({source}); {prompts} prompts per task and split; "
-        f"target {target}; mask learning {steps} steps")
+    text = nbk.settings_text(s, profile, torch.device("cpu"))
+    assert text.startswith(f"profile={profile} device=cpu set={set_name} ({source}); {prompts} prompts per task and "
+                           f"split (solve / fit / report); solved at full loss <= {s.solved_loss:.3g}; circuit target "
+                           f"{target}; mask learning {steps} steps; 3 mask seeds on ")
 
 
 def test_settings_accept_numbers_and_a_folder_with_a_manifest(run, tmp_path):
@@ -128,195 +133,280 @@ def test_prune_dense_once_prunes_the_best_dense_model_of_each_width():
 # --------------------------------------------------------------------------- sections 3 and 4
 
 
+def test_matching_losses_read_the_manifest_unless_told_to_measure():
+    m = tiny_model()
+    stream = torch.randint(0, 64, (200,), generator=torch.Generator().manual_seed(0))
+    entries = {"a": {"val_loss_full": 3.25}, "b": {}}
+    got = nbk.matching_losses(entries, {"a": m, "b": m}, stream, recompute=False)
+    measured = circuits.eval_loss(m, corpus.windows(stream, m.cfg.n_ctx + 1))
+    assert got["a"] == 3.25 and got["b"] == pytest.approx(measured)  # absent from the manifest: measured
+    assert nbk.matching_losses(entries, {"a": m, "b": m}, stream, recompute=True)["a"] == pytest.approx(measured)
+
+
+def planted(n: int, seed: int) -> circuits.TaskData:
+    """One-token prompts for tiny_model: token 1 -> answer 3, token 2 -> answer 4."""
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randperm(n, generator=g) % 2
+    answers = torch.stack([torch.where(cls == 0, 3, 4), torch.where(cls == 0, 4, 3)], 1)
+    return circuits.TaskData("planted", (1 + cls)[:, None], torch.zeros(n, dtype=torch.long), answers,
+                             [str(int(c)) for c in cls])
+
+
+def test_full_losses_are_per_split_model_and_task():
+    splits = {"x": {k: planted(8, i) for i, k in enumerate(circuits.SPLITS)}}
+    out = nbk.full_losses({"m": tiny_model()}, splits)
+    assert list(out) == list(circuits.SPLITS) == ["solve", "fit", "report"]
+    for k in circuits.SPLITS:
+        assert out[k]["m"]["x"] == pytest.approx(circuits.task_loss(tiny_model(), splits["x"][k]))
+
+
 def test_solved_summary_and_its_markdown():
     solved = {"a": ["x", "y"], "b": ["x"], "c": [], "random init": ["y"]}
-    s = nbk.solved_summary(solved, ["x", "y", "z"], ["a", "b", "c"], 0.3)
+    s = nbk.solved_summary(solved, ["x", "y", "z"], ["a", "b", "c"], 0.24)
     assert s.by_task == {"x": 2, "y": 1, "z": 0} and s.everyone == () and s.solve_none == ("c",)
-    assert nbk.solved_markdown(s) == (
-        "**Solved (held-out loss of the full model at most 0.3):** x by 2 of 3 models; y by 1 of 3 models; "
-        "z by 0 of 3 models. Tasks every model solves: **none**. Models that solve no task: c. "
-        "The random-init control solves 1.")
-    everyone = nbk.solved_summary({"a": ["x"], "random init": []}, ["x"], ["a"], 0.3)
-    assert "**x**" in nbk.solved_markdown(everyone) and "solve no task: none" in nbk.solved_markdown(everyone)
+    assert nbk.solved_markdown(s).startswith("**Solved (held-out loss of the full model at most 0.24):** x by 2 of 3 "
+                                             "models; y by 1 of 3 models; z by 0 of 3 models.")
+    assert nbk.solved_markdown(s).endswith("Models that solve no task: c. The random-init control solves 1.")
 
 
-def test_search_summary_counts_valid_train_only_and_unreached():
+def test_search_summary_counts_valid_fit_only_and_unreached():
     results = {"m1": {"x": circ(), "y": circ(valid=False, n_nodes=None, edges=None)},
                "m2": {"x": circ(valid=False, n_nodes=None, edges=None, train_nodes=None)}}
     s = nbk.search_summary(results)
     assert s == nbk.SearchSummary(3, 1, (("m1", "y"),))
-    assert nbk.search_markdown(s) == ("**1 held-out-valid circuit(s)** from 3 solved (model, task) pairs. 1 node sets "
-                                      "reached the target on the train prompts only and are not reported: m1/y; "
-                                      "1 never reached it.")
-    assert nbk.search_markdown(nbk.SearchSummary(0, 0, ())).endswith("not reported; 0 never reached it.")
+    md = nbk.search_markdown(s)
+    assert md.startswith("**1 held-out-valid circuit(s)** from 3 solved (model, task) pairs. 1 node set(s) reached")
+    assert "counted below as pairs without a circuit" in md and "(m1/y)" in md
+    assert md.endswith("1 never reached the goal on the fit prompts.")
     table = nbk.circuit_table(results, {"m1": tiny_model()}, 0.3).splitlines()
     assert table[0] == f"target 0.3 on held-out prompts; nodes per model: width 16: {circuits.total_nodes(tiny_model())}"
     assert table[2].split() == ["m1", "x", "0.050/0.100", "0.200/0.300", "5", "5", "7"]
     assert table[3].split()[-3:] == ["5", "None", "None"] and len(table) == 5
 
 
+def entry16k(name: str, group: str, frac: float, seed: int, steps: int = 16000, width: int = 16) -> dict:
+    e = entry(name, group, frac, width)
+    return e | {"steps": steps, "task_mix": 0.05, "train": e["train"] | {"seed": seed}}
+
+
+def test_frontier_models_keep_dense_models_trained_on_the_same_data_and_the_jobs_follow():
+    entries = {"d-1k": entry16k("d-1k", "dense", 1.0, 0, steps=1000), "d-s0": entry16k("d-s0", "dense", 1.0, 0),
+               "d-s1": entry16k("d-s1", "dense", 1.0, 1), "s-s0": entry16k("s-s0", "sparse 0.1", 0.1, 0),
+               "s-s1": entry16k("s-s1", "sparse 0.1", 0.1, 1)}
+    names = nbk.frontier_models(entries)
+    assert names == ["d-s0", "d-s1", "s-s0", "s-s1"]  # the 1k-step dense model saw 1/16 of the task text
+    assert nbk.noise_models(entries, names, "seed 0") == ["d-s0", "s-s0"]
+    assert nbk.noise_models(entries, names, "all") == names
+    solved = {"d-s0": ["x"], "d-s1": ["x", "y"], "s-s0": [], "s-s1": ["y"]}
+    jobs = nbk.search_jobs(names, solved, ["d-s0"], 3)
+    J = nbk.SearchJob
+    assert jobs == [J("d-s0", "x"), J("d-s1", "x"), J("d-s1", "y"), J("s-s1", "y"),
+                    J("d-s0", "x", 1), J("d-s0", "x", 2), J("d-s0", "x", 0, "zero")]
+
+
 # --------------------------------------------------------------------------- section 5
 
 
-def test_ratio_text():
-    assert nbk.ratio_text({"geo_mean": None}) == "no matched pair"
-    s = {"geo_mean": 2.5, "lo": 1.25, "hi": 4.0, "n_pairs": 4, "n_models": 2, "n_tasks": 2}
-    assert nbk.ratio_text(s) == "**2.50x**, 95% CI [1.25, 4.00] (4 pairs, 2 models, 2 tasks)"
-    assert nbk.ratio_text(s | {"lo": None}) == "**2.50x** (4 pairs, 2 models, 2 tasks)"
+def frontier_case():
+    """Two dense widths (3 seeds) and two sparse groups; task "a" everywhere, "b" only in some models."""
+    entries, searches, loss = {}, {}, {}
+
+    def add(name, group, frac, width, seed, val, sizes):
+        entries[name] = entry16k(name, group, frac, seed, width=width)
+        loss[name] = val
+        for t, (n, e, p) in sizes.items():
+            searches[nbk.SearchJob(name, t)] = circ(n_nodes=n, edges=e) if n else circ(valid=False, n_nodes=None,
+                                                                                        edges=None)
+            searches[nbk.SearchJob(name, t)] = dataclasses.replace(searches[nbk.SearchJob(name, t)],
+                                                                   possible_edges=p if n else None)
+    for s in range(3):
+        add(f"d16-s{s}", "dense, equal data", 1.0, 16, s, 4.1 + 0.01 * s, {"a": (40, 400, 400), "b": (30, 300, 300)})
+        add(f"d32-s{s}", "dense, equal data", 1.0, 32, s, 3.5 + 0.01 * s, {"a": (60, 900, 900), "b": (0, 0, 0)})
+        # sparse 0.2: the same nodes as the width-16 dense models, a fifth of the weights: on the density null
+        add(f"sp2-s{s}", "sparse 0.2", 0.2, 64, s, 3.9 + 0.01 * s, {"a": (60, 180, 900), "b": (30, 60, 300)})
+        # sparse 0.1: half the nodes and a tenth of the density; on "b", dense models as capable have no circuit
+        add(f"sp1-s{s}", "sparse 0.1", 0.1, 64, s, 3.6 + 0.01 * s, {"a": (30, 30, 300), "b": (10, 6, 60)})
+    return entries, searches, loss
 
 
-def frontier_case() -> tuple[dict, dict, dict]:
-    d = [fr.FrontierModel("d1-s0", "dense", "d1", 3.0, {"a": 1000}, 1.0),
-         fr.FrontierModel("d2-s0", "dense", "d2", 4.0, {"a": 100}, 1.0)]
-    s = [fr.FrontierModel("s-s1", "sparse 0.1", "s", 3.5, {"a": int(math.sqrt(1e5) / 16)}, 0.1),
-         fr.FrontierModel("t-s2", "sparse 0.1", "t", 3.8, {"a": 5}, 0.1),
-         fr.FrontierModel("far-s0", "sparse 0.1", "far", 5.0, {"a": 1}, 0.1)]
-    front = fr.analyse_per_task([*d, *s], ["a"], n_boot=50)
-    entries = {m.name: {"train": {"seed": int(m.name[-1])}} for m in [*d, *s]}
-    val_loss = {m.name: m.val_loss for m in [*d, *s]}
-    return front, entries, val_loss
-
-
-def test_frontier_summary_and_markdown():
-    front, entries, val_loss = frontier_case()
-    s = nbk.frontier_summary(front, entries, val_loss, ["d1-s0", "d2-s0"])
-    assert list(s.groups) == ["sparse 0.1"] and s.seeds == (1, 2) and s.weaker == ()
-    assert s.beyond == (("far-s0", "a"),) and (s.below_range, s.no_curve) == (0, 0)
+def test_frontier_inputs_summary_and_markdown_report_three_ratios_per_fraction():
+    entries, searches, loss = frontier_case()
+    names = list(entries)
+    fm = nbk.frontier_inputs(searches, entries, names, loss, ["a", "b"])
+    by = {m.name: m for m in fm}
+    assert (by["sp2-s0"].nodes, by["sp2-s0"].edges, by["sp2-s0"].possible) == ({"a": 60, "b": 30}, {"a": 180, "b": 60},
+                                                                               {"a": 900, "b": 300})
+    assert by["d32-s1"].edges == {"a": 900, "b": None} and by["d32-s1"].width == 32 and by["sp1-s0"].fraction == 0.1
+    front = fr.analyse(fm, ["a", "b"], n_boot=100)
+    s = nbk.frontier_summary(front, fm)
+    assert (s.n_dense, s.dense_widths) == (6, (16, 32)) and list(s.groups) == ["sparse 0.2", "sparse 0.1"]
+    g2 = s.groups["sparse 0.2"]
+    # sparse 0.2 at loss 3.9: the envelope over d32 (3.5) gives 60 nodes, 900 edges on "a"; "b": d16 only (4.1 > 3.9)
+    assert g2["n_pairs"] == 3 and g2["node"]["value"] == pytest.approx(1.0) and g2["edge"]["value"] == pytest.approx(5)
+    assert g2["excess"]["value"] == pytest.approx(1.0)  # all of the edge ratio is density
     md = nbk.frontier_markdown(s)
-    assert md.startswith("**Dense/sparse edge ratio at matched validation loss** (geometric mean over (model, task) "
-                         "pairs): sparse 0.1: **")
-    assert ", from seeds [1, 2]. The paper reports about 16x." in md
-    assert " Only 1 task(s) and 2 seed(s) enter the comparison" in md
-    assert md.endswith("1 sparse circuit(s) belong to models with a higher validation loss than every dense model, "
-                       "beyond the dense curve (far-s0/a).")
+    assert md.startswith("Dense frontier: 6 dense models of widths 16, 32, trained on the sparse models' data.")
+    assert "| sparse 0.2 | 3 | 1.00x [1.00, 1.00] | 5.00x [5.00, 5.00] |" in md
+    assert "sparse 0.2: no difference in nodes can be claimed; no difference in edges beyond density can be claimed" in md
+    assert "**The paper's ~16x is an edge ratio**" in md
+    g1 = s.groups["sparse 0.1"]  # sp1 on "a" against d32: nodes 2x, edges 30x = density 10x times 3x fewer possible
+    assert [g1[k]["value"] for k in ("node", "edge", "null", "excess")] == pytest.approx([2, 30, 10, 3])
+    assert "sparse 0.1: nodes smaller in the sparse models; edges beyond density smaller in the sparse models" in md
+    # on "b" the dense models at least as capable (width 32) have no circuit: unmatched, named
+    assert s.no_circuit_as_capable == ("sp2-s0|b", "sp1-s0|b", "sp2-s1|b", "sp1-s1|b", "sp2-s2|b", "sp1-s2|b")
+    assert s.more_capable == () and "6 sparse circuit(s) have no match" in md
     lines = nbk.frontier_text(front).splitlines()
-    assert lines[0] == "a              dense curve (val loss: edges) 3.00: 1000, 4.00: 100"
-    assert lines[-1].split() == ["far-s0", "val", "5.000,", "1", "edges;", "outside", "the", "dense", "range"]
-    # a sparse model above the dense range with a dense model as weak (but no circuit) is "weaker"
-    weak = nbk.frontier_summary(front, entries, val_loss | {"d3-s0": 6.0}, ["d1-s0", "d2-s0", "d3-s0"])
-    assert weak.weaker == (("far-s0", "a"),) and weak.beyond == ()
-    assert " **1 sparse circuit(s) have no dense counterpart at their loss:**" in nbk.frontier_markdown(weak)
+    assert lines[0] == "a              dense (val loss: nodes/edges) 3.50: 60/900, 3.51: 60/900, 3.52: 60/900, 4.10: 40/400, 4.11: 40/400, 4.12: 40/400"
+    assert lines[1].split()[:3] == ["sp2-s0", "nodes", "1.00x,"]
+    assert nbk.interval_text({"value": None}) == "n/a" and nbk.interval_text({"value": 2.0, "lo": None}) == "2.00x"
 
 
-def test_width_comparison_pairs_the_wide_group_with_the_closest_narrow_group():
-    entries = {"s0": entry("s0", "sparse 0.5", 0.5, 16, 1000), "s1": entry("s1", "sparse 0.5", 0.5, 16, 1000),
-               "t0": entry("t0", "sparse 0.1", 0.1, 16, 200), "w0": entry("w0", "wide sparse 0.05", 0.05, 32, 250),
-               "w1": entry("w1", "wide sparse 0.05", 0.05, 32, 250)}
+def test_noise_summary_measures_the_spread_over_mask_seeds_and_the_ablation():
+    entries, searches, loss = frontier_case()
+    names = list(entries)
+    noise = [n for n in names if n.endswith("s0")]
+    for n in noise:  # mask seeds 1 and 2: the same circuits twice as large; zero ablation: half the edges
+        for t in ("a", "b"):
+            c = searches[nbk.SearchJob(n, t)]
+            for k in (1, 2):
+                searches[nbk.SearchJob(n, t, k)] = dataclasses.replace(
+                    c, n_nodes=c.n_nodes and c.n_nodes * k, edges=c.edges and c.edges * k)
+            searches[nbk.SearchJob(n, t, 0, "zero")] = dataclasses.replace(c, edges=c.edges and c.edges // 2)
+    s = nbk.noise_summary(searches, entries, noise, loss, ["a", "b"], 3, 50, 0)
+    assert s.models == tuple(noise) and len(s.sizes) == 8 and s.sizes["sp2-s0|a"]["edges"] == [180, 180, 360]
+    assert s.valid_share == pytest.approx(21 / 24)  # d32-s0 has no circuit for "b" in any seed
+    assert s.edge_spread == pytest.approx(2.0) and s.node_spread == pytest.approx(2.0)
+    assert s.zero_vs_mean_edges == pytest.approx(0.5) and list(s.by_seed) == [0, 1, 2]
+    md = nbk.noise_markdown(s)
+    assert md.startswith("**Noise floor** (4 models, 8 solved pairs, 3 mask seeds each): 88% of the searches")
+    assert "**2.00x** the smallest in edges" in md and "multiplies a circuit's edges by 0.50" in md
+    assert md.count("\n| sparse 0.") == 2  # one row per kept fraction
+
+
+def width_entries():
+    es = {"s0": entry("s0", "sparse 0.1", 0.1, 16, 1000), "s1": entry("s1", "sparse 0.1", 0.1, 16, 1000),
+          "t0": entry("t0", "sparse 0.4", 0.4, 16, 4000), "w0": entry("w0", "wide sparse 0.04", 0.04, 32, 1100),
+          "w1": entry("w1", "wide sparse 0.04", 0.04, 32, 1100)}
+    return es
+
+
+def test_width_comparison_pairs_the_wide_group_with_the_closest_narrow_group_and_names_the_confound():
+    entries = width_entries()
     models = {n: tiny_model(i) for i, n in enumerate(entries)}
     val_loss = {"s0": 3.0, "s1": 3.2, "t0": 3.5, "w0": 3.1, "w1": 3.3}
-    reported = {"s0": {}, "s1": {}, "t0": {"x": circ(edges=40)}, "w0": {"x": circ(edges=10)}, "w1": {"x": circ(edges=40)}}
-    ratio = {"geo_mean": 2.0, "lo": None, "hi": None, "n_pairs": 1, "n_models": 1, "n_tasks": 1}
-    cmp = nbk.width_comparison(entries, models, val_loss, reported, {"sparse 0.1": ratio})
-    assert list(cmp) == ["sparse 0.1", "wide sparse 0.05"]
-    a, b = cmp["sparse 0.1"], cmp["wide sparse 0.05"]
-    assert (a.width, a.models, a.nonzero_weights, a.circuits, a.ratio, a.val_sd) == (16, ["t0"], 200, 1, ratio, 0.0)
+    reported = {"s0": {"x": circ(edges=40)}, "s1": {}, "t0": {}, "w0": {"x": circ(edges=10)}, "w1": {"x": circ(edges=40)}}
+    groups = {"sparse 0.1": {"edge": {"value": 2.0, "lo": 1.5, "hi": 3.0}, "node": {"value": 1.1, "lo": 0.9, "hi": 1.3}}}
+    cmp = nbk.width_comparison(entries, models, val_loss, reported, groups)
+    assert list(cmp) == ["sparse 0.1", "wide sparse 0.04"]
+    a, b = cmp["sparse 0.1"], cmp["wide sparse 0.04"]
+    assert (a.width, a.models, a.nonzero_weights, a.circuits, a.ratio) == (16, ["s0", "s1"], 1000, 1, groups["sparse 0.1"])
     assert b.val_mean == pytest.approx(3.2) and b.val_sd == pytest.approx(math.sqrt(0.02)) and b.ratio is None
     assert b.embedding_nonzero == sum(int((models[n].W_E != 0).sum() + (models[n].W_U != 0).sum())
                                       for n in ("w0", "w1")) / 2
-    assert nbk.width_line("sparse 0.1", a).startswith("sparse 0.1        width  16: 200 nonzero weights; val loss 3.500")
+    assert nbk.ratio_line(a.ratio) == "matched edge ratio 2.00x [1.50, 3.00], node ratio 1.10x [0.90, 1.30]"
+    assert nbk.ratio_line(None) == "no matched circuit"
+    assert nbk.width_line("sparse 0.1", a).startswith("sparse 0.1        width  16: 1,000 nonzero weights; val loss "
+                                                      "3.000, 3.200 (mean 3.100")
     s = nbk.width_summary(cmp, reported, ["x", "y"])
     assert s.both == ("x",) and s.edge_ratio == pytest.approx(2.0) and s.margin == pytest.approx(2 * b.val_sd)
     md = nbk.width_markdown(s)
-    assert md.startswith("At about the same number of nonzero weights (200 vs 250), the width-32 models reach")
-    assert "**wider is more capable at the same weight budget**, as in the paper" in md and "have 2.00x the edges of the width-32" in md
-    assert "Matched ratios: width 16 **2.00x** (1 pairs, 1 models, 1 tasks), width 32 n/a." in md
+    assert md.startswith("At about the same number of nonzero weights (1,000 vs 1,100), the width-32 models reach")
+    assert "no clear capability difference at this scale" in md and "**The budget is not matched where it matters:**" in md
     assert nbk.width_summary({}, reported, ["x"]) is None
-    assert nbk.width_markdown(None) == ("This set has no wide sparse group to compare (the smoke set is three tiny "
-                                        "models).")
+    assert nbk.width_markdown(None).startswith("This set has no wide sparse group")
     assert nbk.width_comparison({"s0": entries["s0"]}, models, val_loss, reported, {}) == {}
 
 
 # --------------------------------------------------------------------------- section 6
 
 
-def test_controls_are_collected_and_rendered(monkeypatch):
-    calls = []
-
-    def fake_random(model, data, n_nodes, means, draws=8, seed=0):
-        calls.append((n_nodes, draws, seed))
-        return [0.5, 0.7]
-
-    monkeypatch.setattr(circuits.pruning, "random_circuit_losses", fake_random)
-    reported = {"m": {"x": circ(n_nodes=5, edges=7, test=0.3)}}
-    jobs = nbk.control_jobs(["x", "y"], reported["m"])
-    assert jobs == [("random_init", "x"), ("random_init", "y"), ("nonsense_task", "x"), ("nonsense_task", "y"),
-                    ("zero_ablation", "x")]
-    found = [circ(valid=False, n_nodes=None), circ(valid=False, n_nodes=None, train_nodes=None),
-             circ(valid=True, train_nodes=3), circ(valid=False, n_nodes=None), circ(n_nodes=4, edges=6)]
-    ctl = nbk.collect_controls("m", ["x", "y"], jobs, found, reported, {"m": None}, {"x": None}, {"m": {}}, seed=3)
-    assert calls == [(5, 8, 3)]
-    assert ctl.random_circuit == {"m/x": {"nodes": 5, "circuit_test": 0.3, "random_test_mean": 0.6,
-                                          "random_test_min": 0.5}}
-    assert ctl.zero_ablation == {"x": {"mean_nodes": 5, "mean_edges": 7, "zero_nodes": 4, "zero_edges": 6,
-                                       "zero_test": 0.3, "zero_valid": True}}
-    assert ctl.nonsense_task["x"] == {"full_test": 0.1, "pruned_train": 0.2, "pruned_test": 0.3, "train_nodes": 3,
-                                      "valid": True}
-    assert list(dataclasses.asdict(ctl)) == ["control_model", "tasks", "random_init", "nonsense_task",
-                                             "zero_ablation", "random_circuit"]
-    assert nbk.controls_text(ctl).splitlines() == [
-        "random init, x: full 0.100, pruned train 0.200 / held-out 0.300 -> no held-out-valid circuit",
-        "random init, y: full 0.100, pruned train 0.200 / held-out 0.300 -> no held-out-valid circuit",
-        "nonsense x: full 0.100, pruned train 0.200 (k=3) / held-out 0.300 -> VALID circuit",
-        "nonsense y: full 0.100, pruned train 0.200 (k=5) / held-out 0.300 -> no held-out-valid circuit",
-        "x: mean ablation 5 nodes / 7 edges; zero ablation 4 nodes / 6 edges"]
-    assert nbk.controls_markdown(ctl) == (
-        "**Controls** (control model m, tasks x, y). Random init: **0 of 2** tasks give a held-out-valid circuit. "
-        "Nonsense task: **1 of 2**. Size-matched random node sets: the found circuit beats the best of 8 random sets "
-        "of its size on held-out prompts in **1 of 1** circuits; the random sets' mean held-out loss is higher by "
-        "0.300 on average (range 0.300 to 0.300). Zero vs mean ablation: x 5 -> 4 nodes (7 -> 6 edges) (mean -> zero).")
-    empty = nbk.Controls("m", ["x"], {}, {}, {}, {})
-    assert nbk.controls_text(empty) == ""
-    assert nbk.controls_markdown(empty).endswith("No reported circuit, so no size-matched comparison. ")
+def test_control_plan_and_controls_that_can_fail():
+    names = ["d", "s"]
+    entries = {"d": entry("d", "dense", 1.0), "s": entry("s", "sparse 0.5", 0.5)}
+    solved = {"d": ["x", "y"], "s": ["x"]}
+    m = tiny_model()
+    data = planted(16, 0)
+    kept = {h: torch.zeros_like(k) for h, k in circuits.all_kept(m).items()}
+    kept["hook_final_in"][:3] = True
+    good = dataclasses.replace(circ(n_nodes=3, test=0.01), kept=kept)  # 0.01: better than any random set
+    bad = dataclasses.replace(circ(n_nodes=3, test=9.0), kept=kept)  # worse than all of them
+    reported = {"d": {"x": bad, "y": bad}, "s": {"x": good}}
+    plan = nbk.control_plan(names, entries, solved, reported, {"d": 3.0, "s": 3.5}, ["x", "y", "z"], 1)
+    assert (plan.control_model, plan.dense_model, plan.unsolved_by_all) == ("s", "d", ("z",))
+    assert plan.jobs == (("random_init", "random init", "x"), ("flipped", "s", "x"), ("flipped", "d", "x"),
+                         ("unsolved", "s", "z"))
+    found = [circ(valid=False, n_nodes=None), circ(valid=True), circ(valid=False, n_nodes=None),
+             circ(valid=False, n_nodes=None)]
+    means = {n: circuits.node_means(m, data.tokens.repeat(1, 8)) for n in names}
+    ctl = nbk.collect_controls(plan, found, {"d": {"x": bad}, "s": {"x": good}}, {"d": m, "s": m},
+                               {"x": data}, means, seed=3)
+    assert ctl.passed == {"random_init": [1, 1], "flipped": [1, 2], "unsolved": [1, 1], "random_sets": [1, 2]}
+    rnd = circuits.composition_matched_losses(m, data, kept, means["s"],
+                                              circuits.edges.answer_connected(m, data.answer_ids), 8, 3)
+    assert ctl.random_sets["s/x"]["random_min"] == pytest.approx(min(rnd)) and ctl.random_sets["s/x"]["passed"]
+    assert not ctl.random_sets["d/x"]["passed"]
+    lines = nbk.controls_text(ctl).splitlines()
+    assert lines[1].startswith("flipped s/x: full 0.100, pruned fit 0.200 (k=5) / report 0.300 -> FAIL")
+    md = nbk.controls_markdown(ctl)
+    assert "- **random init (an untrained model of the same shape; pass: no held-out-valid circuit)**: 1 of 1 passed" in md
+    assert "Tasks no frontier model solves: z." in md and "**Failed:** flipped, random_sets" in md
+    assert list(dataclasses.asdict(ctl)) == ["control_model", "searches", "random_sets", "passed", "unsolved_by_all"]
 
 
 # --------------------------------------------------------------------------- sections 7 and 9
 
 
-def test_diagram_markdown():
+def test_diagram_markdown_and_notes():
     assert nbk.diagram_markdown(None, 0.3) == ("No sparse model has a held-out-valid circuit in this run, so there is "
                                                "no diagram.")
     bis = circ(n_nodes=50, edges=90, test=0.25)
     core = circ(n_nodes=12, edges=20, test=0.28, full=0.05)
     md = nbk.diagram_markdown(nbk.DiagramChoice("m", "x", "sparse 0.1", 0.05, core, 30, bis), 0.3)
-    assert md == ("Drawn: **x** in **m** (sparse 0.1). The bisection's circuit has 50 nodes and 90 edges (held-out loss "
-                  "0.250); backward elimination on the train prompts leaves 30 nodes; its core through weights of "
-                  "|w| >= 0.05 has **12 nodes and 20 edges** and reaches held-out loss 0.280 on its own (target 0.3, "
-                  "full model 0.050). That core is drawn, with lines for the weights of |w| >= 0.05.")
+    assert md.startswith("Drawn: **x** in **m** (sparse 0.1). The bisection's circuit has 50 nodes and 90 edges "
+                         "(held-out loss 0.250); backward elimination on the train prompts leaves 30 nodes; its core "
+                         "through weights of |w| >= 0.05")
+    assert "on the report prompts it reaches 0.280 on its own (target 0.3, full model 0.050: a held-out-valid" in md
     whole = nbk.diagram_markdown(nbk.DiagramChoice("m", "x", "sparse 0.1", 0.0, bis, None, bis), 0.3)
-    assert whole.endswith("; backward elimination gave no held-out-valid circuit. No smaller node set is a valid "
-                          "circuit on its own, so the whole circuit is drawn. It has more than 40 nodes, so the diagram "
-                          "shows the 40 highest-ranked of them that connect to the answers; the explorer below lists all.")
+    assert "so the whole circuit is drawn." in whole and "`query mean-ablated`" in whole
     assert nbk.smallest_core([], {}, {}, {}, {}, {}, {}, 0.1, [0.0], circuits.weight_edges, circuits.accept_circuit,
                              "x") is None
+    m = tiny_model()
+    kept = {h: torch.zeros_like(k) for h, k in circuits.all_kept(m).items()}
+    kept["blocks.0.attn.hook_v"][1] = True
+    c = dataclasses.replace(circ(), kept=kept, order=[("blocks.0.attn.hook_v", 1)])
+    notes = nbk.diagram_notes(m, c, {("blocks.0.attn.hook_v", 1): {"act_diff": 1.234, "ablation": 0.5}})
+    assert notes == {("blocks.0.attn.hook_v", 1): "vote +1.23 | ablate +0.50 | query mean-ablated"}
 
 
-def test_lesson_metrics_keep_the_metrics_json_layout(run, tmp_path):
+def test_lesson_metrics_keep_the_metrics_json_layout(run):
     s = nbk.settings(run(), False, "auto", "quote_close", "auto")
-    e = entry("d", "dense", 1.0) | {"steps": 4, "val_loss": 3.0, "nonzero_fraction": 1.0, "cpu_time_s": 1.0,
-                                    "wall_time_s": 2.0}
-    front, _, _ = frontier_case()
+    entries, searches, loss = frontier_case()
+    e = {n: v | {"val_loss": 3.0, "nonzero_fraction": 1.0, "cpu_time_s": 1.0, "wall_time_s": 2.0} for n, v in entries.items()}
+    names = list(entries)
+    fm = nbk.frontier_inputs(searches, entries, names, loss, ["a", "b"])
+    front = fr.analyse(fm, ["a", "b"], n_boot=20)
+    noise = nbk.noise_summary(searches, entries, [], loss, ["a"], 1, 20, 0)
+    results = {n: {j.task: c for j, c in searches.items() if j.model == n} for n in names}
     bis = circ()
+    models = {n: tiny_model() for n in names}
     m = nbk.lesson_metrics(
-        s, Path("/x"), {"command": "c", "machine": {"cpu_count": 2}}, {"d": e}, {"d": tiny_model()}, {"d": 3.1},
-        {"d": {"x": 0.1}}, {"d": ["x"]}, {"d": {"x": bis}}, front, {}, nbk.Controls("d", ["x"], {}, {}, {}, {}),
-        nbk.DiagramChoice("d", "x", "dense", 0.0, bis, None, bis), {16: {0.5: nbk.PrunedOnce("d", 3.1, 4.0, 3.5)}})
+        s, Path("/x"), {"command": "c", "machine": {"cpu_count": 2}}, e, models, loss, {"solve": {}}, {"d16-s0": ["a"]},
+        names, results, front, noise, {}, nbk.Controls("sp1-s0", {}, {}, {}, ()),
+        nbk.DiagramChoice("sp1-s0", "a", "sparse 0.1", 0.0, bis, None, bis), {16: {0.5: nbk.PrunedOnce("d", 3.1, 4.0, 3.5)}})
     out = dataclasses.asdict(m)
-    assert list(out) == ["target_loss", "n_prompts_per_split", "prune_config", "reference_set", "models",
-                         "full_task_loss", "solved_tasks", "circuits", "frontier", "matched_ratio", "width_comparison",
-                         "controls", "diagram", "total_nodes", "dense_pruned_after"]
+    assert list(out) == ["target_loss", "solved_loss", "n_prompts_per_split", "prune_config", "reference_set", "models",
+                         "frontier_models", "full_task_loss", "solved_tasks", "circuits", "frontier", "noise",
+                         "width_comparison", "controls", "diagram", "total_nodes", "dense_pruned_after"]
     assert out["prune_config"] == dataclasses.asdict(s.prune_cfg)
-    assert out["reference_set"] == {"source": "retrain", "folder": "/x", "command": "c", "machine": {"cpu_count": 2},
-                                    "task_mix": [0.0]}
-    assert out["models"]["d"]["val_loss"] == 3.1 and out["models"]["d"]["val_loss_recorded"] == 3.0
-    assert out["circuits"]["d"]["x"]["edges"] == 7 and out["matched_ratio"] == front["summary"]
-    assert out["diagram"] == {"model": "d", "task": "x", "nodes": 5, "edges": 7, "held_out_loss": 0.3,
-                              "edge_threshold": 0.0, "bisection_nodes": 5, "bisection_edges": 7}
+    assert out["reference_set"]["task_mix"] == [0.05] and out["models"]["d16-s0"]["val_loss"] == 4.1
+    assert out["circuits"]["sp2-s0"]["a"]["possible_edges"] == 900 and out["frontier"] == front
+    assert out["diagram"]["model"] == "sp1-s0" and out["diagram"]["bisection_edges"] == 7
     assert out["dense_pruned_after"] == {"16": {"0.5": {"dense_model": "d", "dense": 3.1, "pruned_once": 4.0,
                                                         "trained_sparse_mean": 3.5}}}
     json.dumps(out)  # plain JSON types only
-    none = nbk.lesson_metrics(s, Path("/x"), {"command": "c", "machine": {}}, {}, {}, {}, {}, {}, {}, front, {},
-                              nbk.Controls("d", [], {}, {}, {}, {}), None, {})
-    assert set(dataclasses.asdict(none)["diagram"].values()) == {None}
+    heads = fr.headline(front)
+    assert [h.claim.split(":")[0] for h in heads] == ["sparse 0.2", "sparse 0.1"]
+    assert heads[0].value.startswith("5x edges; density null 5x; nodes 1x")
 
 
 def test_notebook_module_is_reachable_from_the_package():

@@ -63,8 +63,8 @@ def test_wiring_labels_do_not_overlap(n_nodes):
     a = n_nodes // 4  # a chain of full columns: MLP read -> neuron -> MLP write -> unembed read
     nodes = [(h, c) for h in ("blocks.1.hook_mlp_in", "blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out", "hook_final_in")
              for c in range(a)]
-    top = {n: ["\u0120self", "\u010a", "("] for n in nodes}
-    fig = plots.plot_wiring(m, _circuit(m, nodes), top, max_nodes=40, data=_planted(8, 0, "test", 64))
+    notes = {n: "vote +1.20 | ablate +0.31" for n in nodes}
+    fig = plots.plot_wiring(m, _circuit(m, nodes), notes, max_nodes=40, data=_planted(8, 0, "test", 64))
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(r) for t in fig.axes[0].texts]
@@ -72,7 +72,7 @@ def test_wiring_labels_do_not_overlap(n_nodes):
     for a, b in itertools.combinations(boxes, 2):
         assert not a.overlaps(b), "two node labels overlap"
     labels = " ".join(t.get_text() for t in fig.axes[0].texts)
-    assert "\u0120" not in labels and "\u010a" not in labels and "fires on" in labels
+    assert "\u0120" not in labels and "vote +1.20" in labels
     plt.close(fig)
 
 
