@@ -11,7 +11,9 @@ function the learner writes::
 
 :func:`generate` turns a source notebook into the learner version: each region becomes
 ``raise NotImplementedError("hint: <text>")`` at the region's indentation, and a markdown cell
-right after the exercise cell holds the complete solution in a collapsed ``<details>`` block.
+right after the exercise cell holds the complete solution in a collapsed ``<details>`` block. A hint
+written ``hint: <idea> | API: <api>`` has two tiers: the learner's cell then only points below it, and
+the markdown cell opens with two collapsed hints, the idea first and the API second.
 Everything else (parameters, prose, checks) is copied unchanged, so the learner version differs
 from the source only where a learner writes code.
 
@@ -132,6 +134,17 @@ def _lines(source: str | list[str]) -> list[str]:
     return (source if isinstance(source, str) else "".join(source)).split("\n")
 
 
+API_MARK = " | API: "
+HINTS_BELOW = "hint: two collapsed hints are below this cell, the idea first and then the API"
+
+
+def hint_tiers(hint: str) -> tuple[str, str | None]:
+    """``(idea, api)`` of a marker's hint: ``hint: <idea> | API: <api>`` gives two tiers, shown to the learner in
+    two collapsed blocks (the idea first); a hint without `` | API: `` is one tier, ``api`` None."""
+    idea, sep, api = hint.partition(API_MARK)
+    return (idea.strip(), api.strip()) if sep else (hint.strip(), None)
+
+
 def split_solution(source: str | list[str]) -> tuple[str, str] | None:
     """``(learner_source, solution_source)`` of one code cell, or None when it holds no solution region."""
     learner, solution = [], []
@@ -145,7 +158,9 @@ def split_solution(source: str | list[str]) -> tuple[str, str] | None:
             if not (begin["hint"] or "").strip():
                 raise MarkerError(f"line {i + 1}: write a hint after the marker: '# BEGIN SOLUTION hint: ...'")
             region, found = (begin["indent"], begin["hint"].strip()), True
-            learner.append(f"{region[0]}raise NotImplementedError({('hint: ' + region[1])!r})")
+            idea, api = hint_tiers(region[1])
+            message = f"hint: {idea}" if api is None else HINTS_BELOW
+            learner.append(f"{region[0]}raise NotImplementedError({message!r})")
         elif end:
             if region is None:
                 raise MarkerError(f"line {i + 1}: END SOLUTION without BEGIN SOLUTION")
@@ -173,11 +188,15 @@ def generate(notebook: dict[str, Any]) -> dict[str, Any]:
         if split is None:
             cells.append(cell)
             continue
+        tiers = [hint_tiers(m["hint"] or "") for line in _lines(cell["source"]) if (m := BEGIN.match(line))]
         learner, solution = split
         cell["source"] = _source_list(learner)
         cells.append(cell)
-        details = (f"<details>\n<summary>{SOLUTION_SUMMARY}</summary>\n\n```python\n{solution.rstrip()}\n```\n\n"
-                   "</details>")
+        hints = "".join(f"<details>\n<summary>Hint 1: the idea</summary>\n\n{idea}\n\n</details>\n\n"
+                        f"<details>\n<summary>Hint 2: the API</summary>\n\n```python\n{api}\n```\n\n</details>\n\n"
+                        for idea, api in tiers if api is not None)
+        details = (hints + f"<details>\n<summary>{SOLUTION_SUMMARY}</summary>\n\n```python\n{solution.rstrip()}\n```"
+                   "\n\n</details>")
         md = {"cell_type": "markdown", "metadata": {}, "source": _source_list(details)}
         if "id" in cell:
             md["id"] = f"{cell['id']}-solution"[:64]

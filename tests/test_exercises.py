@@ -73,6 +73,19 @@ def test_generate_adds_a_collapsed_solution_after_each_exercise_and_leaves_the_r
     assert exercises.has_exercises(src) and not exercises.has_exercises(_nb("x = 1"))
 
 
+def test_a_two_tier_hint_becomes_two_collapsed_blocks_before_the_solution():
+    cell = CELL.replace("hint: multiply by two", "hint: double the input | API: return 2 * x")
+    assert exercises.hint_tiers("double the input | API: return 2 * x") == ("double the input", "return 2 * x")
+    assert exercises.hint_tiers("multiply by two") == ("multiply by two", None)
+    out = exercises.generate(_nb(cell))
+    stub = "".join(out["cells"][1]["source"])
+    assert "double the input" not in stub and "return 2 * x" not in stub and exercises.HINTS_BELOW in stub
+    md = "".join(out["cells"][2]["source"])
+    i1, i2, i3 = md.index("Hint 1: the idea"), md.index("Hint 2: the API"), md.index(exercises.SOLUTION_SUMMARY)
+    assert i1 < md.index("double the input") < i2 < md.index("return 2 * x") < i3
+    assert md.count("<details>") == md.count("</details>") == 3
+
+
 def test_use_returns_the_learner_function_when_it_passes(capsys):
     def mine(x):
         return 2 * x
@@ -126,7 +139,8 @@ def _stubs(stem: str) -> dict[str, object]:
                                        "project_topk": circuits.exercises.check_project_topk,
                                        "hard_mask": circuits.exercises.check_hard_mask,
                                        "weight_edges": circuits.exercises.check_weight_edges,
-                                       "accept_circuit": circuits.exercises.check_accept_circuit}),
+                                       "accept_circuit": circuits.exercises.check_accept_circuit,
+                                       "smallest_k": circuits.exercises.check_smallest_k}),
     ("03_sparse_autoencoders", {"topk_activation": sae.exercises.check_topk_activation,
                                 "nmse": sae.exercises.check_nmse,
                                 "auxk_loss": sae.exercises.check_auxk_loss,

@@ -14,6 +14,8 @@ with the likely mistake (a known wrong variant it matches) or the first input wh
   (reference :func:`course_lib.circuits.edges.weight_edges`).
 - :func:`check_accept_circuit`: a circuit counts only if its held-out loss reaches the target
   (reference :func:`course_lib.circuits.pruning.accept_circuit`).
+- :func:`check_smallest_k`: the bisection for the smallest kept-node count reaching the goal
+  (reference :func:`course_lib.circuits.pruning.smallest_k`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from course_lib.circuits import edges, pruning
 from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, close, diagnose, tensor_of
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_accept_circuit", "check_hard_mask", "check_kept_fraction",
-           "check_project_topk", "check_weight_edges"]
+           "check_project_topk", "check_smallest_k", "check_weight_edges"]
 
 
 def _first_wrong(name: str, got: torch.Tensor, ref: torch.Tensor, wrong: dict[str, torch.Tensor],
@@ -317,3 +319,74 @@ def check_accept_circuit(fn: Callable[[int | None, float, float, float], bool]) 
             each(lambda n, tr, te, t: n is not None and te > t),
     }, lambda i: f"accept_circuit{ACCEPT_CASES[i]}")
     return "accept_circuit: correct (found on the train prompts and at most the target on held-out prompts)"
+
+
+# --------------------------------------------------------------------------- exercise 6: the bisection on k
+
+
+def _curve(n: int, cross: int, dip: int | None = None) -> list[float]:
+    """A loss curve over ``k = 0..n``: 1.0 below ``cross``, 0.1 from it on, and (``dip``) a lone 0.1 at ``dip``
+    (a non-monotone curve: a prefix that happens to reach the goal, as the real curves do)."""
+    out = [1.0 if k < cross else 0.1 for k in range(n + 1)]
+    if dip is not None:
+        out[dip] = 0.1
+    return out
+
+
+SEARCH_CASES = [  # (curve, grid, goal, what the case tests)
+    (_curve(64, 23), [0, 1, 2, 4, 8, 16, 32, 64], 0.2, "a crossing between two grid points"),
+    (_curve(64, 50, dip=32), [0, 10, 20, 40, 64], 0.2, "a dip below the goal that no grid point sees"),
+    (_curve(64, 70), [0, 1, 2, 4, 8, 16, 32, 64], 0.2, "no grid point reaches the goal"),
+    (_curve(64, 16), [0, 1, 2, 4, 8, 16, 32, 64], 0.1, "the goal reached exactly at a grid point"),
+    (_curve(64, 0), [0, 1, 2, 4, 8, 16, 32, 64], 0.2, "every k reaches the goal, even 0"),
+    (_curve(1000, 731), [0, 10, 100, 600, 1000], 0.2, "a wide last interval"),
+]
+
+
+def check_smallest_k(fn: Callable) -> str:
+    """``fn(loss_at, ks, goal) -> int | None``: the first grid interval that reaches the goal, halved down to the
+    smallest ``k``; at most about ``log2`` of the interval's width evaluations besides the grid."""
+    for curve, ks, goal, what in SEARCH_CASES:
+        calls: list[int] = []
+
+        def loss_at(k: int, curve: list[float] = curve, calls: list[int] = calls) -> float:
+            calls.append(int(k))
+            return curve[int(k)]
+
+        try:
+            got = fn(loss_at, list(ks), goal)
+        except NotImplementedError:
+            return NOT_ATTEMPTED
+        ref = pruning.smallest_k(lambda k, curve=curve: curve[k], ks, goal)
+        case = f"{what} (grid {ks}, goal {goal})"
+        if ref is None:
+            if got is not None:
+                raise ExerciseError(f"smallest_k: for {case} return None (no grid point reaches the goal, so there "
+                                    f"is no interval to bisect), not {got!r}")
+            continue
+        if got is None:
+            raise ExerciseError(f"smallest_k returned None for {case}; the answer is {ref} (a missing `return`, or "
+                                "the comparison `loss <= goal` written as `<`?)")
+        if isinstance(got, torch.Tensor):
+            got = got.item()
+        if not isinstance(got, int) or isinstance(got, bool):
+            raise ExerciseError(f"smallest_k should return an int (a number of nodes), got {type(got).__name__}")
+        if got == ref - 1:
+            raise ExerciseError(f"smallest_k: for {case} you return {got}, one below the answer {ref}: return `hi`, "
+                                "the end of the interval whose loss reaches the goal, not `lo`")
+        if got in ks and got != ref and got > ref:
+            raise ExerciseError(f"smallest_k: for {case} you return the grid point {got}; the answer {ref} lies "
+                                "between two grid points, so halve the interval [previous grid point, first grid point "
+                                "reaching the goal] until it has width 1")
+        if got != ref:
+            hint = (" You bisected from k = 0 or across the whole range: the curve is not monotone, so start from "
+                    "the first grid interval that reaches the goal." if "dip" in what else "")
+            raise ExerciseError(f"smallest_k: for {case} you return {got}, the reference gives {ref}.{hint}")
+        extra = len(set(calls) - set(ks))
+        hits = [k for k in ks if curve[k] <= goal]
+        width = hits[0] - max([k for k in ks if k < hits[0]], default=0) if hits else 1
+        if extra > math.ceil(math.log2(max(width, 2))) + 1:
+            raise ExerciseError(f"smallest_k: for {case} you evaluated {extra} counts off the grid; a bisection needs "
+                                f"about log2({width}) = {math.log2(max(width, 2)):.1f} (each evaluation is a forward pass "
+                                "on every prompt: scan k one by one and the search gets slow)")
+    return "smallest_k: correct (the first grid interval reaching the goal, halved down to the smallest k)"

@@ -5,13 +5,17 @@ node count ``N``, edge count ``E`` (nonzero weights between kept nodes) and *pos
 weights between the same kept nodes, zero or not), so its edge density is ``rho = E / P``; ``None`` where the
 model has no valid circuit for the task.
 
-**The dense frontier** of a task is a monotone lower envelope: at loss ``L``, the fewest nodes (and,
-separately, the fewest edges) of any dense model at least as capable (``L_d <= L``) with a valid circuit::
+**The dense frontier** of a task is a monotone lower envelope over dense *widths*. Each dense width (its
+seeds) is one point: the mean validation loss of its seeds and, per task, the geometric mean of the circuit
+sizes of the seeds that have a held-out-valid circuit. At loss ``L`` the frontier is the fewest nodes (and,
+separately, the fewest edges) of any width at least as capable (``L_w <= L``)::
 
-    N_dense,t(L) = min { N_d,t : L_d <= L },      E_dense,t(L) = min { E_d,t : L_d <= L }
+    N_dense,t(L) = min { N_w,t : L_w <= L },      E_dense,t(L) = min { E_w,t : L_w <= L }
 
-It never rises with ``L`` and is never interpolated; a sparse model more capable than every dense model with a
-circuit for the task gets no match. Taking the minimum favours the dense side (a conservative frontier).
+It never rises with ``L`` and is never interpolated; a sparse model more capable than every dense width with a
+circuit for the task gets no match. Averaging seeds within a width before the minimum keeps one lucky seed from
+setting the frontier, and lets the bootstrap move it both ways (a minimum over single models can only rise when
+models are resampled).
 
 **Three ratios** per (sparse model ``s``, task ``t``), each > 1 when the sparse circuit is smaller::
 
@@ -25,8 +29,8 @@ model keeping a fraction ``f`` of its weights has about ``f`` times the dense ed
 says nothing about packing a task into fewer or less connected units; the quotient is what is left.
 
 **Summaries** per kept fraction (never pooled across fractions, whose nulls differ): geometric means over
-(model, task) pairs with a crossed bootstrap that resamples the group's sparse models, the dense models (the
-frontier is rebuilt in every draw) and the tasks. **Slope**: least squares of ``log ratio`` on ``log(1/f)``
+(model, task) pairs with a crossed bootstrap that resamples the group's sparse models, the dense seeds within
+each width (the frontier is rebuilt in every draw) and the tasks. **Slope**: least squares of ``log ratio`` on ``log(1/f)``
 over every pair; density alone predicts about 1 for edges and 0 for nodes.
 """
 
@@ -40,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from course_lib.runtime import Headline
 
 RATIOS = ("node", "edge", "excess")  # excess: edge ratio / density null
+SLOPES = RATIOS + ("null",)  # the slopes also of the density null
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +74,37 @@ def model_from_entry(entry: Mapping, val_loss: float, sizes: Mapping[str, tuple[
                          float(entry["train"]["target_fraction"]), int(entry["model"]["d_model"]))
 
 
+def by_width(dense: Sequence[FrontierModel]) -> list[FrontierModel]:
+    """One :class:`FrontierModel` per dense ``(group, width)``: the mean validation loss of its members and, per
+    task, the geometric means of nodes, edges and possible edges over the members with a circuit (None when no
+    member has one). Its name is ``"<group> w<width>"``; a width with one member is that member."""
+    out = []
+    for key in dict.fromkeys((m.group, m.width) for m in dense):
+        ms = [m for m in dense if (m.group, m.width) == key]
+        tasks = list(dict.fromkeys(t for m in ms for t in m.edges))
+
+        def gmean(attr: str, t: str, ms: list[FrontierModel] = ms) -> float | None:
+            vs = [getattr(m, attr)[t] for m in ms if m.edges.get(t) and getattr(m, attr).get(t)]
+            return math.exp(sum(map(math.log, vs)) / len(vs)) if vs else None
+
+        out.append(FrontierModel(f"{key[0]} w{key[1]}", key[0], sum(m.val_loss for m in ms) / len(ms),
+                                 {t: gmean("nodes", t) for t in tasks}, {t: gmean("edges", t) for t in tasks},
+                                 {t: gmean("possible", t) for t in tasks}, 1.0, key[1]))
+    return out
+
+
+def resample_by_width(dense: Sequence[FrontierModel], rng: random.Random) -> list[FrontierModel]:
+    """A bootstrap draw of the dense side: each width's members drawn with replacement, then :func:`by_width`."""
+    draw = []
+    for key in dict.fromkeys((m.group, m.width) for m in dense):
+        ms = [m for m in dense if (m.group, m.width) == key]
+        draw += [rng.choice(ms) for _ in ms]
+    return by_width(draw)
+
+
 def envelope(dense: Sequence[FrontierModel], task: str, loss: float, key: str) -> tuple[float, FrontierModel] | None:
-    """``(min value, the dense model holding it)`` of ``key`` ("nodes" or "edges") over the dense models with a
-    circuit for ``task`` and ``val_loss <= loss``; None when there is none."""
+    """``(min value, the dense point holding it)`` of ``key`` ("nodes" or "edges") over the dense points (models
+    or :func:`by_width` widths) with a circuit for ``task`` and ``val_loss <= loss``; None when there is none."""
     best = None
     for d in dense:
         v = getattr(d, key).get(task)
@@ -108,10 +141,12 @@ def _quantiles(draws: list[float], level: float) -> tuple[float | None, float | 
 def group_summary(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel], tasks: Sequence[str],
                   n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Geometric means of the node ratio, edge ratio, density null and excess over the (model, task) pairs of
-    one sparse group, each with a crossed bootstrap interval (sparse models, dense models and tasks resampled
-    independently; the frontier rebuilt from the drawn dense models). ``{"node": {"value", "lo", "hi"}, ...,
+    one sparse group against the frontier over :func:`by_width` points, each with a crossed bootstrap interval
+    (sparse models, dense seeds within each width and tasks resampled independently; the frontier rebuilt in
+    every draw). ``{"node": {"value", "lo", "hi"}, ...,
     "n_pairs", "n_models", "n_tasks", "fraction"}``."""
-    pairs = {(s.name, t): r for s in sparse for t in tasks if (r := pair_ratios(dense, s, t))}
+    widths = by_width(dense)
+    pairs = {(s.name, t): r for s in sparse for t in tasks if (r := pair_ratios(widths, s, t))}
     keys = RATIOS + ("null",)
     out: dict = {"n_pairs": len(pairs), "n_models": len({m for m, _ in pairs}), "n_tasks": len({t for _, t in pairs}),
                  "fraction": sparse[0].fraction if sparse else None}
@@ -120,7 +155,7 @@ def group_summary(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel
     rng = random.Random(seed)
     draws: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(n_boot):
-        ds = [rng.choice(dense) for _ in dense]
+        ds = resample_by_width(dense, rng)
         ss = [rng.choice(sparse) for _ in sparse]
         ts = [rng.choice(list(tasks)) for _ in tasks]
         rs = [r for s in ss for t in ts if (r := pair_ratios(ds, s, t))]
@@ -128,7 +163,7 @@ def group_summary(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel
             for k in keys:
                 draws[k].append(sum(r[k] for r in rs) / len(rs))
     for k in keys:
-        lo, hi = _quantiles(draws[k], level)
+        lo, hi = _quantiles(draws[k], level) if len(pairs) >= 2 else (None, None)  # one pair: no spread to show
         out[k] = {"value": math.exp(sum(r[k] for r in pairs.values()) / len(pairs)),
                   "lo": math.exp(lo) if lo is not None else None, "hi": math.exp(hi) if hi is not None else None}
     return out
@@ -146,22 +181,23 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
 def slopes(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel], tasks: Sequence[str],
            n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, dict[str, float | None]]:
     """Slope of ``log ratio`` against ``log(1/f)`` over every sparse (model, task) pair, for the node ratio,
-    the edge ratio and the excess, with crossed bootstrap intervals (models, dense models, tasks)."""
+    the edge ratio, the excess and the density null itself (the edge ratio's slope if only density acted), with
+    crossed bootstrap intervals (models, dense seeds within widths, tasks)."""
     def fit(ds, ss, ts) -> dict[str, float | None]:
         rows = [(math.log(1 / s.fraction), r) for s in ss for t in ts if (r := pair_ratios(ds, s, t))]
-        return {k: slope([(x, r[k]) for x, r in rows]) for k in RATIOS}
+        return {k: slope([(x, r[k]) for x, r in rows]) for k in SLOPES}
 
-    point = fit(dense, sparse, tasks)
+    point = fit(by_width(dense), sparse, tasks)
     rng = random.Random(seed)
-    draws: dict[str, list[float]] = {k: [] for k in RATIOS}
+    draws: dict[str, list[float]] = {k: [] for k in SLOPES}
     for _ in range(n_boot):
-        got = fit([rng.choice(dense) for _ in dense], [rng.choice(sparse) for _ in sparse],
+        got = fit(resample_by_width(dense, rng), [rng.choice(sparse) for _ in sparse],
                   [rng.choice(list(tasks)) for _ in tasks])
         for k, v in got.items():
             if v is not None:
                 draws[k].append(v)
     out = {}
-    for k in RATIOS:
+    for k in SLOPES:
         lo, hi = _quantiles(draws[k], level)
         out[k] = {"value": point[k], "lo": lo, "hi": hi}
     return out
@@ -170,22 +206,23 @@ def slopes(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel], task
 def analyse(models: Sequence[FrontierModel], tasks: Sequence[str], n_boot: int = 1000, seed: int = 0) -> dict:
     """The whole comparison: ``{"tasks", "pairs": {"model|task": pair_ratios or None}, "unmatched":
     {"no_circuit_as_capable": [...], "more_capable_than_dense": [...]}, "groups": {group: group_summary},
-    "slopes": slopes(...), "dense": {task: [[L, N, E], ...]}}``.
+    "slopes": slopes(...), "dense": {task: [[L, N, E, width], ...]}}`` (``dense``: the :func:`by_width` points).
 
     A sparse circuit is unmatched when no dense model at least as capable has a circuit for the task: either
     dense models that capable exist but none has one (the sparse model does a task they do not), or the
     sparse model is more capable than every dense model with a circuit."""
     dense = [m for m in models if m.dense]
     sparse = [m for m in models if not m.dense]
+    widths = by_width(dense)
     pairs, no_circ, beyond = {}, [], []
     for s in sparse:
         for t in tasks:
             if not s.edges.get(t):
                 continue
-            r = pair_ratios(dense, s, t)
+            r = pair_ratios(widths, s, t)
             pairs[f"{s.name}|{t}"] = r
             if r is None:
-                capable = [d for d in dense if d.val_loss <= s.val_loss]
+                capable = [d for d in widths if d.val_loss <= s.val_loss]
                 (no_circ if capable else beyond).append(f"{s.name}|{t}")
     groups = {}
     for g in dict.fromkeys(m.group for m in sparse):
@@ -194,7 +231,8 @@ def analyse(models: Sequence[FrontierModel], tasks: Sequence[str], n_boot: int =
     return {"tasks": list(tasks), "pairs": pairs,
             "unmatched": {"no_circuit_as_capable": no_circ, "more_capable_than_dense": beyond},
             "groups": groups, "slopes": slopes(dense, sparse, tasks, n_boot, seed=seed),
-            "dense": {t: sorted([d.val_loss, d.nodes[t], d.edges[t]] for d in dense if d.edges.get(t)) for t in tasks}}
+            "dense": {t: sorted([d.val_loss, d.nodes[t], d.edges[t], d.width] for d in widths if d.edges.get(t))
+                      for t in tasks}}
 
 
 def headline(front: Mapping) -> list[Headline]:

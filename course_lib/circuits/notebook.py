@@ -54,7 +54,7 @@ class Settings:
     n_control_tasks: int  # tasks the per-model controls run on
     solved_loss: float  # a model solves a task when its full loss on the solve prompts is at most this (< target)
     mask_seeds: int  # mask seeds per pair in the noise study
-    noise_subset: str  # which models the noise study covers: "seed 0" (one model per configuration) or "all"
+    noise_subset: str  # the models of the noise study: "all", "seed 0" (one per configuration) or "five"
     n_boot: int  # bootstrap draws of the frontier's intervals
 
 
@@ -86,7 +86,11 @@ def settings(run: runtime.Run, use_reference_solutions: object, target_loss: obj
                                      "valid values: 'auto', 'retrain' or the folder of an exported set")
     source = {"auto": run.pick(smoke="retrain", workshop="shipped", full="shipped")}.get(reference_set, reference_set)
     solved_loss = SOLVED_RATIO * target
-    prune_cfg = PruneConfig(steps=run.pick(smoke=20, workshop=120, full=600), target_loss=target,
+    # workshop: fewer, larger steps on half the fit prompts per step (about half the cost of 120 steps at lr
+    # 0.05 on all of them, circuits of about the same size); full: 600 small steps on every prompt
+    prune_cfg = PruneConfig(steps=run.pick(smoke=20, workshop=80, full=600), target_loss=target,
+                            lr=run.pick(smoke=0.05, workshop=0.1, full=0.05),
+                            batch_size=run.pick(smoke=0, workshop=48, full=0),
                             grid_points=run.pick(smoke=8, workshop=16, full=32), solved_loss=solved_loss,
                             train_target_ratio=0.85, init_noise=0.5)
     return Settings(
@@ -94,7 +98,7 @@ def settings(run: runtime.Run, use_reference_solutions: object, target_loss: obj
         reference_set=reference_set, set_name=run.pick(smoke="smoke", workshop="reference", full="reference"),
         source=source, n_prompts=run.pick(smoke=16, workshop=96, full=128), prune_cfg=prune_cfg,
         mean_windows=run.pick(smoke=8, workshop=32, full=256), n_control_tasks=run.pick(smoke=1, workshop=2, full=7),
-        solved_loss=solved_loss, mask_seeds=3, noise_subset=run.pick(smoke="all", workshop="seed 0", full="all"),
+        solved_loss=solved_loss, mask_seeds=3, noise_subset=run.pick(smoke="all", workshop="five", full="all"),
         n_boot=run.pick(smoke=100, workshop=1000, full=2000))
 
 
@@ -102,8 +106,9 @@ def settings_text(s: Settings, profile: str, device: torch.device) -> str:
     """One line naming the profile, device, reference set, prompt count, target and mask-learning steps."""
     return (f"profile={profile} device={device} set={s.set_name} ({s.source}); {s.n_prompts} prompts per task and "
             f"split (solve / fit / report); solved at full loss <= {s.solved_loss:.3g}; circuit target "
-            f"{s.target_loss}; mask learning {s.prune_cfg.steps} steps; {s.mask_seeds} mask seeds on "
-            f"{'every model' if s.noise_subset == 'all' else 'one model per configuration (training seed 0)'}")
+            f"{s.target_loss}; mask learning {s.prune_cfg.steps} steps at lr {s.prune_cfg.lr:g} on "
+            + (f"{s.prune_cfg.batch_size} prompts per step" if s.prune_cfg.batch_size else "every prompt")
+            + f"; {s.mask_seeds} mask seeds on {NOISE_WORDS[s.noise_subset]}")
 
 
 # --------------------------------------------------------------------------- section 2: the training checks
@@ -291,10 +296,23 @@ def frontier_models(entries: Mapping[str, Mapping]) -> list[str]:
     return dense + sparse
 
 
+NOISE_FIVE = (("dense, equal data", 32), ("dense, equal data", 64), ("sparse 0.4", 64), ("sparse 0.1", 64),
+              ("sparse 0.05, width 96", 96))  # (group, width) of the workshop's noise study, training seed 0
+NOISE_WORDS = {"all": "every model", "seed 0": "one model per configuration (training seed 0)",
+               "five": "five models (training seed 0 of dense widths 32 and 64, sparse 0.4, 0.1 and 0.05)"}
+
+
 def noise_models(entries: Mapping[str, Mapping], names: Sequence[str], subset: str) -> list[str]:
-    """The models of the noise study: all of ``names``, or (``subset == "seed 0"``) those of training seed 0,
-    one per configuration."""
-    return list(names) if subset == "all" else [n for n in names if entries[n]["train"]["seed"] == 0]
+    """The models of the noise study: all of ``names``; (``"seed 0"``) those of training seed 0, one per
+    configuration; or (``"five"``) the seed-0 models of the configurations :data:`NOISE_FIVE`, where the set has
+    them (else seed 0 of every configuration)."""
+    if subset == "all":
+        return list(names)
+    seed0 = [n for n in names if entries[n]["train"]["seed"] == 0]
+    if subset == "five":
+        five = [n for n in seed0 if (entries[n]["group"], entries[n]["model"]["d_model"]) in NOISE_FIVE]
+        return five or seed0
+    return seed0
 
 
 def search_jobs(names: Sequence[str], solved: Mapping[str, Sequence[str]], noise: Sequence[str],
@@ -352,12 +370,12 @@ def interval_text(v: Mapping[str, Any], digits: int = 2) -> str:
 
 
 def frontier_text(front: Mapping[str, Any]) -> str:
-    """Per task: the dense frontier's points, then each sparse circuit's ratios (or why it has none)."""
+    """Per task: the dense widths' points, then each sparse circuit's ratios (or why it has none)."""
     lines = []
     for t in front["tasks"]:
         pts = front["dense"].get(t, [])
-        lines.append(f"{t:14s} dense (val loss: nodes/edges) " + (", ".join(f"{p[0]:.2f}: {p[1]}/{p[2]}" for p in pts)
-                                                              or "none"))
+        lines.append(f"{t:14s} dense widths (width, val loss: nodes/edges) "
+                     + (", ".join(f"w{p[3]} {p[0]:.2f}: {p[1]:.0f}/{p[2]:.0f}" for p in pts) or "none"))
         for key, r in front["pairs"].items():
             n, tt = key.split("|")
             if tt != t:
@@ -392,11 +410,42 @@ def frontier_summary(front: Mapping[str, Any], fmodels: Sequence[frontier.Fronti
 def _verdict(v: Mapping[str, Any], what: str) -> str:
     if v.get("lo") is None:
         return f"{what}: too few pairs for an interval"
-    if v["lo"] > 1:
+    if v["lo"] > 1 + 1e-9:
         return f"{what} smaller in the sparse models"
-    if v["hi"] < 1:
+    if v["hi"] < 1 - 1e-9:
         return f"{what} larger in the sparse models"
     return f"no difference in {what} can be claimed"
+
+
+def _spread(s: FrontierSummary, key: str) -> tuple[list[float], int, int, int]:
+    """Values of one ratio over the groups with pairs, and how many intervals lie above 1, below 1, or have none."""
+    xs = [g[key] for g in s.groups.values() if g["n_pairs"] and g[key]["value"] is not None]
+    above = sum(x["lo"] is not None and x["lo"] > 1 + 1e-9 for x in xs)
+    below = sum(x["hi"] is not None and x["hi"] < 1 - 1e-9 for x in xs)
+    return [x["value"] for x in xs], above, below, sum(x["lo"] is None for x in xs)
+
+
+def finding_text(s: FrontierSummary) -> str:
+    """The section's finding in two sentences, from the per-fraction node ratios and edges / null."""
+    nodes, n_up, n_down, _ = _spread(s, "node")
+    exc, e_up, e_down, _ = _spread(s, "excess")
+    if not nodes:
+        return "**Finding:** no sparse circuit could be matched with a dense one in this run."
+    k = len(nodes)
+
+    def part(vals: list[float], up: int, down: int, noun: str) -> str:
+        rng = f"{min(vals):.2f}-{max(vals):.2f}x" if len(vals) > 1 else f"{vals[0]:.2f}x"
+        if up == down == 0:
+            return f"{noun} {rng}, no interval excluding 1"
+        return (f"{noun} {rng}; {up} of {k} kept fractions with an interval above 1 (sparse smaller), {down} "
+                "below 1 (sparse larger)")
+
+    same = n_up == n_down == e_up == e_down == 0
+    return ("**Finding:** " + part(nodes, n_up, n_down, "node ratios") + "; " + part(exc, e_up, e_down, "edges / null")
+            + ". " + ("At this scale weight-sparse circuits are **not smaller in nodes** than dense circuits at the "
+                      "same pretraining loss, and their smaller edge counts are **what weight density alone "
+                      "predicts**: the sparse models' circuits use about as many units, joined by fewer weights."
+                      if same else "Where an interval excludes 1, the table names the kept fraction."))
 
 
 def frontier_markdown(s: FrontierSummary) -> str:
@@ -420,14 +469,17 @@ def frontier_markdown(s: FrontierSummary) -> str:
         return f"{v['value']:.2f}{ci}"
 
     return (
+        finding_text(s) + "\n\n" +
         f"Dense frontier: {s.n_dense} dense models of widths {', '.join(map(str, s.dense_widths))}, trained on the "
-        "sparse models' data. Ratios are dense / sparse at matched validation loss (> 1: the sparse circuit is "
-        "smaller), geometric means over (model, task) pairs with 95% crossed-bootstrap intervals (sparse models, "
-        "dense models and tasks resampled):\n\n" + "\n".join(rows) + "\n\n"
+        "sparse models' data, one point per width (the mean validation loss of its seeds, the geometric-mean "
+        "circuit size of the seeds with a circuit). Ratios are dense / sparse at matched validation loss (> 1: the "
+        "sparse circuit is smaller), geometric means over (model, task) pairs with 95% crossed-bootstrap intervals "
+        "(sparse models, dense seeds within each width, and tasks resampled):\n\n" + "\n".join(rows) + "\n\n"
         + ("**Reading:** " + ". ".join(verdicts) + ". " if verdicts else "No sparse circuit could be matched. ")
-        + f"Slopes of log ratio against log(1/f) over all pairs: edges {slope_text('edge')}, nodes "
-        f"{slope_text('node')}, edges / null {slope_text('excess')}; weight density alone predicts about 1 for "
-        "edges and 0 for the other two. "
+        + f"Slopes of log ratio against log(1/f) over all pairs: edges {slope_text('edge')} against the density "
+        f"null's {slope_text('null')}, nodes {slope_text('node')}, edges / null {slope_text('excess')}; if weight "
+        "density were all that differs, the edge ratio would rise with 1/f as its null does and the other two "
+        "would stay flat (slope 0). "
         + "**The paper's ~16x is an edge ratio** at kept fractions near 1/1000, where density alone would give "
         "~1000x for a circuit on the same nodes: the edge ratio mixes the density of the weights with the size of "
         "the node set, and only the node ratio and edges / null separate the second from the first. "
@@ -686,9 +738,11 @@ def collect_controls(plan: ControlPlan, found: Sequence[Circuit], reported: Mapp
     searches: dict[str, dict[str, Any]] = {}
     passed: dict[str, list[int]] = {}
     for (kind, n, t), c in zip(plan.jobs, found):
+        real = reported.get(n, {}).get(t)
         searches[f"{kind} {n}/{t}"] = {"kind": kind, "model": n, "task": t, "full_report": c.full_loss,
                                       "pruned_fit": c.train_loss, "pruned_report": c.test_loss,
-                                      "fit_nodes": c.train_nodes, "valid": c.valid, "passed": not c.valid}
+                                      "fit_nodes": c.train_nodes, "valid": c.valid, "passed": not c.valid,
+                                      "real_nodes": real.n_nodes if real is not None else None}
         p = passed.setdefault(kind, [0, 0])
         p[0] += not c.valid
         p[1] += 1
@@ -721,6 +775,7 @@ def controls_text(ctl: Controls) -> str:
     """One line per control search, then one per circuit against its random node sets."""
     rows = [f"{k}: full {v['full_report']:.3f}, pruned fit {v['pruned_fit']:.3f} (k={v['fit_nodes']}) / report "
             f"{v['pruned_report']:.3f} -> {'PASS' if v['passed'] else 'FAIL: a held-out-valid circuit'}"
+            + (f" (the real circuit for the task: {v['real_nodes']} nodes)" if v.get("real_nodes") else "")
             for k, v in ctl.searches.items()]
     rows += [f"{k}: circuit {v['circuit_report']:.3f} ({v['nodes']} nodes) vs random sets mean {v['random_mean']:.3f}, "
              f"best {v['random_min']:.3f}; constant predictor {v['constant']:.3f} -> {'PASS' if v['passed'] else 'FAIL'}"
@@ -741,9 +796,27 @@ def controls_markdown(ctl: Controls) -> str:
             + (f"Tasks no frontier model solves: {', '.join(ctl.unsolved_by_all)}. " if ctl.unsolved_by_all else
                "Every task is solved by some model, so the unsolved-task control uses tasks the control model does "
                "not solve. ")
-            + ("**Failed:** " + ", ".join(failed) + " — where a control fails, pruning can produce a 'circuit' "
-               "without a mechanism, and sizes of that kind are suspect." if failed else
+            + ("**Failed:** " + ", ".join(failed) + ". Where a control fails, mean-ablation pruning manufactured a "
+               "behaviour the model does not have: with enough nodes kept and the rest frozen at their means, the "
+               "remaining nodes can be recombined into a different rule. " + manufactured_text(ctl)
+               if failed else
                "Every control passed: on these models and tasks, pruning did not manufacture circuits."))
+
+
+def manufactured_text(ctl: Controls) -> str:
+    """How large the manufactured circuits are against the real circuits of the same model and task."""
+    pairs = [(v["fit_nodes"], v["real_nodes"]) for v in ctl.searches.values()
+             if not v["passed"] and v["fit_nodes"] and v.get("real_nodes")]
+    big = [v["fit_nodes"] for v in ctl.searches.values() if not v["passed"] and v["fit_nodes"]]
+    if not big:
+        return ""
+    out = f"The manufactured node sets keep {min(big)}-{max(big)} nodes"
+    if pairs:
+        r = [a / b for a, b in pairs]
+        out += (f"; where the model has a real circuit for the same task, {min(r):.1f}-{max(r):.1f}x its nodes "
+                f"({len(pairs)} case(s))")
+    return out + (". A circuit size says something about a mechanism only where it is far below what pruning "
+                  "can manufacture; a large circuit may be partly manufactured.")
 
 
 # --------------------------------------------------------------------------- section 7: the wiring diagram

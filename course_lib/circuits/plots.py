@@ -302,9 +302,10 @@ def plot_solved(full_loss: Mapping[str, Mapping[str, float]], target: float) -> 
 def plot_frontier_tasks(models: Sequence, analysis: Mapping) -> Figure:
     """The frontier task by task (:func:`course_lib.circuits.frontier.analyse`).
 
-    One panel per task with a circuit: circuit edges (log) against validation loss. Dense models are grey
-    dots, marked by width; the black step line is the dense frontier (fewest edges of any dense model at
-    least as capable, so it only falls to the right). Sparse models are colored by group; a hollow marker
+    One panel per task with a circuit: circuit edges (log) against validation loss. Dense models are light
+    grey, marked by width; each width's point (mean loss of its seeds, geometric-mean edges) is black; the black
+    step line is the dense frontier over the widths (fewest edges of any width at least as capable, so it only
+    falls to the right). Sparse models are colored by group; a hollow marker
     shows the frontier at a sparse model's loss and the dotted line between them is its edge ratio."""
     tasks = [t for t in analysis["tasks"] if any((m.edges.get(t) or 0) > 0 for m in models)]
     colors = group_colors([m.group for m in models])
@@ -319,9 +320,12 @@ def plot_frontier_tasks(models: Sequence, analysis: Mapping) -> Figure:
     lo = min(m.val_loss for m in models) - 0.05
     hi = max(m.val_loss for m in models) + 0.05
     for ax, t in zip(flat, tasks):
-        pts = sorted((m.val_loss, m.edges[t], m.width) for m in dense if m.edges.get(t))
+        for m in dense:
+            if m.edges.get(t):
+                ax.scatter([m.val_loss], [m.edges[t]], s=10, color="silver", marker=markers[m.width], zorder=2)
+        pts = [(p[0], p[2], p[3]) for p in analysis["dense"].get(t, [])]  # one point per width, by loss
         for loss, e, w in pts:
-            ax.scatter([loss], [e], s=16, color="gray", marker=markers[w], zorder=2)
+            ax.scatter([loss], [e], s=30, color="black", marker=markers.get(w, "o"), zorder=3)
         if pts:
             xs, ys, best = [], [], None
             for loss, e, _ in pts:
@@ -346,7 +350,8 @@ def plot_frontier_tasks(models: Sequence, analysis: Mapping) -> Figure:
     for a in flat[len(tasks):]:
         a.axis("off")
     handles = [plt.Line2D([], [], color="black", label="dense frontier (fewest edges at loss <= L)")]
-    handles += [plt.Line2D([], [], ls="", marker=mk, color="gray", label=f"dense, width {w}") for w, mk in markers.items()]
+    handles += [plt.Line2D([], [], ls="", marker=mk, color="black", label=f"dense width {w} (grey: its seeds)")
+                for w, mk in markers.items()]
     handles += [plt.Line2D([], [], ls="", marker="o", color=c, label=g) for g, c in colors.items() if not g.startswith("dense")]
     handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="frontier at the same loss")]
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7.5, frameon=False)

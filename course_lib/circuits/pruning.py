@@ -137,6 +137,34 @@ def accept_circuit(train_nodes: int | None, train_loss: float, test_loss: float,
 AcceptFn = Callable[[int | None, float, float, float], bool]  # (train_nodes, train_loss, test_loss, target)
 
 
+def smallest_k(loss_at: Callable[[int], float], ks: Sequence[int], goal: float) -> int | None:
+    """The bisection on the number of kept nodes: the smallest ``k`` whose loss reaches ``goal``, or None.
+
+    ``ks`` is the sorted grid of kept-node counts already traced (``loss_at(k)``: task loss of the top-``k``
+    nodes of the ranking). Take the first grid point ``hi`` with ``loss_at(hi) <= goal`` and the grid point
+    before it, ``lo`` (0 if none), then halve ``[lo, hi]`` while keeping ``loss_at(lo) > goal >= loss_at(hi)``
+    until ``hi - lo == 1``; return ``hi``. About ``log2(hi - lo)`` more evaluations. The loss need not be
+    monotone in ``k``: the answer is the crossing inside the first grid interval that reaches the goal.
+    None when no grid point reaches the goal."""
+    hits = [k for k in ks if loss_at(k) <= goal]
+    if not hits:
+        return None
+    hi = hits[0]
+    lo = max([k for k in ks if k < hi], default=0)
+    if lo == hi:
+        return hi
+    while hi - lo > 1:  # loss_at(lo) > goal >= loss_at(hi)
+        mid = (lo + hi) // 2
+        if loss_at(mid) <= goal:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+SearchFn = Callable[[Callable[[int], float], Sequence[int], float], int | None]  # (loss_at, ks, goal) -> k
+
+
 def _ablation_hook(mask: torch.Tensor, mean: torch.Tensor):
     def fn(act: torch.Tensor, hook) -> torch.Tensor:
         shape = act.shape
@@ -195,6 +223,7 @@ class PruneConfig:
     solved_loss: float = 0.5  # a model solves a task when its unpruned held-out task loss is at most this
     mask_seed: int = 0  # seed of the mask logits' initial noise (one search per seed: the noise floor)
     init_noise: float = 0.0  # sd of the Gaussian noise added to init_logit (0: every search starts alike)
+    batch_size: int = 0  # prompts per mask-learning step, a fresh random subset each step (0: all of them)
 
 
 @dataclasses.dataclass
@@ -240,7 +269,9 @@ def learn_masks(
 ) -> dict[str, torch.Tensor]:
     """Optimise mask logits for ``task_loss + coef * active nodes``; returns ``{hook: logits}``.
 
-    The masks in the forward pass are ``mask_fn(logits, pcfg.temperature)``."""
+    The masks in the forward pass are ``mask_fn(logits, pcfg.temperature)``. With ``pcfg.batch_size`` each
+    step sees a random subset of that many prompts (drawn from the mask seed's generator), which makes a step
+    cheaper in proportion; the loss curve and the bisection always use every prompt."""
     sites = node_sites(model)
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(pcfg.mask_seed)
@@ -250,11 +281,17 @@ def learn_masks(
     for p in model.parameters():
         p.requires_grad_(False)
     try:
+        n = data.tokens.shape[0]
         for _ in tqdm(range(pcfg.steps), desc=f"masks {data.task}", disable=not progress, leave=False):
             masks = {h: mask_fn(s, pcfg.temperature) for h, s in logits.items()}
-            final = masked_final_last(model, data, masks, means)
-            prev = data.tokens[torch.arange(data.tokens.shape[0], device=dev), data.last]
-            loss = task_loss_from_logits(model.unembed_columns(final, prev, data.answer_ids))
+            batch = data
+            if 0 < pcfg.batch_size < n:
+                idx = torch.randperm(n, generator=g)[:pcfg.batch_size].to(dev)
+                batch = dataclasses.replace(data, tokens=data.tokens[idx], last=data.last[idx],
+                                            answer_ids=data.answer_ids[idx], prompts=[])
+            final = masked_final_last(model, batch, masks, means)
+            prev = batch.tokens[torch.arange(batch.tokens.shape[0], device=dev), batch.last]
+            loss = task_loss_from_logits(model.unembed_columns(final, prev, batch.answer_ids))
             active = sum(m.sum() for m in masks.values())
             opt.zero_grad(set_to_none=True)
             (loss + pcfg.coef * active).backward()
@@ -276,25 +313,28 @@ def find_circuit(
     model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
     means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool = False,
     mask_fn: MaskFn = hard_mask, accept_fn: AcceptFn = accept_circuit, edge_fn: EdgeFn = weight_edges,
+    search_fn: SearchFn = smallest_k,
 ) -> Circuit:
     """Learn masks, rank nodes, trace task loss vs kept nodes, bisect for the smallest circuit.
 
-    ``mask_fn`` makes the masks while learning (:func:`learn_masks`), ``accept_fn`` decides whether the
-    node set is a circuit (``valid``), ``edge_fn`` counts its edges (:func:`~course_lib.circuits.edges.count_edges`).
+    ``mask_fn`` makes the masks while learning (:func:`learn_masks`), ``search_fn`` bisects for the smallest
+    kept-node count (:func:`smallest_k`), ``accept_fn`` decides whether the node set is a circuit (``valid``),
+    ``edge_fn`` counts its edges (:func:`~course_lib.circuits.edges.count_edges`).
     """
     if next(model.parameters()).device.type == "cpu":
         key = ("find_circuit", model.cfg, tuple(train.tokens.shape))
         ones = {h: m.float() for h, m in all_kept(model).items()}
         threads = runtime.faster_thread_count(key, lambda: task_loss(model, train, ones, means))
         with runtime.cpu_threads(threads):
-            return _find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
-    return _find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+            return _find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn,
+                                 search_fn)
+    return _find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn, search_fn)
 
 
 def _find_circuit(
     model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
     means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool,
-    mask_fn: MaskFn, accept_fn: AcceptFn, edge_fn: EdgeFn,
+    mask_fn: MaskFn, accept_fn: AcceptFn, edge_fn: EdgeFn, search_fn: SearchFn = smallest_k,
 ) -> Circuit:
     logits = learn_masks(model, train, means, pcfg, progress, mask_fn)
     flat = [(float(v), h, c) for h, s in logits.items() for c, v in enumerate(s.tolist())]
@@ -312,21 +352,9 @@ def _find_circuit(
     ks = sorted(set(_grid(n_total, pcfg.grid_points)) | {n_active})
     curve = [loss_at(k) for k in ks]
     goal = pcfg.target_loss * pcfg.train_target_ratio  # on the train prompts
-    hits = [k for k in ks if loss_at(k) <= goal]
-    if hits:
-        hi = hits[0]
-        lo = max([k for k in ks if k < hi], default=0)
-        while hi - lo > 1:  # loss(lo) > goal >= loss(hi)
-            mid = (lo + hi) // 2
-            if loss_at(mid) <= goal:
-                hi = mid
-            else:
-                lo = mid
-        k_star: int | None = hi
-        k_used = hi
-    else:
-        k_star = None
-        k_used = min(ks, key=loss_at)
+    found = search_fn(loss_at, ks, goal)
+    k_star: int | None = None if found is None else int(found)
+    k_used = k_star if k_star is not None else min(ks, key=loss_at)
     masks = masks_from_order(model, order, k_used)
     kept = {h: m > 0.5 for h, m in masks.items()}
     test_loss = task_loss(model, test, masks, means)
@@ -385,15 +413,17 @@ def find_circuit_cached(
     model: SparseTransformer, model_name: str, train: TaskData, test: TaskData,
     means: dict[str, torch.Tensor], pcfg: PruneConfig, progress: bool = False,
     mask_fn: MaskFn = hard_mask, accept_fn: AcceptFn = accept_circuit, edge_fn: EdgeFn = weight_edges,
+    search_fn: SearchFn = smallest_k,
 ) -> Circuit:
     """:func:`find_circuit`, its result cached (:func:`course_lib.cache.load_or_build`) under everything
     that decides it: the model's weights, both prompt sets, the ablation means, ``pcfg``, the device
-    type, and the source code of ``mask_fn``, ``accept_fn`` and ``edge_fn`` (the learner's or the
+    type, and the source code of ``mask_fn``, ``accept_fn``, ``edge_fn`` and ``search_fn`` (the learner's or the
     library's, :func:`course_lib.cache.code_id`). A function whose source cannot be read is never cached.
     """
-    codes = [cache.code_id(f) for f in (mask_fn, accept_fn, edge_fn)]
+    codes = [cache.code_id(f) for f in (mask_fn, accept_fn, edge_fn, search_fn)]
     if None in codes:
-        return find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+        return find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn,
+                            search_fn)
     state = model.state_dict()
     key = {
         "weights": cache.tensor_digest(state[k] for k in sorted(state)), "cfg": model.cfg, "task": train.task,
@@ -403,7 +433,7 @@ def find_circuit_cached(
     }
 
     def build(folder) -> None:
-        c = find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn)
+        c = find_circuit(model, model_name, train, test, means, pcfg, progress, mask_fn, accept_fn, edge_fn, search_fn)
         fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "model_name"}
         fields["kept"] = {h: m.cpu() for h, m in c.kept.items()}
         torch.save(fields, folder / "circuit.pt")

@@ -16,6 +16,7 @@ CHECKS = {
     "hard_mask": (ex.check_hard_mask, circuits.hard_mask),
     "weight_edges": (ex.check_weight_edges, circuits.weight_edges),
     "accept_circuit": (ex.check_accept_circuit, circuits.accept_circuit),
+    "smallest_k": (ex.check_smallest_k, circuits.pruning.smallest_k),
 }
 
 
@@ -188,3 +189,50 @@ def test_accept_circuit_mistakes(wrong, hint):
 def test_accept_circuit_takes_a_bool_tensor():
     assert "correct" in ex.check_accept_circuit(
         lambda n, tr, te, t: torch.tensor(n is not None) & (torch.tensor(te) <= t))
+
+
+# --------------------------------------------------------------------------- smallest_k
+
+
+def _bisect(loss_at, ks, goal, *, whole=False, give_lo=False):
+    hits = [k for k in ks if loss_at(k) <= goal]
+    if not hits:
+        return None
+    lo, hi = (0, ks[-1]) if whole else (max([k for k in ks if k < hits[0]], default=0), hits[0])
+    if whole and loss_at(0) <= goal:
+        return 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if loss_at(mid) <= goal else (mid, hi)
+    return lo if give_lo else hi
+
+
+def test_a_recursive_bisection_passes():
+    def rec(loss_at, ks, goal):
+        hits = [k for k in ks if loss_at(k) <= goal]
+        if not hits:
+            return None
+
+        def go(lo, hi):
+            if hi - lo <= 1:
+                return hi
+            mid = (lo + hi + 1) // 2  # rounding up is as good
+            return go(lo, mid) if loss_at(mid) <= goal else go(mid, hi)
+
+        return go(max([k for k in ks if k < hits[0]], default=0), hits[0]) if hits[0] else 0
+
+    assert ex.check_smallest_k(rec).startswith("smallest_k: correct")
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda f, ks, g: _bisect(f, ks, g, give_lo=True), "one below the answer"),
+    (lambda f, ks, g: _bisect(f, ks, g, whole=True), "the curve is not monotone"),
+    (lambda f, ks, g: next((k for k in range(ks[-1] + 1) if f(k) <= g), None), "counts off the grid"),
+    (lambda f, ks, g: next((k for k in ks if f(k) <= g), None), "lies between two grid points"),
+    (lambda f, ks, g: _bisect(f, ks, g - 1e-9), "written as `<`"),
+    (lambda f, ks, g: _bisect(f, ks, g) or ks[-1], "return None"),
+    (lambda f, ks, g: float(_bisect(f, ks, g) or 0), "should return an int"),
+])
+def test_smallest_k_mistakes(wrong, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_smallest_k(wrong)

@@ -72,3 +72,20 @@ def test_headline_states_the_null_and_nodes_beside_the_edges():
     sp = [model(f"s{k}", 3.5, {"a": (50, 100, 1000)}, fraction=0.1) for k in range(3)]
     h = fr.headline(fr.analyse([*dense, *sp], ["a"], n_boot=50))
     assert len(h) == 1 and "density null 10x" in h[0].value and "nodes 1x" in h[0].value
+
+
+def test_the_frontier_is_over_widths_and_its_interval_can_move_both_ways():
+    # width 32: three seeds with 100, 400 and 1600 edges (geometric mean 400); width 64 less capable, larger
+    dense = [model(f"d32-s{i}", 3.5 + 0.01 * i, {"a": (10 * 2 ** i, 100 * 4 ** i, 100 * 4 ** i)}, width=32)
+             for i in range(3)]
+    dense += [model(f"d64-s{i}", 3.8, {"a": (90, 5000, 5000)}, width=64) for i in range(3)]
+    w = fr.by_width(dense)
+    assert [(p.name, p.width) for p in w] == [("dense w32", 32), ("dense w64", 64)]
+    assert w[0].val_loss == pytest.approx(3.51) and w[0].edges["a"] == pytest.approx(400)
+    assert w[0].nodes["a"] == pytest.approx(20)
+    sp = [model(f"s{k}", 3.6, {"a": (20, 40, 400)}, fraction=0.1) for k in range(3)]
+    res = fr.analyse([*dense, *sp], ["a"], n_boot=400)
+    g = res["groups"]["sparse 0.1"]
+    assert g["edge"]["value"] == pytest.approx(10)  # 400 / 40, not the luckiest seed's 100 / 40
+    assert g["edge"]["lo"] < 10 < g["edge"]["hi"]  # resampling seeds within the width moves it both ways
+    assert res["dense"]["a"] == [pytest.approx([3.51, 20, 400, 32]), pytest.approx([3.8, 90, 5000, 64])]

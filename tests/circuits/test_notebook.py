@@ -34,10 +34,11 @@ def run(tmp_path):
 # --------------------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize("profile, target, steps, prompts, set_name, source, subset", [
-    ("smoke", 0.6, 20, 16, "smoke", "retrain", "all"), ("workshop", 0.3, 120, 96, "reference", "shipped", "seed 0"),
-    ("full", 0.15, 600, 128, "reference", "shipped", "all")])
-def test_settings_derive_the_profiles_sizes(run, profile, target, steps, prompts, set_name, source, subset):
+@pytest.mark.parametrize("profile, target, steps, prompts, set_name, source, subset, lr, batch", [
+    ("smoke", 0.6, 20, 16, "smoke", "retrain", "all", 0.05, 0),
+    ("workshop", 0.3, 80, 96, "reference", "shipped", "five", 0.1, 48),
+    ("full", 0.15, 600, 128, "reference", "shipped", "all", 0.05, 0)])
+def test_settings_derive_the_profiles_sizes(run, profile, target, steps, prompts, set_name, source, subset, lr, batch):
     s = nbk.settings(run(profile), False, "auto", "quote_close", "auto")
     assert (s.target_loss, s.prune_cfg.steps, s.n_prompts, s.set_name, s.source) == (target, steps, prompts,
                                                                                       set_name, source)
@@ -45,12 +46,13 @@ def test_settings_derive_the_profiles_sizes(run, profile, target, steps, prompts
     assert s.solved_loss == s.prune_cfg.solved_loss == pytest.approx(nbk.SOLVED_RATIO * target)
     assert s.solved_loss < target
     assert s.prune_cfg.target_loss == target and s.prune_cfg.train_target_ratio == 0.85
-    assert (s.mask_seeds, s.noise_subset) == (3, subset)
+    assert (s.mask_seeds, s.noise_subset, s.prune_cfg.lr, s.prune_cfg.batch_size) == (3, subset, lr, batch)
     assert dataclasses.is_dataclass(s) and type(s).__dataclass_params__.frozen
     text = nbk.settings_text(s, profile, torch.device("cpu"))
     assert text.startswith(f"profile={profile} device=cpu set={set_name} ({source}); {prompts} prompts per task and "
                            f"split (solve / fit / report); solved at full loss <= {s.solved_loss:.3g}; circuit target "
-                           f"{target}; mask learning {steps} steps; 3 mask seeds on ")
+                           f"{target}; mask learning {steps} steps at lr {lr:g} on ")
+    assert text.endswith(("on every model", "sparse 0.4, 0.1 and 0.05)"))
 
 
 def test_settings_accept_numbers_and_a_folder_with_a_manifest(run, tmp_path):
@@ -197,6 +199,10 @@ def test_frontier_models_keep_dense_models_trained_on_the_same_data_and_the_jobs
     assert names == ["d-s0", "d-s1", "s-s0", "s-s1"]  # the 1k-step dense model saw 1/16 of the task text
     assert nbk.noise_models(entries, names, "seed 0") == ["d-s0", "s-s0"]
     assert nbk.noise_models(entries, names, "all") == names
+    assert nbk.noise_models(entries, names, "five") == ["d-s0", "s-s0"]  # none of the five: seed 0 of each
+    five = {n: e | {"group": "dense, equal data", "model": {"d_model": 32}} if n.startswith("d") else e
+            for n, e in entries.items()}
+    assert nbk.noise_models(five, names, "five") == ["d-s0"]
     solved = {"d-s0": ["x"], "d-s1": ["x", "y"], "s-s0": [], "s-s1": ["y"]}
     jobs = nbk.search_jobs(names, solved, ["d-s0"], 3)
     J = nbk.SearchJob
@@ -245,7 +251,13 @@ def test_frontier_inputs_summary_and_markdown_report_three_ratios_per_fraction()
     assert g2["n_pairs"] == 3 and g2["node"]["value"] == pytest.approx(1.0) and g2["edge"]["value"] == pytest.approx(5)
     assert g2["excess"]["value"] == pytest.approx(1.0)  # all of the edge ratio is density
     md = nbk.frontier_markdown(s)
-    assert md.startswith("Dense frontier: 6 dense models of widths 16, 32, trained on the sparse models' data.")
+    assert md.startswith("**Finding:** node ratios 1.00-2.00x; 1 of 2 kept fractions with an interval above 1 (sparse "
+                         "smaller), 0 below 1 (sparse larger); edges / null 1.00-3.00x; 1 of 2")
+    assert "Where an interval excludes 1, the table names the kept fraction." in md
+    assert "\n\nDense frontier: 6 dense models of widths 16, 32, trained on the sparse models' data, one point per width" in md
+    # only the density null at work: the finding says so
+    flat = nbk.FrontierSummary({"sparse 0.2": s.groups["sparse 0.2"]}, s.slopes, (), (), 6, (16, 32))
+    assert "**not smaller in nodes**" in nbk.finding_text(flat) and "what weight density alone" in nbk.finding_text(flat)
     assert "| sparse 0.2 | 3 | 1.00x [1.00, 1.00] | 5.00x [5.00, 5.00] |" in md
     assert "sparse 0.2: no difference in nodes can be claimed; no difference in edges beyond density can be claimed" in md
     assert "**The paper's ~16x is an edge ratio**" in md
@@ -256,7 +268,7 @@ def test_frontier_inputs_summary_and_markdown_report_three_ratios_per_fraction()
     assert s.no_circuit_as_capable == ("sp2-s0|b", "sp1-s0|b", "sp2-s1|b", "sp1-s1|b", "sp2-s2|b", "sp1-s2|b")
     assert s.more_capable == () and "6 sparse circuit(s) have no match" in md
     lines = nbk.frontier_text(front).splitlines()
-    assert lines[0] == "a              dense (val loss: nodes/edges) 3.50: 60/900, 3.51: 60/900, 3.52: 60/900, 4.10: 40/400, 4.11: 40/400, 4.12: 40/400"
+    assert lines[0] == "a              dense widths (width, val loss: nodes/edges) w32 3.51: 60/900, w16 4.11: 40/400"
     assert lines[1].split()[:3] == ["sp2-s0", "nodes", "1.00x,"]
     assert nbk.interval_text({"value": None}) == "n/a" and nbk.interval_text({"value": 2.0, "lo": None}) == "2.00x"
 
@@ -350,6 +362,9 @@ def test_control_plan_and_controls_that_can_fail():
     md = nbk.controls_markdown(ctl)
     assert "- **random init (an untrained model of the same shape; pass: no held-out-valid circuit)**: 1 of 1 passed" in md
     assert "Tasks no frontier model solves: z." in md and "**Failed:** flipped, random_sets" in md
+    assert ("The manufactured node sets keep 5-5 nodes; where the model has a real circuit for the same task, "
+            "1.7-1.7x its nodes (1 case(s))") in md
+    assert lines[1].endswith("(the real circuit for the task: 3 nodes)")
     assert list(dataclasses.asdict(ctl)) == ["control_model", "searches", "random_sets", "passed", "unsolved_by_all"]
 
 

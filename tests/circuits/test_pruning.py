@@ -137,6 +137,21 @@ def test_planted_two_node_circuit_is_found_exactly(planted_model):
     assert min(rand) > 0.3
 
 
+def test_mask_learning_on_prompt_subsets_finds_the_planted_circuit_and_depends_on_the_seed(planted_model):
+    m = planted_model
+    tr, te = _planted(32, 0, "train"), _planted(32, 0, "test")
+    means = circuits.node_means(m, torch.full((4, 8), 7))
+    pcfg = circuits.PruneConfig(steps=60, grid_points=8, target_loss=0.1, coef=1e-2, batch_size=8, init_noise=0.1)
+    c = circuits.find_circuit(m, "planted", tr, te, means, pcfg)
+    assert c.valid and set(c.kept_nodes) == {("hook_final_in", 0), ("hook_final_in", 1)}
+    a = circuits.learn_masks(m, tr, means, pcfg)
+    assert all(torch.equal(a[h], v) for h, v in circuits.learn_masks(m, tr, means, pcfg).items())  # deterministic
+    full = circuits.learn_masks(m, tr, means, dataclasses.replace(pcfg, batch_size=0))
+    assert any(not torch.equal(a[h], v) for h, v in full.items())  # the subsets change the path
+    other = circuits.learn_masks(m, tr, means, dataclasses.replace(pcfg, mask_seed=1))
+    assert any(not torch.equal(a[h], v) for h, v in other.items())
+
+
 def test_nonsense_task_fails_on_held_out_prompts(planted_model):
     m = planted_model
     tr = circuits.shuffled_labels(_planted(32, 0, "train"), seed=1)
@@ -196,6 +211,23 @@ def test_find_circuit_uses_the_given_mask_accept_and_edge_functions(model, token
     assert c.order == ref.order and c.test_loss == ref.test_loss  # same masks learned
     never = circuits.find_circuit(model, "m", tr, te, means, pcfg, accept_fn=lambda *a: False)
     assert not never.valid and never.n_nodes is None and never.edges is None
+    # the bisection is the given search function: one that finds nothing leaves no circuit
+    none = circuits.find_circuit(model, "m", tr, te, means, pcfg, search_fn=lambda loss_at, ks, goal: None)
+    assert none.train_nodes is None and not none.valid and none.train_loss == min(none.curve_loss)
+
+
+def test_smallest_k_halves_the_first_grid_interval_that_reaches_the_goal():
+    calls = []
+    curve = [1.0] * 23 + [0.1] * 42  # k = 0..64, reaches 0.2 from k = 23 on
+
+    def loss_at(k):
+        calls.append(k)
+        return curve[k]
+
+    assert circuits.pruning.smallest_k(loss_at, [0, 8, 16, 32, 64], 0.2) == 23
+    assert len(set(calls) - {0, 8, 16, 32, 64}) <= 4  # log2(32 - 16)
+    assert circuits.pruning.smallest_k(lambda k: 1.0, [0, 8], 0.2) is None
+    assert circuits.pruning.smallest_k(lambda k: 0.1, [0, 8], 0.2) == 0
 
 
 def test_find_circuit_cached_equals_find_circuit_and_reuses_it(model, tokenizer, windows, tmp_path, monkeypatch):
