@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib
+import matplotlib.ticker
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -382,15 +384,20 @@ def plot_ratios_by_fraction(analysis: Mapping, paper: float = 16.0) -> Figure:
         xs = sorted(1 / s["fraction"] for _, s in groups)
         grid = np.geomspace(xs[0] * 0.8, xs[-1] * 1.25, 20)
         ax.plot(grid, grid, ls=":", color="gray", lw=1, label="1/f (density alone, same nodes)")
-        for g, s in groups:
+        for i, (g, s) in enumerate(sorted(groups, key=lambda gs: gs[1]["fraction"])):
             ax.annotate(g, (1 / s["fraction"], s["edge"]["value"]), fontsize=7,
-                        xytext=(4, 8), textcoords="offset points", color="tab:red")
+                        xytext=(5, 8 if i % 2 == 0 else -12), textcoords="offset points", color="tab:red")
     ax.axhline(1, color="black", lw=0.8)
     ax.axhline(paper, color="gray", lw=0.8, ls="--")
-    ax.text(ax.get_xlim()[0], paper, f" paper ~{paper:g}x (edges, ~1/1000 of weights kept)", fontsize=7, va="bottom")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("1 / kept fraction of the block weights", fontsize=9)
+    if groups:
+        ticks = sorted({round(1 / s["fraction"], 6) for _, s in groups})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7.5)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.text(ax.get_xlim()[1], paper, f"paper ~{paper:g}x (edges, ~1/1000 of weights kept) ", fontsize=7, va="bottom",
+            ha="right", color="dimgray")
+    ax.set_xlabel("1 / f  (f: kept fraction of the block weights)", fontsize=9)
     ax.set_ylabel("dense / sparse at matched loss", fontsize=9)
     ax.set_title("Circuit size ratios per kept fraction, against the density null (95% bootstrap CIs)", fontsize=9)
     ax.legend(fontsize=7.5, loc="upper left", frameon=False)
