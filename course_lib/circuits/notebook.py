@@ -46,7 +46,7 @@ class Settings:
     target_loss: float  # task loss a circuit must reach on held-out prompts ("auto" resolved for the profile)
     diagram_task: str  # preferred task of the wiring diagram when several circuits are equally small
     reference_set: str  # the REFERENCE_SET parameter as given: "auto", "retrain" or a folder
-    set_name: str  # "smoke" (3 tiny models, trained here) or "reference" (the 27-model set)
+    set_name: str  # "smoke" (3 tiny models, trained here) or "reference" (the 45-model set)
     source: str  # where the set comes from: "shipped", "retrain" or the folder of an exported set
     n_prompts: int  # prompts per task and split (solve: decides solved; fit: masks and bisection; report)
     prune_cfg: PruneConfig  # mask learning, bisection and the solved threshold
