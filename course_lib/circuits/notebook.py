@@ -338,7 +338,8 @@ def search_markdown(s: SearchSummary) -> str:
     """Markdown: valid circuits out of searched pairs, the fit-only node sets by name, the rest."""
     return (f"**{s.n_valid} held-out-valid circuit(s)** from {s.n_pairs} solved (model, task) pairs. "
             f"{len(s.overfit)} node set(s) reached the goal on the fit prompts but not the target on the report "
-            "prompts; they are counted below as pairs without a circuit, on both sides of the comparison"
+            "prompts; they are listed here and have no size in the comparison below (a node set that fails on new "
+            "prompts is not a circuit), on the dense and the sparse side alike"
             + (" (" + ", ".join(f"{n}/{t}" for n, t in s.overfit) + ")" if s.overfit else "") + "; "
             + f"{s.n_pairs - s.n_valid - len(s.overfit)} never reached the goal on the fit prompts.")
 
