@@ -10,6 +10,8 @@ random activations and small stand-ins for the final norm and the unembedding.
 - :func:`check_head_ablation_hook`: ``hook(z [batch, pos, head, d_head], hook, head) -> z`` with one head zeroed.
 - :func:`check_token_loss`: mean next-token cross-entropy, ``logits [batch, pos, vocab]``, ``tokens [batch, pos]``.
 - :func:`check_logit_lens_probs`: ``softmax(unembed(ln_final(resid)))`` per layer.
+- :func:`check_steering_hook`: ``hook(resid [batch, pos, d_model], hook, vector, position)`` -> a new tensor with
+  ``vector`` added at ``position`` only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, close, diagnose, 
 from course_lib.lens import predictions
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_head_ablation_hook", "check_logit_lens_probs",
-           "check_token_loss", "check_zero_ablation_hook"]
+           "check_steering_hook", "check_token_loss", "check_zero_ablation_hook"]
 
 
 class _Hook:  # stands in for transformer-lens' HookPoint argument
@@ -157,3 +159,54 @@ def check_logit_lens_probs(fn: Callable[[torch.Tensor, Callable, Callable], torc
         "you returned log-probabilities; take softmax, not log_softmax": logits.log_softmax(-1),
     })
     return "logit_lens_probs: correct"
+
+
+# --------------------------------------------------------------------------- exercise 5
+
+
+def check_steering_hook(fn: Callable[[torch.Tensor, object, torch.Tensor, int], torch.Tensor]) -> str:
+    """``fn(resid [batch, pos, d_model], hook, vector [d_model], position)``: ``resid`` with ``vector`` added at
+    ``position`` (every batch row), returned as a new tensor; ``resid`` itself left unchanged."""
+    g = torch.Generator().manual_seed(5)
+    resid = torch.randn(2, 5, 7, generator=g)
+    vector = torch.randn(7, generator=g) + 3.0
+    position = 2
+    original = resid.clone()
+    try:
+        got = fn(resid, _Hook(), vector.clone(), position)
+    except NotImplementedError:
+        return NOT_ATTEMPTED
+    ref = original.clone()
+    ref[:, position] += vector
+    changed = not close(resid, original)
+    if got is None:
+        if changed:
+            raise ExerciseError("steering_hook changed resid in place and returned None: return the result. "
+                                "Build a new tensor (resid.clone(), then add) rather than changing resid in place")
+        raise ExerciseError("steering_hook returned None: return the steered residual stream (a missing `return`?)")
+    got = tensor_of("steering_hook", got, tuple(resid.shape), "[batch, pos, d_model], like resid")
+    if changed:
+        raise ExerciseError("steering_hook modified resid in place: the same tensor may be held by a cache or by "
+                            "another hook, which would then see the steered values too. Clone it first "
+                            "(out = resid.clone()) and add to the clone")
+    every = original + vector
+    last = original.clone()
+    last[:, -1] += vector
+    first = original.clone()
+    first[:, 0] += vector
+    batch = original.clone()
+    batch[position % original.shape[0]] += vector
+    replaced = original.clone()
+    replaced[:, position] = vector
+    minus = original.clone()
+    minus[:, position] -= vector
+    diagnose("steering_hook", got, ref, {
+        "you added the vector at every position; add it at `position` only (out[:, position] += vector)": every,
+        "you added the vector at the last position; add it at `position` (dim 1 of resid)": last,
+        "you added the vector at position 0 (BOS); add it at `position`": first,
+        "you indexed the batch dimension (dim 0); positions are dim 1: out[:, position]": batch,
+        "you replaced the residual by the vector; steering *adds* it to what is there": replaced,
+        "you subtracted the vector; steering adds it": minus,
+        "nothing changed: add the vector at `position` and return the new tensor": original,
+    })
+    return "steering_hook: correct"

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from course_lib.lens.predictions import Prediction
+from course_lib.lens.predictions import LensTrace, Prediction, ranked_costs, top_wordlike
+from course_lib.lens.sink import SinkProfile, norm_jump, sink_onset, uniform_bos_share
 
 
 def predictions_bar(preds: Sequence[Prediction], prompt: str) -> Figure:
@@ -64,8 +65,8 @@ def residual_norm_by_layer(norms: torch.Tensor) -> Figure:
     return fig
 
 
-def ablation_bars(losses: dict[str, list[float]], layers: Sequence[int]) -> Figure:
-    """Loss increase when each layer's attention or MLP output is zeroed."""
+def ablation_bars(losses: dict[str, list[float]], layers: Sequence[int], annotate: int = 3) -> Figure:
+    """Loss increase when each layer's attention or MLP output is zeroed; the ``annotate`` costliest are labelled."""
     clean = losses["clean"][0]
     comps = [c for c in losses if c != "clean"]
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(layers) * len(comps) + 2), 4))
@@ -76,10 +77,14 @@ def ablation_bars(losses: dict[str, list[float]], layers: Sequence[int]) -> Figu
     ax.set_xticks(x + width * (len(comps) - 1) / 2, [str(layer) for layer in layers], fontsize=8)
     ax.set_yscale("symlog", linthresh=0.01)
     top = max(max(losses[c]) - clean for c in comps)
-    ax.set_ylim(top=max(top, 0.01) * 3)
+    ax.set_ylim(top=max(top, 0.01) * (3 if annotate == 0 else 12))
     ax.set_xlabel("layer")
     ax.set_ylabel("loss increase over clean (nats/token, symlog)")
     ax.set_title(f"Zero-ablation: what breaks the model? (clean loss {clean:.2f})")
+    for rank, (comp, layer, cost) in enumerate(ranked_costs(losses, layers)[:annotate], start=1):
+        i = list(layers).index(layer) + comps.index(comp) * width
+        ax.annotate(f"#{rank} {comp} {layer}", (i, cost), xytext=(0, 4 + 12 * (rank - 1)), textcoords="offset points",
+                    ha="center", fontsize=9, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6})
     ax.legend()
     fig.tight_layout()
     return fig
@@ -91,12 +96,104 @@ def logit_lens_plot(final_prob: torch.Tensor, per_layer: Sequence[Sequence[Predi
     layers = np.arange(len(final_prob))
     ax.plot(layers, final_prob.numpy(), "o-", color="tab:green", label=f"P({answer!r}) read at that layer")
     for layer, preds in enumerate(per_layer):
-        ax.annotate(repr(preds[0].token)[1:-1][:10], (layer, float(final_prob[layer])), fontsize=7,
+        ax.annotate(repr(preds[0].token)[1:-1][:10], (layer, float(final_prob[layer])), fontsize=9,
                     rotation=60, xytext=(0, 6), textcoords="offset points")
     ax.set_ylim(0, 1.15)
     ax.set_xlabel("layer (resid_post read through the final norm and unembedding)")
     ax.set_ylabel("probability")
-    ax.set_title("Logit lens: when does the model settle on its answer? (labels: top token per layer)")
+    ax.set_title("Logit lens (labels: top token per layer)")
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _label(token: str, width: int = 12) -> str:
+    return repr(token)[1:-1][:width]
+
+
+def logit_lens_trace_plot(trace: LensTrace) -> Figure:
+    """Rank (log scale, 1 on top) and probability (log scale) of the final answer at every layer.
+
+    Above the panels, each layer's most likely token that has a letter or digit in it (among the trace's
+    top-k; pure punctuation and whitespace are skipped, which can hide a punctuation top-1 token).
+    """
+    n = len(trace.top)
+    layers = np.arange(n)
+    fig, (ax_r, ax_p) = plt.subplots(2, 1, figsize=(11, 6.8), sharex=True, height_ratios=(1, 1))
+    ax_r.plot(layers, trace.answer_rank.numpy(), "o-", color="tab:purple")
+    ax_r.set_yscale("log")
+    ax_r.invert_yaxis()
+    ax_r.axhline(1, color="grey", lw=0.8, ls=":")
+    ax_r.set_ylabel(f"rank of {trace.answer.token!r}\n(log scale, 1 = top)", fontsize=11)
+    ax_p.plot(layers, trace.answer_prob.clamp_min(1e-12).numpy(), "o-", color="tab:green")
+    ax_p.set_yscale("log")
+    ax_p.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax_p.set_ylabel(f"P({trace.answer.token!r})\n(log scale, floor 1e-12)", fontsize=11)
+    ax_p.set_xlabel("layer (resid_post at the last position, read through the final norm and unembedding)",
+                    fontsize=11)
+    ax_p.set_xticks(layers, [str(i) for i in layers], fontsize=9)
+    for ax in (ax_r, ax_p):
+        ax.tick_params(axis="y", labelsize=10)
+        ax.grid(alpha=0.3)
+    labels = []
+    for preds in trace.top:
+        word = top_wordlike(preds)
+        labels.append(_label(word.token) if word else "")
+    top_axis = ax_r.secondary_xaxis("top")
+    top_axis.set_xticks(layers, labels, rotation=90, fontsize=10)
+    for tick, preds in zip(top_axis.get_xticklabels(), trace.top, strict=True):
+        if preds and preds[0].token_id == trace.answer.token_id:
+            tick.set_color("tab:green")
+            tick.set_fontweight("bold")
+    ax_r.set_title("Logit lens: the answer's rank and probability by layer\n"
+                   "(top: each layer's most likely token with a letter or digit; green = the final answer)",
+                   fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def sink_vs_norm(profile: SinkProfile) -> Figure:
+    """Per layer: the BOS norm ratio (log scale) above the attention share sent to BOS, on the same tokens."""
+    ratio = profile.norm_ratio.numpy()
+    share = profile.layer_bos_share.numpy()
+    layers = np.arange(len(ratio))
+    uniform = uniform_bos_share(profile.norms.shape[-1])
+    onset, jump = sink_onset(profile), norm_jump(profile)
+    fig, (ax_n, ax_a) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax_n.plot(layers, ratio, "o-", color="tab:red", label="BOS norm / median norm of other tokens")
+    ax_n.set_yscale("log")
+    ax_n.set_ylabel("norm ratio (log scale)", fontsize=11)
+    ax_a.plot(layers, share, "o-", color="tab:blue", label="attention from later tokens to BOS (mean over heads)")
+    ax_a.plot(layers, profile.bos_share.max(1).values.numpy(), "x", color="tab:blue", alpha=0.6,
+              label="the layer's most BOS-bound head")
+    ax_a.axhline(uniform, color="grey", ls=":", label=f"uniform attention ({uniform:.2f})")
+    ax_a.set_ylim(0, 1.02)
+    ax_a.set_ylabel("attention share to BOS", fontsize=11)
+    ax_a.set_xlabel("layer", fontsize=11)
+    ax_a.set_xticks(layers, [str(i) for i in layers], fontsize=9)
+    for ax in (ax_n, ax_a):
+        ax.axvline(jump, color="tab:red", ls="--", lw=1)
+        if onset is not None:
+            ax.axvline(onset, color="tab:blue", ls="--", lw=1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, loc="upper left" if ax is ax_a else "lower right")
+    onset_txt = f"sink from layer {onset}" if onset is not None else "no sink layer"
+    ax_n.set_title(f"The attention sink and the BOS norm outlier ({onset_txt}, blue; norm jump at layer {jump}, red)",
+                   fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def steering_plot(probs: torch.Tensor, layers: Sequence[int], labels: Sequence[str], title: str) -> Figure:
+    """``probs [len(layers), len(labels)]``: probability of each token after steering at each layer."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for j, label in enumerate(labels):
+        ax.plot(list(layers), probs[:, j].numpy(), "o-", label=f"P({label!r})")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer whose resid_post gets the steering vector", fontsize=11)
+    ax.set_ylabel("probability at the last position", fontsize=11)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=10)
     fig.tight_layout()
     return fig

@@ -24,6 +24,24 @@ class Prediction:
     prob: float
 
 
+@dataclass(frozen=True)
+class LensTrace:
+    answer: Prediction  # the model's own top next token (its last layer)
+    top: list[list[Prediction]]  # top-k tokens read at each layer, most likely first
+    answer_prob: torch.Tensor  # [n_layers]: P(answer) read at each layer
+    answer_rank: torch.Tensor  # [n_layers]: rank of the answer at each layer (1 = top)
+
+
+def is_wordlike(token: str) -> bool:
+    """True if the token has a letter or a digit (not only punctuation or whitespace)."""
+    return any(ch.isalnum() for ch in token)
+
+
+def top_wordlike(preds: Sequence[Prediction]) -> Prediction | None:
+    """The most likely prediction with a letter or digit in it, or None."""
+    return next((p for p in preds if is_wordlike(p.token)), None)
+
+
 def _tokens(model, prompt: str | torch.Tensor) -> torch.Tensor:
     return model.to_tokens(prompt) if isinstance(prompt, str) else prompt
 
@@ -65,6 +83,28 @@ def logit_lens(
             [Prediction(model.to_string(int(i)), int(i), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
         )
     return per_layer, probs[:, final_top].cpu()
+
+
+@torch.no_grad()
+def logit_lens_trace(model, prompt: str, k: int = 10, probs_fn: Callable | None = None) -> LensTrace:
+    """:func:`logit_lens` with the rank of the final answer at each layer:
+    ``rank_l = 1 + #{v : p_l[v] > p_l[answer]}``."""
+    toks = _tokens(model, prompt)
+    n = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(n)]
+    logits, cache = model.run_with_cache(toks, names_filter=lambda name: name in names)
+    final = logits[0, -1].float().softmax(-1)
+    answer_id = int(final.argmax())
+    resid = torch.stack([cache[name][0, -1] for name in names])  # [n_layers, d_model]
+    probs = (probs_fn or logit_lens_probs)(resid, model.ln_final, model.unembed).float()  # [n_layers, vocab]
+    p_answer = probs[:, answer_id]
+    rank = (probs > p_answer[:, None]).sum(-1) + 1
+    top = []
+    for layer in range(n):
+        t = probs[layer].topk(k)
+        top.append([Prediction(model.to_string(int(i)), int(i), float(p)) for p, i in zip(t.values, t.indices, strict=True)])
+    answer = Prediction(model.to_string(answer_id), answer_id, float(final[answer_id]))
+    return LensTrace(answer, top, p_answer.cpu(), rank.cpu())
 
 
 def logit_lens_probs(resid: torch.Tensor, ln_final: Callable, unembed: Callable) -> torch.Tensor:
@@ -121,3 +161,17 @@ def ablation_losses(
         out[comp] = losses
     bar.close()
     return out
+
+
+def zero_except_bos_hook(activation: torch.Tensor, hook) -> torch.Tensor:  # noqa: ARG001 - hook signature
+    """Zero the activation ``[batch, pos, ...]`` at every position but BOS (position 0)."""
+    out = torch.zeros_like(activation)
+    out[:, 0] = activation[:, 0]
+    return out
+
+
+def ranked_costs(losses: dict[str, list[float]], layers: Sequence[int]) -> list[tuple[str, int, float]]:
+    """``(component, layer, loss - clean)`` for every ablated component, costliest first."""
+    clean = losses["clean"][0]
+    rows = [(c, layer, v - clean) for c in losses if c != "clean" for layer, v in zip(layers, losses[c], strict=True)]
+    return sorted(rows, key=lambda r: -r[2])

@@ -18,8 +18,9 @@ def test_references_pass_and_stubs_are_not_attempted():
     assert "correct" in ex.check_head_ablation_hook(lens.head_ablation_hook)
     assert "correct" in ex.check_token_loss(lens.token_loss)
     assert "correct" in ex.check_logit_lens_probs(lens.logit_lens_probs)
+    assert "correct" in ex.check_steering_hook(lens.steering_hook)
     for check in (ex.check_zero_ablation_hook, ex.check_head_ablation_hook, ex.check_token_loss,
-                  ex.check_logit_lens_probs):
+                  ex.check_logit_lens_probs, ex.check_steering_hook):
         assert check(not_done) == ex.NOT_ATTEMPTED
 
 
@@ -88,3 +89,35 @@ def test_token_loss_mistakes(wrong, hint):
 def test_logit_lens_mistakes(wrong, hint):
     with pytest.raises(ex.ExerciseError, match=hint):
         ex.check_logit_lens_probs(wrong)
+
+
+def _steer(index, op="add", clone=True, ret=True):
+    def hook(resid, hook, vector, position):
+        out = resid.clone() if clone else resid
+        idx = index(position)
+        if op == "add":
+            out[idx] += vector
+        elif op == "sub":
+            out[idx] -= vector
+        else:
+            out[idx] = vector
+        return out if ret else None
+    return hook
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (_steer(lambda p: (slice(None), p), clone=False, ret=False), "in place and returned None"),
+    (_steer(lambda p: (slice(None), p), ret=False), "returned None"),
+    (_steer(lambda p: (slice(None), p), clone=False), "modified resid in place"),
+    (_steer(lambda p: (...,)), "every position"),
+    (_steer(lambda p: (slice(None), -1)), "last position"),
+    (_steer(lambda p: (slice(None), 0)), "position 0"),
+    (_steer(lambda p: (p % 2,)), "batch dimension"),
+    (_steer(lambda p: (slice(None), p), op="set"), "replaced"),
+    (_steer(lambda p: (slice(None), p), op="sub"), "subtracted"),
+    (lambda resid, hook, vector, position: resid.clone(), "nothing changed"),
+    (lambda resid, hook, vector, position: resid[:, position] + vector, "shape"),
+])
+def test_steering_hook_mistakes(wrong, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_steering_hook(wrong)
