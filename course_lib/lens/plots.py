@@ -77,15 +77,16 @@ def ablation_bars(losses: dict[str, list[float]], layers: Sequence[int], annotat
     ax.set_xticks(x + width * (len(comps) - 1) / 2, [str(layer) for layer in layers], fontsize=8)
     ax.set_yscale("symlog", linthresh=0.01)
     top = max(max(losses[c]) - clean for c in comps)
-    ax.set_ylim(top=max(top, 0.01) * (3 if annotate == 0 else 12))
+    ax.set_ylim(top=max(top, 0.01) * (3 if annotate == 0 else 30))
     ax.set_xlabel("layer")
     ax.set_ylabel("loss increase over clean (nats/token, symlog)")
     ax.set_title(f"Zero-ablation: what breaks the model? (clean loss {clean:.2f})")
     for rank, (comp, layer, cost) in enumerate(ranked_costs(losses, layers)[:annotate], start=1):
         i = list(layers).index(layer) + comps.index(comp) * width
-        ax.annotate(f"#{rank} {comp} {layer}", (i, cost), xytext=(0, 4 + 12 * (rank - 1)), textcoords="offset points",
-                    ha="center", fontsize=9, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6})
-    ax.legend()
+        ax.annotate(f"#{rank} {comp} {layer}", (i, cost), xytext=(i + 0.7, 0.95 - 0.08 * (rank - 1)),
+                    textcoords=("data", "axes fraction"), ha="left", va="center", fontsize=9,
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6})
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 
