@@ -66,7 +66,7 @@ def settings(run: runtime.Run, use_reference_solutions: object, target_loss: obj
     a bool; ``TARGET_LOSS`` ``"auto"`` (0.6 smoke, 0.3 workshop, 0.15 full) or a number in ``[0, 0.69]``;
     ``DIAGRAM_TASK`` a task of :data:`SUITE`; ``REFERENCE_SET`` ``"auto"``, ``"retrain"`` or a folder holding a
     reference-set manifest. A task is "solved" by a model when its unpruned held-out loss already reaches the
-    target a circuit must reach; the bisection aims 15% below the target on the train prompts, a margin for the
+    target a circuit must reach; the bisection aims 15% below the target on the fit prompts, a margin for the
     held-out prompts.
     """
     runtime.check_type("USE_REFERENCE_SOLUTIONS", use_reference_solutions, bool)
@@ -252,7 +252,7 @@ class SearchSummary:
 
     n_pairs: int  # solved (model, task) pairs searched
     n_valid: int  # of them, held-out-valid circuits (reported)
-    overfit: tuple[tuple[str, str], ...]  # (model, task) whose node set reached the target on train prompts only
+    overfit: tuple[tuple[str, str], ...]  # (model, task) whose node set reached the goal on the fit prompts only
 
 
 def circuit_table(results: Mapping[str, Mapping[str, Circuit]], models: Mapping[str, SparseTransformer],
@@ -900,7 +900,7 @@ def diagram_markdown(d: DiagramChoice | None, target_loss: float, max_nodes: int
     return (
         f"Drawn: **{d.task}** in **{d.model}** ({d.group}). The bisection's circuit has "
         f"{full_c.n_nodes} nodes and {full_c.edges} edges (held-out loss {full_c.test_loss:.3f})"
-        + (f"; backward elimination on the train prompts leaves {d.shrunk_nodes} nodes" if d.shrunk_nodes else
+        + (f"; backward elimination on the fit prompts leaves {d.shrunk_nodes} nodes" if d.shrunk_nodes else
            "; backward elimination gave no held-out-valid circuit")
         + (f"; its core through weights of |w| >= {th:g} (the largest threshold whose core still reaches the goal "
            f"on the fit prompts) has **{len(diag.kept_nodes)} nodes**, and on the report prompts it reaches "

@@ -44,7 +44,7 @@ def plot_loss_vs_nodes(results: Mapping[str, Mapping[str, pruning.Circuit]], tar
                 ax.plot([max(c.n_nodes, 1)], [c.train_loss], marker="*", ms=12, color=colors[name])
         ax.axhline(target, color="k", lw=0.8, ls=":", label=f"target {target}")
         ax.axhline(np.log(2), color="gray", lw=0.8, ls="-.", label="chance (ln 2)")
-        ax.set(xscale="log", title=task, xlabel="kept nodes", ylabel="task loss (train prompts)")
+        ax.set(xscale="log", title=task, xlabel="kept nodes", ylabel="task loss (fit prompts)")
         ax.set_ylim(0, max(1.5, ax.get_ylim()[1] if ax.get_ylim()[1] < 5 else 1.5))
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Task loss vs circuit size (star: smallest circuit reaching the target)")

@@ -378,7 +378,7 @@ def test_diagram_markdown_and_notes():
     core = circ(n_nodes=12, edges=20, test=0.28, full=0.05)
     md = nbk.diagram_markdown(nbk.DiagramChoice("m", "x", "sparse 0.1", 0.05, core, 30, bis), 0.3)
     assert md.startswith("Drawn: **x** in **m** (sparse 0.1). The bisection's circuit has 50 nodes and 90 edges "
-                         "(held-out loss 0.250); backward elimination on the train prompts leaves 30 nodes; its core "
+                         "(held-out loss 0.250); backward elimination on the fit prompts leaves 30 nodes; its core "
                          "through weights of |w| >= 0.05")
     assert "on the report prompts it reaches 0.280 on its own (target 0.3, full model 0.050: a held-out-valid" in md
     whole = nbk.diagram_markdown(nbk.DiagramChoice("m", "x", "sparse 0.1", 0.0, bis, None, bis), 0.3)
