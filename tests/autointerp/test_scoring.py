@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from course_lib.autointerp import records, scoring, simulator
 
@@ -140,3 +141,17 @@ def test_p_yes_of_a_question_does_not_depend_on_its_neighbours_or_the_prefix_cac
     np.testing.assert_allclose(sc.p_yes(qs[::-1])[::-1], alone, atol=tol)
     monkeypatch.setattr(localmodel, "MIN_SHARED_PREFIX", 10**9)  # one padded forward, no cached prefix
     np.testing.assert_allclose(sc.p_yes(qs), alone, atol=tol)
+
+
+def test_detection_alone_equals_detection_asked_with_fuzzing_in_float32():
+    """The notebook's planted " def" unit: detection asked alone (as the exercise-5 cell does) and in one
+    batch with the fuzzing questions (as the pipeline does) give the same P(yes) in float32."""
+    from course_lib.autointerp import localmodel
+
+    sc = scoring.YesNoScorer(localmodel.load_local_lm("smollm2", dtype="float32"))
+    top = [_record([" def", " f", "(x):"], [1.0, 0.0, 0.0]), _record(["x", " =", " def"], [0.0, 0.0, 1.0])]
+    rnd = [_record(["The", " cat", " sat"], [0.0, 0.0, 0.0]), _record(["a", " b", " c"], [0.0, 0.0, 0.0])]
+    ur = records.UnitRecords("token/def", "token", 1.0, [], top, rnd)
+    alone = sc.detection('the token " def".', ur)["p_yes"]
+    together, _ = sc.detection_and_fuzzing('the token " def".', ur, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(together["p_yes"], alone, atol=1e-4)
