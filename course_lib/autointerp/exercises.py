@@ -392,7 +392,9 @@ def _detection_unit() -> records.UnitRecords:
     rnd = [rec(5, "random", [" import", " os", "\n"], [0.0, 0.0, 0.0]),
            rec(6, "random", [" x", " =", " 1", "\n"], [0.0, 0.1, 0.0, 0.0])]
     quant = [dataclasses.replace(rec(7, "quantile", ["    ", "def", " g", "():"], [0.0, 1.2, 0.0, 0.0]), quantile=1)]
-    return records.UnitRecords("token/ def", "token", 5.0, train, top, rnd, test_quantile=quant)
+    neg = [rec(8, "negative", [" print", "(x", ")"], [0.0, 0.0, 0.0]),
+           rec(9, "negative", [" the", " cat"], [0.0, 0.2])]
+    return records.UnitRecords("token/ def", "token", 5.0, train, top, rnd, test_quantile=quant, test_negative=neg)
 
 
 EXPLANATION = 'the keyword " def" that starts a function definition'
@@ -403,7 +405,8 @@ def _question(text: str, explanation: str = EXPLANATION) -> str:
 
 
 def check_detection_questions(fn: Callable[[str, records.UnitRecords], Any]) -> str:
-    """``fn(explanation, ur) -> (questions, labels)``: one question per test record, label 1 activating / 0 random."""
+    """``fn(explanation, ur) -> (questions, labels)``: one question per contrast record, label 1 activating /
+    0 non-activating."""
     ur = _detection_unit()
     try:
         out = fn(EXPLANATION, ur)
@@ -427,47 +430,52 @@ def check_detection_questions(fn: Callable[[str, records.UnitRecords], Any]) -> 
                             "question")
     ref_q, ref_y = scoring.detection_questions(EXPLANATION, ur)
     if questions == ref_q and labels == ref_y:
-        return "detection_questions: correct (each held-out record's plain text, label 1 for top and 0 for random)"
+        return ("detection_questions: correct (each held-out record's plain text, label 1 for top and quantile, "
+                "0 for non-activating)")
     if sorted(zip(questions, labels)) == sorted(zip(ref_q, ref_y)):
-        raise ExerciseError("detection_questions: the right questions and labels in another order: keep the order of "
-                            "ur.test (the top records first, then the random ones)")
+        raise ExerciseError("detection_questions: the right questions and labels in another order: keep the order "
+                                "top, quantile, negative (ur.contrast)")
     text = scoring.record_text
     if any(q in {_question(text(r)) for r in ur.train} for q in questions):
         raise ExerciseError("detection_questions: you asked about ur.train, the records the explainer was shown; "
-                            "score on the held-out test records, ur.test (top, quantile and random)")
+                            "score on the held-out test records (top, quantile and negative: ur.contrast)")
     if any("<<" in q for q in questions):
         raise ExerciseError("detection_questions: you marked tokens with << >>: detection shows the plain text (marking "
                             "the active tokens is the fuzzing scorer, and it would give the answer away)")
     if any("\t" in q or "<start>" in q for q in questions):
         raise ExerciseError("detection_questions: your questions show activations; detection shows the plain text "
                             "only (the activations are what the model must guess from the explanation)")
-    if questions == [_question(text(r)) for r in [*ur.test_top, *ur.test_random]]:
+    if questions[: len(ref_q) - len(ur.test_negative)] == ref_q[: len(ref_q) - len(ur.test_negative)] and \
+            questions[len(ref_q) - len(ur.test_negative):] == [_question(text(r)) for r in ur.test_random]:
+        raise ExerciseError("detection_questions: the negatives are the random records: a random window often "
+                            "activates the unit somewhere; delphi's negatives are non-activating, ur.test_negative")
+    if questions == [_question(text(r)) for r in [*ur.test_top, *ur.test_negative]]:
         raise ExerciseError("detection_questions: the quantile records are missing: ur.test_quantile holds activating "
-                            "records of middling strength, label 1, between the top and the random ones (ur.test)")
+                            "records of middling strength, label 1, between the top and the negative ones")
     if questions == [_question(text(r)) for r in ur.test_top]:
-        raise ExerciseError("detection_questions: only the top records: AUROC needs negatives too, the random records "
-                            "ur.test_random with label 0")
+        raise ExerciseError("detection_questions: only the top records: AUROC needs negatives too, the non-activating "
+                            "records ur.test_negative with label 0")
     for hint, variant in {
         "you joined the tokens with spaces: each token string already holds its own spaces, join with '' "
-        "(scoring.record_text does that)": [_question(" ".join(r.strings)) for r in ur.test],
+        "(scoring.record_text does that)": [_question(" ".join(r.strings)) for r in ur.contrast],
         "you stripped the record's text: keep it as the tokens spell it (scoring.record_text)":
-            [_question(text(r).strip()) for r in ur.test],
+            [_question(text(r).strip()) for r in ur.contrast],
         "the explanation and the text are swapped: DETECT_Q.format(explanation=explanation, text=<the record's text>)":
-            [scoring.DETECT_Q.format(explanation=text(r), text=EXPLANATION) for r in ur.test],
+            [scoring.DETECT_Q.format(explanation=text(r), text=EXPLANATION) for r in ur.contrast],
     }.items():
         if questions == variant:
             raise ExerciseError(f"detection_questions: {hint}")
     if questions == ref_q:
         if labels == [1 - v for v in ref_y]:
             raise ExerciseError("detection_questions: the labels are inverted: an activating (top or quantile) "
-                                "record is label 1, a random record label 0")
+                                "record is label 1, a non-activating record label 0")
         if set(labels) == {1}:
-            raise ExerciseError("detection_questions: every label is 1; the random records are the negatives, label 0")
+            raise ExerciseError("detection_questions: every label is 1; the non-activating records are the negatives, label 0")
         raise ExerciseError(f"detection_questions: right questions, wrong labels {labels}; expected {ref_y} (1 for "
-                            "each record of ur.test_top and ur.test_quantile, then 0 for each of ur.test_random)")
+                            "each record of ur.test_top and ur.test_quantile, then 0 for each of ur.test_negative)")
     if len(questions) != len(ref_q):
         raise ExerciseError(f"detection_questions: {len(questions)} questions for {len(ref_q)} test records "
-                            f"({len(ur.test_top)} top + {len(ur.test_quantile)} quantile + {len(ur.test_random)} random): one "
+                            f"({len(ur.test_top)} top + {len(ur.test_quantile)} quantile + {len(ur.test_negative)} negative): one "
                             "question per test record")
     i = next(i for i, (q, r) in enumerate(zip(questions, ref_q)) if q != r)
     j = next((k for k, (a, b) in enumerate(zip(questions[i], ref_q[i])) if a != b),

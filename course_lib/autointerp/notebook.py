@@ -141,10 +141,15 @@ def lm_tier(unit_records: Sequence[UnitRecords], n_per_kind: int, seed: int) -> 
     return [u for u in unit_records if u.unit in names]
 
 
+def _share(k: int, n: int) -> str:
+    return f"{k / n:.0%}" if n else "n/a"
+
+
 def describe_units(unit_records: Sequence[UnitRecords], lm_unit_records: Sequence[UnitRecords], *, layer: int,
                    n_latents: int, d_mlp: int, d_model: int, n_windows: int, ctx: int, seconds: float) -> str:
     """What was harvested, as lines of text: the layer and its unit counts, per unit kind the number of units
-    and the mean number of top / quantile / random test records per unit, then the totals (units, units in
+    and the mean number of top / quantile / random / non-activating test records per unit (with the share
+    of non-activating records that stay at level 0 at every token), then the totals (units, units in
     the language-model tier, windows of ``ctx`` tokens) and the ``seconds`` it took."""
     lines = [f"layer {layer}: {n_latents} SAE latents, {d_mlp} MLP neurons, d_model {d_model}"]
     for kind in UNIT_KINDS:
@@ -152,7 +157,10 @@ def describe_units(unit_records: Sequence[UnitRecords], lm_unit_records: Sequenc
         lines.append(f"{kind:>6}: {len(urs)} units; test records per unit (mean): "
                      f"{np.mean([len(u.test_top) for u in urs]):.1f} top, "
                      f"{np.mean([len(u.test_quantile) for u in urs]):.1f} quantile, "
-                     f"{np.mean([len(u.test_random) for u in urs]):.1f} random")
+                     f"{np.mean([len(u.test_random) for u in urs]):.1f} random, "
+                     f"{np.mean([len(u.negatives) for u in urs]):.1f} non-activating "
+                     f"({_share(sum(u.n_negative_silent for u in urs), sum(len(u.test_negative) for u in urs))} "
+                     f"silent at every token, the rest the unit's weakest windows)")
     lines.append(f"{len(unit_records)} units ({len(lm_unit_records)} in the language-model tier), {n_windows} "
                  f"windows of {ctx} tokens, {seconds:.1f}s")
     return "\n".join(lines)

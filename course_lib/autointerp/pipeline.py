@@ -125,7 +125,7 @@ class Scorers:
             extra["simulated_keyword"] = [s.tolist() for s in sim]
             sub = self.lm_subset(ur) if self.uses_lm else ur
             if sub is not ur:
-                extra["lm_windows"] = [r.window for r in sub.test]
+                extra["lm_windows"] = [r.window for r in [*sub.test, *sub.test_negative]]
             if self.simulator is not None:
                 t0 = clock()
                 sc, sim = simulation_score(self.simulator, t, sub)
@@ -186,7 +186,7 @@ def rescore(result: Result, correlation_fn: Callable[..., Any] = pooled_correlat
 
     The predictions are what the models produced: the simulations (``extra["simulated"]``, LM, and
     ``extra["simulated_keyword"]``), P(Yes) of detection (labels: 1 for the activating test records, 0 for
-    the random ones, of the records the LM scorers saw: :func:`lm_records_of`) and of fuzzing, the embedding similarities and the surprisal gains. A score whose
+    the non-activating ones, of the records the LM scorers saw: :func:`lm_records_of`) and of fuzzing, the embedding similarities and the surprisal gains. A score whose
     predictions the result does not hold is kept as it is. Balanced accuracy is read at threshold 0.5.
     With the default functions the scores are those :meth:`Scorers.score` computed (non-finite ones as
     None, as a reloaded result has them). Notebook 04 passes its learners' functions: the models'
@@ -196,8 +196,8 @@ def rescore(result: Result, correlation_fn: Callable[..., Any] = pooled_correlat
     scores = dict(result.scores)
     ur = result.unit_records()
     sub = lm_records_of(result)
-    real, labels = [list(r.acts) for r in ur.test], ur.test_labels
-    lm_real, lm_labels = [list(r.acts) for r in sub.test], sub.test_labels
+    real, labels = [list(r.acts) for r in ur.test], ur.contrast_labels
+    lm_real, lm_labels = [list(r.acts) for r in sub.test], sub.contrast_labels
     for key, sim_key, rl in (("correlation_keyword", "simulated_keyword", real), ("correlation_llm", "simulated", lm_real)):
         if sim_key in x and rl:
             scores[key] = _metric(simulation_correlation(rl, [list(s) for s in x[sim_key]], correlation_fn))

@@ -11,7 +11,19 @@ activation at every token. For each unit we draw, from ``acts [n_windows, pos, n
   ``n_test_quantile > 0`` (delphi) -- activating windows drawn evenly from ``n_quantiles`` quantile
   bins of the window maxima (bin 0 the strongest), so that scorers also see mid-activation examples.
   Top and quantile test records are the *activating* (positive) records of detection, embedding and
-  surprisal; random ones the negatives. Each quantile record carries its bin (``Record.quantile``).
+  surprisal. Each quantile record carries its bin (``Record.quantile``).
+* **negative** test records (delphi's definition): windows where the unit does **not** activate, i.e.
+  every token sits at level 0 of the explainer's scale, ``a < negative_threshold * max_a``
+  (``negative_threshold = 0.1``); drawn at random among them, as many as random records. A unit that
+  activates somewhere in almost every window has too few: the rest are its weakest windows (lowest
+  maxima), and :attr:`UnitRecords.n_negative_silent` counts how many negatives are truly silent.
+  Detection, embedding, surprisal and intruder contrast the activating records with these; the
+  correlation score keeps Bills et al.'s top + random records (a random window may well activate).
+
+**Polarity.** A record stores the unit's **positive side**, ``max(a, 0)``: SAE latents are non-negative
+already; an MLP neuron (a signed SwiGLU output) or a random direction is read on its positive side only,
+so the explainer (which sees ``relu(a)`` levels) and every simulator are scored on the same numbers. The
+negative side would be a unit of its own, not scored here.
 
 Windows are picked by their maximum activation; a window index is used at most once per unit, so
 train and test records never overlap. Windows are non-overlapping slices of held-out text.
@@ -31,7 +43,7 @@ import torch
 
 Sampling = Literal["top", "quantiles"]  # how train records are chosen
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
-RecordKind = Literal["top", "quantile", "random"]  # how one record was picked
+RecordKind = Literal["top", "quantile", "random", "negative"]  # how one record was picked
 UnitKind = Literal["sae", "neuron", "random", "token"]  # which family a unit belongs to
 
 
@@ -43,6 +55,7 @@ class RecordConfig:
     sampling: Sampling = "top"  # "top" or "quantiles": how train records are chosen
     n_quantiles: int = 5  # quantile bins (train records with sampling="quantiles"; quantile test records)
     n_test_quantile: int = 0  # activating test records spread over the n_quantiles bins (0: none)
+    negative_threshold: float = 0.1  # a negative record stays below this fraction of max_act at every token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +63,7 @@ class Record:
     """One window of one unit: ``tokens [pos]`` ids, ``strings [pos]`` decoded, ``acts [pos]``."""
 
     window: int  # index of the window in the harvested set
-    kind: RecordKind  # "top" | "quantile" | "random"
+    kind: RecordKind  # "top" | "quantile" | "random" | "negative"
     tokens: list[int]  # token ids (BOS removed)
     strings: list[str]  # token strings, as the tokenizer decodes each one
     acts: list[float]  # the unit's activation at each token
@@ -79,6 +92,28 @@ class UnitRecords:
     test_top: list[Record]  # top-activating, scored
     test_random: list[Record]  # random, scored
     test_quantile: list[Record] = dataclasses.field(default_factory=list)  # activating, across quantiles
+    test_negative: list[Record] = dataclasses.field(default_factory=list)  # non-activating (delphi), scored
+
+    @property
+    def negatives(self) -> list[Record]:
+        """The negatives of the contrast scorers: :attr:`test_negative` (records without them: the random ones)."""
+        return list(self.test_negative) if self.test_negative else list(self.test_random)
+
+    @property
+    def contrast(self) -> list[Record]:
+        """Activating records then non-activating ones: top, quantile, negative (detection, embedding,
+        surprisal; the intruder's intruders are the negatives)."""
+        return [*self.test_top, *self.test_quantile, *self.negatives]
+
+    @property
+    def contrast_labels(self) -> list[int]:
+        """One label per record of :attr:`contrast`: 1 activating, 0 non-activating."""
+        return [1] * (len(self.test_top) + len(self.test_quantile)) + [0] * len(self.negatives)
+
+    @property
+    def n_negative_silent(self) -> int:
+        """How many negatives stay at level 0 of the 0-10 scale at every token (the rest: weakest windows)."""
+        return sum(int(discretise(r.acts, self.max_act).max(initial=0) == 0) for r in self.test_negative)
 
     @property
     def test(self) -> list[Record]:
@@ -102,7 +137,8 @@ class UnitRecords:
 
         return dataclasses.replace(self, test_top=pick(self.test_top, n_top),
                                    test_quantile=pick(self.test_quantile, n_quantile),
-                                   test_random=pick(self.test_random, n_random))
+                                   test_random=pick(self.test_random, n_random),
+                                   test_negative=pick(self.test_negative, n_random))
 
     @property
     def alive(self) -> bool:
@@ -112,7 +148,8 @@ class UnitRecords:
         return {"unit": self.unit, "kind": self.kind, "max_act": self.max_act,
                 "train": [r.to_dict() for r in self.train], "test_top": [r.to_dict() for r in self.test_top],
                 "test_random": [r.to_dict() for r in self.test_random],
-                "test_quantile": [r.to_dict() for r in self.test_quantile]}
+                "test_quantile": [r.to_dict() for r in self.test_quantile],
+                "test_negative": [r.to_dict() for r in self.test_negative]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UnitRecords:
@@ -120,7 +157,8 @@ class UnitRecords:
                    train=[Record.from_dict(r) for r in d["train"]],
                    test_top=[Record.from_dict(r) for r in d["test_top"]],
                    test_random=[Record.from_dict(r) for r in d["test_random"]],
-                   test_quantile=[Record.from_dict(r) for r in d.get("test_quantile", [])])
+                   test_quantile=[Record.from_dict(r) for r in d.get("test_quantile", [])],
+                   test_negative=[Record.from_dict(r) for r in d.get("test_negative", [])])
 
 
 def discretise(acts: np.ndarray | Sequence[float] | torch.Tensor, max_act: float) -> np.ndarray:
@@ -147,7 +185,7 @@ def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 def _record(window: int, kind: RecordKind, tokens: torch.Tensor, acts: torch.Tensor, tokenizer: Any,
             skip_first: bool, quantile: int | None = None) -> Record:
     t = tokens[1:] if skip_first else tokens
-    a = acts[1:] if skip_first else acts
+    a = (acts[1:] if skip_first else acts).clamp(min=0)  # the unit's positive side (module docstring)
     ids = [int(i) for i in t]
     return Record(window, kind, ids, token_strings(tokenizer, ids), [float(x) for x in a], quantile)
 
@@ -181,7 +219,9 @@ def build_unit_records(
     The top ``n_train + n_test_top`` windows (by maximum activation) are dealt alternately to train
     and test, so both get strong examples; with ``sampling="quantiles"`` the train records instead
     come from quantile bins of the remaining activating windows. Random test records are drawn
-    uniformly from windows not used yet. ``skip_first`` drops position 0 (BOS) from every record.
+    uniformly from windows not used yet; negative test records at random among the unused windows
+    whose maximum stays below ``negative_threshold * max_act`` (then the weakest unused windows).
+    ``skip_first`` drops position 0 (BOS) from every record; records store ``max(a, 0)``.
     """
     if cfg.sampling not in SAMPLINGS:
         raise ValueError(f"sampling={cfg.sampling!r}; valid values: {', '.join(SAMPLINGS)}")
@@ -221,6 +261,12 @@ def build_unit_records(
     if len(test_top_idx) < cfg.n_test_top:
         n_random = round(len(test_top_idx) * cfg.n_test_random / max(cfg.n_test_top, 1))
     random_idx = free[:n_random]
+    rest = [i for i in free[n_random:]]
+    silent = [i for i in rest if win_max[i] < cfg.negative_threshold * max_act]
+    if len(silent) < n_random:  # too few silent windows: the weakest of the others
+        others = sorted((i for i in rest if win_max[i] >= cfg.negative_threshold * max_act), key=lambda i: float(win_max[i]))
+        silent += others[: n_random - len(silent)]
+    negative_idx = silent[:n_random]
     train_kind = "top" if cfg.sampling == "top" else "quantile"
 
     def recs(idx: list[int], k: str) -> list[Record]:
@@ -229,7 +275,8 @@ def build_unit_records(
     return UnitRecords(unit=unit, kind=kind, max_act=max_act, train=recs(train_idx, train_kind),
                        test_top=recs(test_top_idx, "top"), test_random=recs(random_idx, "random"),
                        test_quantile=[_record(i, "quantile", windows[i], acts[i], tokenizer, skip_first, b)
-                                      for i, b in quant])
+                                      for i, b in quant],
+                       test_negative=recs(negative_idx, "negative"))
 
 
 def build_records(

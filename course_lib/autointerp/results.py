@@ -68,7 +68,8 @@ class Result:
         k = set(keep)
         return dataclasses.replace(ur, test_top=[r for r in ur.test_top if r.window in k],
                                    test_quantile=[r for r in ur.test_quantile if r.window in k],
-                                   test_random=[r for r in ur.test_random if r.window in k])
+                                   test_random=[r for r in ur.test_random if r.window in k],
+                                   test_negative=[r for r in ur.test_negative if r.window in k])
 
 
 def save_jsonl(results: Iterable[Result], path: str | Path) -> Path:
@@ -164,11 +165,11 @@ PER_QUANTILE: dict[str, str] = {"detection_auroc": "detection_p_yes", "embedding
 
 
 def per_quantile(results: Sequence[Result], key: str = "detection_auroc", seed: int = 0) -> dict[str, dict[str, Any]]:
-    """A score's AUROC per group of activating test records, each group against the unit's random records.
+    """A score's AUROC per group of activating test records, each group against the unit's non-activating records.
 
     Groups: ``"top"`` (the top-activating records) and ``"q0"``, ``"q1"``, ... (quantile bins, q0 the
     strongest). Per unit and group: the AUROC of that group's predictions (``PER_QUANTILE[key]``:
-    P(Yes) or similarity, as stored) against those of the unit's random records; then the mean over
+    P(Yes) or similarity, as stored) against those of the unit's non-activating records (``ur.negatives``); then the mean over
     units with its 95% bootstrap CI. Returns ``{group: {"mean", "ci95", "n_units", "n_records"}}``.
     """
     pred_key = PER_QUANTILE[key]
@@ -179,9 +180,9 @@ def per_quantile(results: Sequence[Result], key: str = "detection_auroc", seed: 
         if p is None or r.explanation is None:
             continue
         ur = r.lm_unit_records() if pred_key == "detection_p_yes" else r.unit_records()
-        if len(p) != len(ur.test):
+        if len(p) != len(ur.contrast):
             continue
-        groups = ["top"] * len(ur.test_top) + [f"q{x.quantile}" for x in ur.test_quantile] + [None] * len(ur.test_random)
+        groups = ["top"] * len(ur.test_top) + [f"q{x.quantile}" for x in ur.test_quantile] + [None] * len(ur.negatives)
         neg = [float(v) for v, g in zip(p, groups) if g is None]
         if not neg:
             continue

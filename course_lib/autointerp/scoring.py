@@ -19,15 +19,16 @@ plus activating records across activation quantiles when the records have them (
   A constant simulation predicts nothing: both are NaN (missing), as is anything over all-zero ``a``.
 * **detection** (delphi): for each test record ask the local LM "does this text activate a unit
   that finds <explanation>? Yes/No"; ``p_yes = P(Yes) / (P(Yes) + P(No))`` at the answer position.
-  Label 1 for activating records, 0 for random ones.
+  Label 1 for activating records, 0 for **non-activating** ones (``ur.negatives``, delphi's negatives:
+  windows where the unit stays at level 0; not random windows, most of which activate somewhere).
 * **fuzzing** (delphi): activating records with the truly active tokens marked ``<<like this>>`` (label 1)
   vs the same records with as many inactive tokens marked instead (label 0); ask whether the marked
   tokens match the explanation.
 * **embedding** (delphi): cosine similarity between the embedded explanation and each test record's
-  text (all-MiniLM-L6-v2); label 1 for activating records.
+  text (all-MiniLM-L6-v2); label 1 for activating records, 0 for non-activating ones.
 
 * **intruder** (delphi): no explanation at all. Each question shows ``k`` records -- ``k - 1``
-  activating (top or quantile) ones and one random (the intruder) at a random place, labelled A, B, ... -- and asks
+  activating (top or quantile) ones and one non-activating (the intruder) at a random place, labelled A, B, ... -- and asks
   which one does not belong; the answer is the argmax of ``P(letter)`` over the ``k`` letters.
   Reported as accuracy (chance ``1/k``) and the mean probability given to the intruder. It measures
   whether the unit's top records share something a reader can see, i.e. interpretability before
@@ -206,8 +207,8 @@ def record_text(r: Record, marked: Sequence[bool] | None = None) -> str:
 def detection_questions(explanation: str, ur: UnitRecords) -> tuple[list[str], list[int]]:
     """``(questions, labels)`` of the detection scorer: one :data:`DETECT_Q` per held-out test record
     (its plain text, no activations), label 1 for an activating (top or quantile) record and 0 for a
-    random one, in the order of ``ur.test`` (top, quantile, random)."""
-    return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.test], ur.test_labels
+    non-activating one, in the order of ``ur.contrast`` (top, quantile, negative)."""
+    return [DETECT_Q.format(explanation=explanation, text=record_text(r)) for r in ur.contrast], ur.contrast_labels
 
 
 class YesNoQuestions:
@@ -297,7 +298,7 @@ def embedding_score(embedder: Any, explanation: str, ur: UnitRecords,
 
     ``cache``: record text -> its embedding, filled as records are met (the same numbers, each record
     embedded once however many explainers are scored on it)."""
-    recs, labels = ur.test, ur.test_labels
+    recs, labels = ur.contrast, ur.contrast_labels
     if cache is None:
         vecs = embedder.encode([explanation] + [record_text(r) for r in recs], convert_to_numpy=True,
                                normalize_embeddings=True, show_progress_bar=False)
@@ -334,7 +335,7 @@ def intruder_score(lm: LocalLM, ur: UnitRecords, generator: torch.Generator, k: 
     """
     if not 2 <= k <= len(LETTERS):
         raise ValueError(f"k must be in 2..{len(LETTERS)}")
-    top, rnd = [*ur.test_top, *ur.test_quantile], list(ur.test_random)  # activating records, intruders
+    top, rnd = [*ur.test_top, *ur.test_quantile], ur.negatives  # activating records, intruders
     nan = {"accuracy": float("nan"), "p_intruder": float("nan"), "chance": 1.0 / k, "n_questions": 0,
            "answers": [], "intruders": []}
     if len(top) < k - 1 or not rnd:
@@ -370,7 +371,7 @@ def surprisal_score(lm: LocalLM, explanation: str, ur: UnitRecords) -> dict[str,
     Record tokens are used as their own ids after the prefix (no re-tokenisation); a leading BOS of a
     record is dropped. Returns ``{"auroc", "gain_top", "gain_random", "gain", "labels"}``.
     """
-    recs, labels = ur.test, ur.test_labels
+    recs, labels = ur.contrast, ur.contrast_labels
     bos = lm.tokenizer.bos_token_id
     bodies = [[int(t) for t in r.tokens if bos is None or int(t) != bos] for r in recs]
     keep = [i for i, b in enumerate(bodies) if b]

@@ -270,7 +270,7 @@ def test_balanced_accuracy_mistakes(wrong, hint):
 def test_other_correct_detection_questions_pass():
     def loops(explanation, ur):
         questions, labels = [], []
-        for label, recs in ((1, ur.test_top), (1, ur.test_quantile), (0, ur.test_random)):
+        for label, recs in ((1, ur.test_top), (1, ur.test_quantile), (0, ur.test_negative)):
             for r in recs:
                 questions.append(scoring.DETECT_Q.format(explanation=explanation, text="".join(r.strings)))
                 labels.append(label)
@@ -287,28 +287,29 @@ def _q(explanation, r, text=None):
     (lambda e, ur: ([_q(e, r) for r in ur.train + ur.test_random], [1] * len(ur.train) + [0] * len(ur.test_random)),
      "ur.train"),
     (lambda e, ur: ([_q(e, r) for r in ur.test_top], [1] * len(ur.test_top)), "only the top records"),
-    (lambda e, ur: ([_q(e, r) for r in ur.test], [1 - y for y in ur.test_labels]), "inverted"),
-    (lambda e, ur: ([_q(e, r) for r in ur.test_top + ur.test_random], [1] * len(ur.test_top) + [0] * len(ur.test_random)),
+    (lambda e, ur: ([_q(e, r) for r in ur.contrast], [1 - y for y in ur.contrast_labels]), "inverted"),
+    (lambda e, ur: ([_q(e, r) for r in ur.test_top + ur.test_negative], [1] * len(ur.test_top) + [0] * len(ur.test_negative)),
      "quantile records are missing"),
-    (lambda e, ur: ([_q(e, r) for r in ur.test], [1] * len(ur.test)), "every label is 1"),
-    (lambda e, ur: ([_q(e, r) for r in ur.test_random + ur.test_quantile + ur.test_top],
-                    [0] * len(ur.test_random) + [1] * (len(ur.test_quantile) + len(ur.test_top))), "another order"),
-    (lambda e, ur: ([_q(e, r, " ".join(r.strings)) for r in ur.test], scoring.detection_questions(e, ur)[1]),
+    (lambda e, ur: ([_q(e, r) for r in ur.contrast], [1] * len(ur.contrast)), "every label is 1"),
+    (lambda e, ur: ([_q(e, r) for r in ur.test_negative + ur.test_quantile + ur.test_top],
+                    [0] * len(ur.test_negative) + [1] * (len(ur.test_quantile) + len(ur.test_top))), "another order"),
+    (lambda e, ur: ([_q(e, r, " ".join(r.strings)) for r in ur.contrast], scoring.detection_questions(e, ur)[1]),
      "joined the tokens with spaces"),
-    (lambda e, ur: ([_q(e, r, scoring.record_text(r).strip()) for r in ur.test], scoring.detection_questions(e, ur)[1]),
+    (lambda e, ur: ([_q(e, r, scoring.record_text(r).strip()) for r in ur.contrast], scoring.detection_questions(e, ur)[1]),
      "stripped"),
-    (lambda e, ur: ([scoring.DETECT_Q.format(explanation=scoring.record_text(r), text=e) for r in ur.test],
+    (lambda e, ur: ([scoring.DETECT_Q.format(explanation=scoring.record_text(r), text=e) for r in ur.contrast],
                     scoring.detection_questions(e, ur)[1]), "swapped"),
-    (lambda e, ur: ([_q(e, r, scoring.record_text(r, [a > 0 for a in r.acts])) for r in ur.test],
+    (lambda e, ur: ([_q(e, r, scoring.record_text(r, [a > 0 for a in r.acts])) for r in ur.contrast],
                     scoring.detection_questions(e, ur)[1]), "marked tokens"),
-    (lambda e, ur: ([_q(e, r, "".join(f"{s}\t{a}\n" for s, a in zip(r.strings, r.acts))) for r in ur.test],
+    (lambda e, ur: ([_q(e, r, "".join(f"{s}\t{a}\n" for s, a in zip(r.strings, r.acts))) for r in ur.contrast],
                     scoring.detection_questions(e, ur)[1]), "show activations"),
-    (lambda e, ur: ([f"Does this text match {e}? {scoring.record_text(r)}" for r in ur.test],
+    (lambda e, ur: ([f"Does this text match {e}? {scoring.record_text(r)}" for r in ur.contrast],
                     scoring.detection_questions(e, ur)[1]), "question 0 differs"),
     (lambda e, ur: (scoring.detection_questions(e, ur)[0], [1, 1, 0, 0, 0, 0]), "wrong labels"),
     (lambda e, ur: (scoring.detection_questions(e, ur)[0], [1, 0]), "one label per question"),
     (lambda e, ur: scoring.detection_questions(e, ur)[0], "pair"),
     (lambda e, ur: None, "returned None"),
+    (lambda e, ur: ([_q(e, r) for r in ur.test], ur.test_labels), "negatives are the random records"),
 ])
 def test_detection_questions_mistakes(wrong, hint):
     with pytest.raises(ex.ExerciseError, match=hint):

@@ -85,7 +85,8 @@ def test_the_key_variable_must_be_set_only_for_a_server(monkeypatch):
 def test_describe_settings_names_the_device_and_the_tiers():
     text = notebook.describe_settings(_check("workshop"), torch.device("cpu"))
     assert text == ("device=cpu, 24 units per kind, records of 24 tokens, RecordConfig(n_train=5, n_test_top=20, "
-                    "n_test_random=20, sampling='top', n_quantiles=5, n_test_quantile=10)\n"
+                    "n_test_random=20, sampling='top', n_quantiles=5, n_test_quantile=10, "
+                    "negative_threshold=0.1)\n"
                     "language-model tier: 3 units per kind, test records (top, quantile, random) per unit: (3, 2, 4)")
     assert notebook.describe_settings(_check("full"), "cpu").endswith("per unit: all")
 
@@ -115,9 +116,9 @@ def test_describe_units_counts_units_and_records_per_kind():
                                    ctx=8, seconds=1.25)
     assert text.splitlines() == [
         "layer 15: 4608 SAE latents, 1536 MLP neurons, d_model 576",
-        "   sae: 2 units; test records per unit (mean): 3.0 top, 1.0 quantile, 2.0 random",
-        "neuron: 1 units; test records per unit (mean): 2.0 top, 1.0 quantile, 2.0 random",
-        "random: 1 units; test records per unit (mean): 2.0 top, 0.0 quantile, 2.0 random",
+        "   sae: 2 units; test records per unit (mean): 3.0 top, 1.0 quantile, 2.0 random, 2.0 non-activating (n/a silent at every token, the rest the unit's weakest windows)",
+        "neuron: 1 units; test records per unit (mean): 2.0 top, 1.0 quantile, 2.0 random, 2.0 non-activating (n/a silent at every token, the rest the unit's weakest windows)",
+        "random: 1 units; test records per unit (mean): 2.0 top, 0.0 quantile, 2.0 random, 2.0 non-activating (n/a silent at every token, the rest the unit's weakest windows)",
         "4 units (1 in the language-model tier), 64 windows of 8 tokens, 1.2s",
     ]
 

@@ -109,3 +109,27 @@ def test_subset_is_seeded_and_keeps_order():
     idx = [ur.test_top.index(r) for r in s1.test_top]
     assert idx == sorted(idx) and s1.train == ur.train
     assert ur.subset(100, 100, 100, torch.Generator()) == ur
+
+
+def test_negatives_are_non_activating_windows_and_records_keep_the_positive_side():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(80, 7, generator=g)  # signed, like a neuron or a random direction
+    a[:30] = a[:30].abs() * 0.05  # 30 windows far below a tenth of the maximum
+    cfg = records.RecordConfig(n_train=4, n_test_top=5, n_test_random=5)
+    ur = records.build_unit_records("x/0", "neuron", a, torch.ones(80, 7, dtype=torch.long), _Tok(), cfg,
+                                    torch.Generator().manual_seed(0))
+    assert len(ur.test_negative) == 5 and ur.n_negative_silent == 5
+    assert all(r.max_act < 0.1 * ur.max_act for r in ur.test_negative)
+    used = {r.window for r in [*ur.train, *ur.test_top, *ur.test_quantile, *ur.test_random]}
+    assert not used & {r.window for r in ur.test_negative}
+    assert all(min(r.acts) >= 0.0 for r in [*ur.train, *ur.test, *ur.test_negative])  # max(a, 0)
+    assert ur.contrast == [*ur.test_top, *ur.test_negative] and ur.contrast_labels == [1] * 5 + [0] * 5
+    assert records.UnitRecords.from_dict(ur.to_dict()) == ur
+    # a unit active in every window: the negatives are its weakest windows, and none counts as silent
+    dense = torch.rand(80, 7, generator=g) + 1.0
+    ur = records.build_unit_records("x/1", "random", dense, torch.ones(80, 7, dtype=torch.long), _Tok(), cfg,
+                                    torch.Generator().manual_seed(0))
+    assert len(ur.test_negative) == 5 and ur.n_negative_silent == 0
+    rest = sorted(float(dense[i, 1:].max()) for i in range(80)
+                  if i not in {r.window for r in [*ur.train, *ur.test_top, *ur.test_random]})
+    assert sorted(r.max_act for r in ur.test_negative) == pytest.approx(rest[:5])
