@@ -33,6 +33,7 @@ from course_lib.toy.model import (
     best_of_replicates,
     evaluate_loss,
     feature_probabilities,
+    forward_and_loss,
     generate_batch,
     importances,
     train,
@@ -43,7 +44,7 @@ __all__ = [
     "KINDS", "PHASE_NAMES", "ToyConfig", "ToyKind", "ToyModel", "ToyTrainConfig", "antipodal_pairs",
     "best_of_replicates", "classify_phase", "dimensions_per_feature", "evaluate_loss", "exercises",
     "feature_dimensionality", "feature_norms", "feature_probabilities", "features_per_neuron",
-    "features_represented", "generate_batch", "importances", "interference", "metrics", "model",
+    "features_represented", "forward_and_loss", "generate_batch", "importances", "interference", "metrics", "model",
     "neuron_antipodal_pairs", "neuron_feature_membership", "notebook", "phase_grid", "plots", "widgets", "polysemantic_fraction",
     "summarize", "superposition", "train", "train_new",
 ]

@@ -5,7 +5,7 @@ still raises ``NotImplementedError``, and raises :class:`ExerciseError` (an ``As
 with a diagnosis otherwise: the likely mistake when the answer matches a known wrong variant, else
 the first place where the answer and the reference differ.
 
-Notebook 01 (toy models of superposition): :func:`check_generate_batch`,
+Notebook 01 (toy models of superposition): :func:`check_generate_batch`, :func:`check_forward_and_loss`,
 :func:`check_dimensions_per_feature`, :func:`check_feature_dimensionality`,
 :func:`check_topk_per_instance`.
 """
@@ -18,10 +18,10 @@ import torch
 
 from course_lib import weight_sparsity
 from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, close, diagnose, tensor_of
-from course_lib.toy import metrics
+from course_lib.toy import metrics, model
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_dimensions_per_feature", "check_feature_dimensionality",
-           "check_generate_batch", "check_topk_per_instance"]
+           "check_forward_and_loss", "check_generate_batch", "check_topk_per_instance"]
 
 
 def _sample_W(seed: int = 0) -> torch.Tensor:
@@ -66,7 +66,73 @@ def check_generate_batch(fn: Callable[..., torch.Tensor]) -> str:
     return "generate_batch: correct (shapes, sparsity per instance and the uniform values all check out)"
 
 
-# --------------------------------------------------------------------------- exercise 2
+# --------------------------------------------------------------------------- exercise 2 (the model's core)
+
+
+def _forward_case(H: int, F: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Small inputs for :func:`check_forward_and_loss`: W [3, H, F], b [3, F] (some negative), imp [3, F], x [3, 6, F]."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(3, H, F, generator=g)
+    b = torch.randn(3, F, generator=g) * 0.5
+    imp = 0.8 ** torch.arange(F, dtype=torch.float32).expand(3, F) * torch.tensor([1.0, 0.5, 2.0]).view(3, 1)
+    x = torch.rand(3, 6, F, generator=g) * (torch.rand(3, 6, F, generator=g) < 0.6)
+    return W, b, imp.contiguous(), x
+
+
+def check_forward_and_loss(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """``fn(W [I, m, n], b_final [I, n], importance [I, n], x [I, B, n]) -> (x' [I, B, n], loss [I])``.
+
+    ``x' = ReLU(W^T W x + b)`` per sample and instance; ``loss_i = mean_b sum_f imp[i, f] (x - x')^2``.
+    Runs a non-square case (m != n) first, then a square one, where ``W`` and ``W^T`` swapped still runs.
+    """
+    for H, F, seed in ((2, 5, 0), (4, 4, 1)):
+        W, b, imp, x = _forward_case(H, F, seed)
+        try:
+            out = fn(W.clone(), b.clone(), imp.clone(), x.clone())
+        except NotImplementedError:
+            return NOT_ATTEMPTED
+        except RuntimeError as e:
+            raise ExerciseError(
+                f"forward_and_loss raised {type(e).__name__} for W of shape {tuple(W.shape)} = [I, m, n] and x of "
+                f"shape {tuple(x.shape)} = [I, batch, n]: check which side of each product W or W^T goes on "
+                "(h = torch.bmm(x, W.transpose(1, 2)) is [I, batch, m]; then torch.bmm(h, W) is [I, batch, n])"
+            ) from e
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise ExerciseError("forward_and_loss should return two things: (x_hat, loss)")
+        x_hat = tensor_of("forward_and_loss: x_hat", out[0], tuple(x.shape), "[n_instances, batch, n_features]")
+        if isinstance(out[1], torch.Tensor) and out[1].dim() == 0:
+            raise ExerciseError("forward_and_loss: the loss is one number per instance, shape [I]; you summed (or "
+                                "averaged) over the instances too: reduce over the batch and feature dimensions only")
+        loss = tensor_of("forward_and_loss: loss", out[1], (3,), "one loss per instance")
+        ref_hat, ref_loss = model.forward_and_loss(W, b, imp, x)
+        pre = torch.bmm(torch.bmm(x, W.transpose(1, 2)), W)
+        wrong_hat = {
+            "x_hat is missing the ReLU: x' = ReLU(W^T W x + b), so it is never negative": pre + b.unsqueeze(1),
+            "x_hat is missing the bias b_final: x' = ReLU(W^T W x + b)": torch.relu(pre),
+            "x_hat is missing both the ReLU and the bias": pre,
+        }
+        if H == F:
+            wrong_hat["W and W^T are swapped: the hidden vector is h = W x (torch.bmm(x, W.transpose(1, 2))), and "
+                      "the output is W^T h (torch.bmm(h, W))"] = torch.relu(
+                torch.bmm(torch.bmm(x, W), W.transpose(1, 2)) + b.unsqueeze(1))
+        diagnose("forward_and_loss: x_hat", x_hat, ref_hat, wrong_hat)
+        err = (x - ref_hat).pow(2)
+        diagnose("forward_and_loss: loss", loss, ref_loss, {
+            "the importance is not applied: weight each feature's squared error by importance[i, f]":
+                err.sum(-1).mean(-1),
+            "the importance is applied squared: the loss is sum_f I_f (x_f - x'_f)^2, with I_f itself":
+                (err * imp.pow(2).unsqueeze(1)).sum(-1).mean(-1),
+            "you summed over the batch: average over the batch (mean over dim 1), sum over the features":
+                (err * imp.unsqueeze(1)).sum(-1).sum(-1),
+            "you averaged over the features: sum over the features (dim -1), average over the batch":
+                (err * imp.unsqueeze(1)).mean(-1).mean(-1),
+            "the error is not squared: (x - x_hat).pow(2)":
+                ((x - ref_hat).abs() * imp.unsqueeze(1)).sum(-1).mean(-1),
+        })
+    return "forward_and_loss: correct (x_hat and the importance-weighted loss match on m < n and m = n)"
+
+
+# --------------------------------------------------------------------------- exercise 3 (dimensions per feature)
 
 
 def check_dimensions_per_feature(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
@@ -92,7 +158,7 @@ def check_dimensions_per_feature(fn: Callable[[torch.Tensor], torch.Tensor]) -> 
     return "dimensions_per_feature: correct"
 
 
-# --------------------------------------------------------------------------- exercise 3
+# --------------------------------------------------------------------------- exercise 4 (feature dimensionality)
 
 
 def check_feature_dimensionality(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
@@ -119,7 +185,7 @@ def check_feature_dimensionality(fn: Callable[[torch.Tensor], torch.Tensor]) -> 
     return "feature_dimensionality: correct"
 
 
-# --------------------------------------------------------------------------- exercise 4
+# --------------------------------------------------------------------------- exercise 5 (top-k)
 
 
 def check_topk_per_instance(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str:

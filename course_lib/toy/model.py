@@ -196,6 +196,25 @@ class ToyModel(nn.Module):
                               symmetric=self.cfg.kind == "abs", generator=generator)
 
 
+def forward_and_loss(
+    W: torch.Tensor, b_final: torch.Tensor, importance: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``"relu_output"`` toy model's forward pass and its importance-weighted loss, one value per instance.
+
+    Shapes: ``W`` [I, H, F], ``b_final`` [I, F], ``importance`` [I, F], ``x`` [I, B, F]::
+
+        h  = x W^T                    # [I, B, H]   (h = W x for each sample)
+        x' = ReLU(h W + b_final)      # [I, B, F]   (x' = ReLU(W^T W x + b))
+        L_i = mean_b sum_f imp[i, f] * (x[i, b, f] - x'[i, b, f])^2    # [I]
+
+    Returns ``(x', L)``; the same numbers as :meth:`ToyModel.forward` and ``ToyModel.loss(x, per_instance=True)``.
+    """
+    h = torch.bmm(x, W.transpose(1, 2))
+    x_hat = torch.relu(torch.bmm(h, W) + b_final.unsqueeze(1))
+    loss = ((x - x_hat).pow(2) * importance.unsqueeze(1)).sum(-1).mean(-1)
+    return x_hat, loss
+
+
 @torch.enable_grad()  # trains even where a caller (or a library it loaded) turned gradients off globally
 def train(model: ToyModel, tc: ToyTrainConfig, generator: torch.Generator | None = None) -> list[float]:
     """Train all instances together with Adam; return the summed loss every ~1% of training.

@@ -186,3 +186,44 @@ def weight_sparse_table_text(table: Sequence[WeightSparseLevel]) -> str:
     lines += [" | ".join(f"{t[h]:>{len(h)}}" for h in header) for t in records]
     return "\n".join(lines)
 
+
+# --------------------------------------------------------------------------- section 2: the learner's loss
+
+
+def orthogonal_baseline(feature_probability: torch.Tensor, d_hidden: int,
+                        n_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W [I, m, n], b_final [I, n])`` of the model without superposition: features ``0 .. m-1`` (the most
+    important ones when importances decrease with the index) each on its own hidden axis (``W[:, f, f] = 1``), and
+    for every other feature the bias outputs its mean ``p_i / 2`` (a present feature is uniform on [0, 1]), the best
+    constant guess. Dense data is what the trained models do there; sparse data is where superposition beats it."""
+    p = torch.as_tensor(feature_probability, dtype=torch.float32)
+    n_inst = p.shape[0]
+    W = torch.zeros(n_inst, d_hidden, n_features, device=p.device)
+    k = min(d_hidden, n_features)
+    W[:, torch.arange(k), torch.arange(k)] = 1.0
+    b = (p / 2).unsqueeze(1).expand(n_inst, n_features).clone()
+    b[:, :k] = 0.0
+    return W, b
+
+
+def loss_markdown(sparsities: Sequence[float], loss: torch.Tensor, loss_baseline: torch.Tensor,
+                  batch_size: int, d_hidden: int) -> str:
+    """Markdown: the trained models' loss (from the learner's ``forward_and_loss``) against the loss of
+    :func:`orthogonal_baseline` on the same batch, at the densest and the sparsest setting, and the first sparsity
+    where the trained model is at least 5% better."""
+    loss, base = loss.detach().cpu().double(), loss_baseline.detach().cpu().double()
+    ratio = (loss / base.clamp_min(1e-12)).tolist()
+    text = (f"Your `forward_and_loss` on a fresh batch of {batch_size} inputs per model (drawn by your "
+            f"`generate_batch`), lowest-loss model per sparsity, against the model without superposition (the "
+            f"{d_hidden} most important features on their own axes, the bias guessing each other feature's mean): at "
+            f"S = {sparsities[0]:.2f} the trained loss is {float(loss[0]):.4f} against {float(base[0]):.4f} "
+            f"(ratio {ratio[0]:.2f}); at S = {sparsities[-1]:.3f} it is {float(loss[-1]):.4f} against "
+            f"{float(base[-1]):.4f} (ratio {ratio[-1]:.2f}).")
+    better = [i for i, r in enumerate(ratio) if r < 0.95]
+    if better:
+        every = better == list(range(better[0], len(ratio)))
+        text += (f" From S = {sparsities[better[0]]:.2f} on{'' if every else ' (not at every sparser setting)'} the "
+                 "trained model beats that baseline by 5% or more: that is the loss superposition saves.")
+    else:
+        text += " At no sparsity does the trained model beat that baseline by 5% or more in this run."
+    return text

@@ -143,3 +143,58 @@ def test_feature_dimensionality_wrong_norm_dimension():
 
     with pytest.raises(ex.ExerciseError, match="dim 1"):
         ex.check_feature_dimensionality(wrong_dim)
+
+
+# --------------------------------------------------------------------------- exercise 2: forward pass and loss
+
+
+def _forward(W, b, imp, x, relu=True, bias=True, swap=False, imp_power=1, batch="mean"):
+    h = torch.bmm(x, W) if swap else torch.bmm(x, W.transpose(1, 2))
+    out = torch.bmm(h, W.transpose(1, 2) if swap else W) + (b.unsqueeze(1) if bias else 0)
+    x_hat = torch.relu(out) if relu else out
+    per = ((x - x_hat).pow(2) * imp.pow(imp_power).unsqueeze(1)).sum(-1)
+    return x_hat, per.mean(-1) if batch == "mean" else per.sum(-1)
+
+
+def test_forward_and_loss_accepts_the_reference_and_a_stub_is_not_attempted():
+    assert "correct" in ex.check_forward_and_loss(toy.forward_and_loss)
+    assert "correct" in ex.check_forward_and_loss(_forward)
+    assert ex.check_forward_and_loss(not_done) == ex.NOT_ATTEMPTED
+
+
+@pytest.mark.parametrize("kwargs, hint", [
+    ({"relu": False}, "missing the ReLU"),
+    ({"bias": False}, "missing the bias"),
+    ({"relu": False, "bias": False}, "missing both the ReLU and the bias"),
+    ({"imp_power": 0}, "importance is not applied"),
+    ({"imp_power": 2}, "importance is applied squared"),
+    ({"batch": "sum"}, "summed over the batch"),
+])
+def test_forward_and_loss_names_each_mistake(kwargs, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_forward_and_loss(lambda W, b, imp, x: _forward(W, b, imp, x, **kwargs))
+
+
+def test_forward_and_loss_names_w_and_its_transpose_swapped():
+    # m != n: the swap fails inside bmm, and the message says which side W^T goes on
+    with pytest.raises(ex.ExerciseError, match="W or W\\^T"):
+        ex.check_forward_and_loss(lambda W, b, imp, x: _forward(W, b, imp, x, swap=True))
+    # m == n (the checker's second case): the swap runs and is recognised by its values
+
+    def swap_when_square(W, b, imp, x):
+        return _forward(W, b, imp, x, swap=W.shape[1] == W.shape[2])
+
+    with pytest.raises(ex.ExerciseError, match="W and W\\^T are swapped"):
+        ex.check_forward_and_loss(swap_when_square)
+
+
+def test_forward_and_loss_shape_mistakes():
+    with pytest.raises(ex.ExerciseError, match="one number per instance"):
+        ex.check_forward_and_loss(lambda W, b, imp, x: (toy.forward_and_loss(W, b, imp, x)[0],
+                                                        toy.forward_and_loss(W, b, imp, x)[1].sum()))
+    with pytest.raises(ex.ExerciseError, match="two things"):
+        ex.check_forward_and_loss(lambda W, b, imp, x: toy.forward_and_loss(W, b, imp, x)[1])
+    with pytest.raises(ex.ExerciseError, match="averaged over the features"):
+        ex.check_forward_and_loss(lambda W, b, imp, x: (
+            toy.forward_and_loss(W, b, imp, x)[0],
+            ((x - toy.forward_and_loss(W, b, imp, x)[0]).pow(2) * imp.unsqueeze(1)).mean(-1).mean(-1)))

@@ -128,3 +128,19 @@ def test_train_new_caches_by_everything_that_decides_the_weights(tmp_path, monke
     toy.train_new(*args, seed=3, data_fn=ns["anon"])
     toy.train_new(*args, seed=3, data_fn=ns["anon"])
     assert len(calls) == 5
+
+
+def test_forward_and_loss_is_the_relu_output_models_forward_and_loss():
+    cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=3)
+    model = toy.ToyModel(cfg, torch.tensor([1.0, 0.3, 0.1]), toy.importances(5, 0.9, 3),
+                         generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.b_final.normal_(generator=torch.Generator().manual_seed(1))  # nonzero bias, some negative
+    x = model.sample(64, torch.Generator().manual_seed(2))
+    x_hat, loss = toy.forward_and_loss(model.W, model.b_final, model.importance, x)
+    assert x_hat.shape == (3, 64, 5) and loss.shape == (3,)
+    assert torch.equal(x_hat, model(x)) and torch.equal(loss, model.loss(x, per_instance=True))
+    assert bool((x_hat >= 0).all())
+    _, zero = toy.forward_and_loss(torch.zeros_like(model.W), torch.zeros_like(model.b_final), model.importance, x)
+    expected = (x.pow(2) * model.importance.unsqueeze(1)).sum(-1).mean(-1)  # W = 0, b = 0: x' = 0
+    assert torch.allclose(zero, expected)

@@ -114,3 +114,30 @@ def test_table_means_each_level_and_renders_as_the_notebook_printed():
     expected = "\n".join([" | ".join(header)] + [" | ".join(f"{t[h]:>{len(h)}}" for h in header) for t in records])
     assert nbk.weight_sparse_table_text(table) == expected
     assert nbk.weight_sparse_table_text(table).splitlines()[1].startswith(" " * 10 + "1.0 | " + " " * 14 + "5 |")
+
+
+# --------------------------------------------------------------------------- section 2: the learner's loss
+
+
+def test_orthogonal_baseline_stores_the_first_m_features_and_guesses_the_mean_of_the_rest():
+    p = torch.tensor([1.0, 0.2])
+    W, b = nbk.orthogonal_baseline(p, 2, 5)
+    assert W.shape == (2, 2, 5) and b.shape == (2, 5)
+    assert torch.equal(W[1], torch.tensor([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0]]))
+    assert torch.allclose(b, torch.tensor([[0, 0, 0.5, 0.5, 0.5], [0, 0, 0.1, 0.1, 0.1]]))
+    x = toy.generate_batch(p, 5, 20000, torch.Generator().manual_seed(0))
+    x_hat, _ = toy.forward_and_loss(W, b, toy.importances(5, 0.9, 2), x)
+    assert torch.equal(x_hat[:, :, :2], x[:, :, :2])  # the stored features come back exactly
+    assert torch.allclose(x_hat[:, :, 2:].mean(1), x[:, :, 2:].mean(1), atol=0.01)  # the rest: their mean
+
+
+def test_loss_markdown_renders_both_ends_and_where_the_trained_model_pulls_ahead():
+    text = nbk.loss_markdown([0.0, 0.5, 0.95], torch.tensor([0.2, 0.1, 0.01]), torch.tensor([0.2, 0.2, 0.05]), 4096, 2)
+    assert "batch of 4096" in text and "(the 2 most important features on their own axes" in text
+    assert "batch of 4096" in text and "S = 0.00 the trained loss is 0.2000 against 0.2000 (ratio 1.00)" in text
+    assert "at S = 0.950 it is 0.0100 against 0.0500 (ratio 0.20)" in text
+    assert "From S = 0.50 on the trained model beats" in text
+    gap = nbk.loss_markdown([0.0, 0.5, 0.95], torch.tensor([0.2, 0.1, 0.2]), torch.tensor([0.2, 0.2, 0.2]), 8, 2)
+    assert "(not at every sparser setting)" in gap
+    none = nbk.loss_markdown([0.0, 0.95], torch.tensor([0.1, 0.05]), torch.tensor([0.1, 0.051]), 8, 2)
+    assert "At no sparsity does the trained model beat" in none
