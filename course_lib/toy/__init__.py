@@ -11,6 +11,7 @@ from course_lib.toy.metrics import (
     PHASE_NAMES,
     antipodal_pairs,
     classify_phase,
+    dead_dimensions,
     dimensions_per_feature,
     feature_dimensionality,
     feature_norms,
@@ -42,7 +43,7 @@ from course_lib.toy.model import (
 
 __all__ = [
     "KINDS", "PHASE_NAMES", "ToyConfig", "ToyKind", "ToyModel", "ToyTrainConfig", "antipodal_pairs",
-    "best_of_replicates", "classify_phase", "dimensions_per_feature", "evaluate_loss", "exercises",
+    "best_of_replicates", "classify_phase", "dead_dimensions", "dimensions_per_feature", "evaluate_loss", "exercises",
     "feature_dimensionality", "feature_norms", "feature_probabilities", "features_per_neuron",
     "features_represented", "forward_and_loss", "generate_batch", "importances", "interference", "metrics", "model",
     "neuron_antipodal_pairs", "neuron_feature_membership", "notebook", "phase_grid", "plots", "widgets", "polysemantic_fraction",

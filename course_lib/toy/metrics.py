@@ -113,6 +113,11 @@ def neuron_antipodal_pairs(W: torch.Tensor, threshold: float = 0.3, cos: float =
     return antipodal_pairs(W.transpose(1, 2), threshold, cos)
 
 
+def dead_dimensions(W: torch.Tensor) -> torch.Tensor:
+    """Hidden dimensions whose weights are all exactly zero (rows of W that carry nothing): [I, H, F] -> [I] (float)."""
+    return (W == 0).all(-1).float().sum(-1)
+
+
 def summarize(model: ToyModel, threshold: float = 0.5) -> list[dict[str, float]]:
     """One dict of metrics per instance (plain floats, ready for metrics.json)."""
     W = model.W_embed.detach()
@@ -127,6 +132,7 @@ def summarize(model: ToyModel, threshold: float = 0.5) -> list[dict[str, float]]
         "features_per_neuron": features_per_neuron(W, threshold),
         "polysemantic_fraction": polysemantic_fraction(W, threshold),
         "weight_nonzero_fraction": (W != 0).float().mean(dim=(1, 2)),
+        "dead_dimensions": dead_dimensions(W),
     }
     return [{k: float(v[i]) for k, v in cols.items()} for i in range(model.cfg.n_instances)]
 

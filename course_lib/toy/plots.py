@@ -129,7 +129,8 @@ def dims_per_feature_plot(
     feature_probability: torch.Tensor, W: torch.Tensor, threshold: float = 0.5, seed: int = 0,
     feature_dimensionality: Callable[[torch.Tensor], torch.Tensor] = metrics.feature_dimensionality,
 ) -> Figure:
-    """Dimensions per feature against ``1/(1-S)`` with the sticky fractions, plus each feature's ``D_f``.
+    """Dimensions per feature against ``1/(1-S)`` with the paper's sticky fractions and the floor ``m/n``
+    (the clipped ``D*`` when every feature has norm 1 or more), plus each feature's ``D_f``.
 
     ``feature_dimensionality`` computes ``D_f`` (notebook 01 passes the learner's function).
     """
@@ -151,15 +152,18 @@ def dims_per_feature_plot(
         jitter = np.exp(rng.normal(0, 0.03, keep.sum()))
         ax.scatter(x[i] * jitter, Df[i, keep], s=6, alpha=0.35, color="tab:orange",
                    label="feature dimensionality D_f (each represented feature)" if i == 0 else None)
-    ax.plot(x, dpf, "o-", color="k", lw=2, ms=5, label="dimensions per feature D* = H / Σ min(‖W_f‖², 1)")
-    ax.plot(x, raw, "s:", color="tab:blue", lw=1, ms=3, label="paper's H / ‖W‖_F² (unclipped)")
+    n_inst, H, F = Wt.shape
+    ax.axhline(H / F, color="0.45", ls=":", lw=1, zorder=0)
+    ax.text(x.max() * 1.25, H / F, "m/n", va="bottom", fontsize=9, color="0.35")
+    ax.plot(x, dpf, "o-", color="k", lw=2, ms=5, label="dimensions per feature D* = m / Σ min(‖W_f‖², 1)")
+    ax.plot(x, raw, "s:", color="tab:blue", lw=1, ms=3, label="paper's m / ‖W‖_F² (unclipped)")
     ax.set_xscale("log")
     ax.set_xlim(x.min() * 0.85, x.max() * 1.6)
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("1 / (1 - S)   (expected inputs per active feature; log scale)")
     ax.set_ylabel("dimensions per feature")
-    n_inst, H, F = Wt.shape
-    ax.set_title(f"{F} features -> {H} dimensions: superposition sticks at simple fractions")
+    ax.set_title(f"{F} features -> {H} dimensions: dimensions per feature against sparsity\n"
+                 "(grey dashed: the paper's sticky fractions; dotted: the floor m/n)", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig

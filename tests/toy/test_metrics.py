@@ -62,3 +62,11 @@ def test_headline_reads_the_pentagon_and_the_antipodal_plateau():
     rows = headline({"five_two_dims_per_feature_sparsest": 0.4012, "big_sweep_instances_near_one_half": 3})
     assert [r.value for r in rows] == ["0.401", "3"] and all(r.gates_passed for r in rows)
     assert [r.value for r in headline({})] == [None, None]
+
+
+def test_dead_dimensions_counts_the_rows_without_a_nonzero_weight():
+    W = torch.ones(2, 3, 4)
+    W[0, 1] = 0.0
+    W[1, :2] = 0.0
+    W[1, 2, 3] = 0.0  # a zero inside a live row does not count
+    assert toy.dead_dimensions(W).tolist() == [1.0, 2.0]

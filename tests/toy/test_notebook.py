@@ -116,6 +116,98 @@ def test_table_means_each_level_and_renders_as_the_notebook_printed():
     assert nbk.weight_sparse_table_text(table).splitlines()[1].startswith(" " * 10 + "1.0 | " + " " * 14 + "5 |")
 
 
+# --------------------------------------------------------------------------- section 4: which fractions stick
+
+
+def sweep_weights() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four 8 -> 2 models, densest first: two with 2 orthogonal features (D* = 1), one with two antipodal pairs
+    (D* = 1/2), one with all 8 features on a regular octagon at norm 1.2 (D* = m/n = 1/4, the floor)."""
+    W = torch.zeros(4, 2, 8)
+    W[0, 0, 0] = W[0, 1, 1] = W[1, 0, 0] = W[1, 1, 1] = 1.0
+    W[2, 0, 0], W[2, 0, 1], W[2, 1, 2], W[2, 1, 3] = 1.0, -1.0, 1.0, -1.0
+    angles = torch.arange(8) * (2 * torch.pi / 8)
+    W[3] = 1.2 * torch.stack([angles.cos(), angles.sin()])
+    return torch.tensor([1.0, 0.5, 0.2, 0.1]), W
+
+
+def test_sticky_reading_counts_the_curve_and_the_dots_at_their_nearest_value():
+    p, W = sweep_weights()
+    r = nbk.sticky_reading(p, W, toy.ToyTrainConfig(steps=123, batch_size=45))
+    by = {c.label: c for c in r.fractions}
+    assert [c.label for c in r.fractions] == ["1", "3/4", "2/3", "1/2", "2/5", "3/8"]
+    assert (by["1"].sparsities_near, by["1"].longest_run, by["1"].dots_near, by["1"].sparsities_piled) == (2, 2, 4, 2)
+    assert by["1"].inverse_densities == (1.0, 2.0)
+    assert (by["1/2"].sparsities_near, by["1/2"].longest_run, by["1/2"].dots_near, by["1/2"].sparsities_piled) == (
+        1, 1, 4, 1)
+    assert all(by[k].sparsities_near == by[k].dots_near == 0 for k in ("3/4", "2/3", "2/5", "3/8"))
+    assert r.floor.label == "m/n" and r.floor.value == 0.25
+    assert (r.floor.sparsities_near, r.floor.dots_near, r.floor.sparsities_piled) == (1, 8, 1)
+    assert (r.n_features, r.d_hidden, r.n_sparsities, r.steps, r.batch_size, r.dots_total) == (8, 2, 4, 123, 45, 16)
+    assert r.spacing == pytest.approx((2 + 2.5 + 2) / 3, abs=0.01)
+    assert (r.sparsest_represented, r.sparsest_min_norm, r.sparsest_dims_per_feature) == (8, 1.2, 0.25)
+    assert r.sparsest_dims_per_feature_raw == pytest.approx(2 / (8 * 1.44), abs=1e-3)
+    assert r.sparsest_dimensionality_sum == pytest.approx(2.0) and r.sparsest_median_dimensionality == 0.25
+    assert (r.dense_dims_per_feature, r.dense_represented, r.dense_median_dimensionality) == (1.0, 2, 1.0)
+    assert nbk.sticky_records(r)["1/2"] == {"sparsities_near": 1, "longest_run": 1, "dots_near": 4,
+                                            "sparsities_piled": 1}
+
+
+def test_sticky_reading_uses_the_given_feature_dimensionality():
+    p, W = sweep_weights()
+    r = nbk.sticky_reading(p, W, toy.ToyTrainConfig(), feature_dimensionality=lambda W: torch.zeros(W.shape[0], 8))
+    assert sum(c.dots_near for c in r.fractions) == 0 and r.floor.dots_near == 0
+    assert [c.sparsities_near for c in r.fractions][0] == 2  # the curve does not depend on D_f
+
+
+def test_sticky_markdown_says_what_sticks_what_passes_what_is_absent_and_the_floor():
+    p, W = sweep_weights()
+    text = nbk.sticky_markdown(nbk.sticky_reading(p, W, toy.ToyTrainConfig(steps=123, batch_size=45)))
+    assert "| 1/2 | 1 of 4 | 1 | 4 of 16 | 1 |" in text and "| m/n = 0.25 | 1 of 4 | 1 | 8 of 16 | 1 |" in text
+    assert "1, 2 sparsities in a row (1/(1-S) = 1, 2)" in text
+    assert "the curve comes near 1/2 at a single sparsity" in text
+    assert "never within 0.05 of 3/4, 2/3, 2/5 and 3/8" in text
+    assert "**The floor m/n = 2/8 = 0.25**" in text and "all 8 features are represented (smallest norm 1.20)" in text
+    assert "trained 123 steps with batches of 45" in text
+    # a sweep that never reaches the floor says so instead
+    W2 = W.clone()
+    W2[3] = W[2]
+    text2 = nbk.sticky_markdown(nbk.sticky_reading(p, W2, toy.ToyTrainConfig()))
+    assert "4 of 8 features are represented" in text2 and "run out of features" not in text2
+    assert "**Plateaus**" in text2 and "1/2, 2 sparsities in a row" in text2
+
+
+# --------------------------------------------------------------------------- section 7: the table's reading
+
+
+def level(kept, nonzero, rep, fpn, interf, dpf, loss, pruned):
+    return nbk.WeightSparseLevel(kept, nonzero, rep, fpn, interf, dpf, loss, pruned)
+
+
+def test_weight_sparse_markdown_reads_the_tables_own_numbers():
+    table = (level(1.0, 100, 15.75, 8.75, 2.516, 0.325, 0.0324, 0.0324),
+             level(0.1, 10, 9.75, 1.95, 0.98, 0.513, 0.0487, 0.0986),
+             level(0.05, 5, 5.0, 1.35, 0.503, 1.0, 0.0918, 0.0800))
+    rows = [{"kept_fraction": k, "dead_dimensions": d} for k, d in ((1.0, 0), (1.0, 0), (0.1, 1), (0.05, 1), (0.05, 2))]
+    text = nbk.weight_sparse_markdown(table, rows, 5, 20)
+    assert "**Features represented** 15.75 → 5 (falls at every step)" in text
+    assert "**interference** 2.516 → 0.503 (falls at every step)" in text
+    assert "8.75 → 1.35 (falls at every step): above 1 even at the sparsest level" in text
+    assert "About 5 nonzero weights for m = 5 dimensions" in text and "at least m/5 = 1 by construction" in text
+    assert "is 0.503 there: represented features still share directions" in text
+    assert "0.0324 → 0.0918 (rises at every step)" in text
+    assert "higher loss than training sparse at 1 of the 2 sparser levels" in text
+    assert "0 per model dense, 1.5 at the sparsest level" in text
+    # no interference left, a budget above m, a non-monotone column
+    table2 = (level(1.0, 100, 15.0, 8.0, 2.0, 0.3, 0.03, 0.03), level(0.5, 50, 16.0, 1.0, 0.0, 0.4, 0.02, 0.01))
+    rows2 = [{"kept_fraction": 1.0, "dead_dimensions": 0}, {"kept_fraction": 0.5, "dead_dimensions": 0}]
+    text2 = nbk.weight_sparse_markdown(table2, rows2, 5, 20)
+    assert "by construction" not in text2 and "**`dims_per_feature`** 0.3 → 0.4 (rises at every step)" in text2
+    assert "above 1 even" not in text2 and "at 0 of the 1 sparser levels" in text2
+    table3 = (*table2, level(0.05, 5, 5.0, 1.0, 0.0, 1.0, 0.09, 0.1))
+    text3 = nbk.weight_sparse_markdown(table3, [*rows2, {"kept_fraction": 0.05, "dead_dimensions": 0}], 5, 20)
+    assert "15 → 5 (falls overall, not at every step)" in text3 and "(nearly) orthogonal" in text3
+
+
 # --------------------------------------------------------------------------- section 2: the learner's loss
 
 

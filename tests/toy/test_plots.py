@@ -31,3 +31,13 @@ def test_plots_return_figures():
         plt.close(f)
     with pytest.raises(ValueError):
         toy.plots.feature_directions(W, p, toy.importances(8, 0.9))
+
+
+def test_dims_per_feature_plot_draws_the_floor_m_over_n():
+    g = torch.Generator().manual_seed(0)
+    fig = toy.plots.dims_per_feature_plot(torch.tensor([1.0, 0.3, 0.1]), torch.randn(3, 4, 16, generator=g))
+    ax = fig.axes[0]
+    assert any(t.get_text() == "m/n" and t.get_position()[1] == pytest.approx(0.25) for t in ax.texts)
+    assert any(list(line.get_ydata()) == [0.25, 0.25] and line.get_linestyle() == ":" for line in ax.lines)
+    assert "floor m/n" in ax.get_title()
+    plt.close(fig)
