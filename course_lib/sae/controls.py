@@ -1,7 +1,7 @@
 """Single-factor controls for the paper's dead-latent fixes: which of the three does what?
 
-Gao et al. (2024) keep latents alive with three fixes that :class:`~course_lib.sae.model.SAEConfig`
-switches one by one:
+The recipe keeps latents alive with three fixes that :class:`~course_lib.sae.model.SAEConfig` switches one
+by one; Gao et al. (2024) name the first two, the third is from Bricken et al. (2023):
 
 * ``AuxK``: the auxiliary loss on dead latents (``aux_coef = 0`` turns it off);
 * ``tied init``: the encoder starts as the decoder's transpose (``tied_init = False``: an independent
@@ -52,6 +52,23 @@ def fix_controls(recipe: SAEConfig) -> dict[str, SAEConfig]:
     out.update({without(name): dataclasses.replace(recipe, **off) for name, off in FIXES.items()})
     out[NO_FIXES] = dataclasses.replace(recipe, **{k: v for off in FIXES.values() for k, v in off.items()})
     return out
+
+
+AUXK_ON = "AuxK, no other fix"
+AUXK_OFF = "no fix at all"
+
+
+def auxk_arm(recipe: SAEConfig, dead_tokens: int) -> dict[str, SAEConfig]:
+    """``{AUXK_ON: cfg, AUXK_OFF: cfg}``: a control arm built for AuxK, where latents do die.
+
+    Both configs turn the other two fixes off (no tied init, ``b_pre`` at 0), so that many latents die
+    early, and use a short dead window ``dead_tokens`` (AuxK starts acting as soon as a latent has been
+    silent that long); they differ only in AuxK (``aux_coef``: the recipe's, or 0).
+    """
+    if recipe.aux_coef <= 0:
+        raise ValueError(f"the recipe must have AuxK on (aux_coef > 0); got {recipe}")
+    on = dataclasses.replace(recipe, tied_init=False, median_init=False, dead_tokens=dead_tokens)
+    return {AUXK_ON: on, AUXK_OFF: dataclasses.replace(on, aux_coef=0.0)}
 
 
 def switches(cfg: SAEConfig) -> dict[str, bool]:

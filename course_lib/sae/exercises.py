@@ -8,6 +8,7 @@ with the likely mistake.
 - :func:`check_nmse`: ``sum ||x_hat - x||^2 / sum ||x - mean x||^2`` (= FVU).
 - :func:`check_auxk_loss`: the AuxK loss, the top ``k_aux`` *dead* latents reconstructing the residual.
 - :func:`check_ce_loss_score`: ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``.
+- :func:`check_sae_train_step`: one TopK training step with the decoder-norm projection.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 from course_lib.exercises import NOT_ATTEMPTED, ExerciseError, diagnose, tensor_of
 from course_lib.sae import model
 
-__all__ = ["NOT_ATTEMPTED", "ExerciseError", "auxk_loss", "check_auxk_loss", "check_ce_loss_score",
-           "check_nmse", "check_topk_activation", "topk_activation"]
+__all__ = ["NOT_ATTEMPTED", "ExerciseError", "auxk_loss", "check_auxk_loss", "check_ce_loss_score", "check_sae_train_step",
+           "check_nmse", "check_topk_activation", "sae_train_step", "topk_activation"]
 
 
 def topk_activation(pre_acts: torch.Tensor, k: int) -> torch.Tensor:
@@ -156,3 +157,88 @@ def check_ce_loss_score(fn: Callable[[float, float, float], float]) -> str:
         "that is the increase in loss (delta CE), not the score": torch.tensor(spliced - clean),
     })
     return "ce_loss_score: correct"
+
+
+# --------------------------------------------------------------------------- exercise: the training step
+
+
+def _train_step(autoencoder: model.SparseAutoencoder, opt: torch.optim.Optimizer, xn: torch.Tensor, k: int, *,
+                project: bool = True, renorm_dim: int | None = 1, zero_grad: bool = True) -> torch.Tensor:
+    """One TopK step with switches for the known mistakes (the reference has every switch at its default)."""
+    if zero_grad:
+        opt.zero_grad(set_to_none=True)
+    z = topk_activation(autoencoder.pre_acts(xn), k)
+    loss = model.nmse(xn, z @ autoencoder.W_dec + autoencoder.b_pre)
+    loss.backward()
+    with torch.no_grad():
+        w, g = autoencoder.W_dec, autoencoder.W_dec.grad
+        if project and g is not None:
+            g -= (g * w).sum(dim=1, keepdim=True) * w
+    opt.step()
+    with torch.no_grad():
+        if renorm_dim is not None:
+            autoencoder.W_dec /= autoencoder.W_dec.norm(dim=renorm_dim, keepdim=True)
+    return loss.detach()
+
+
+def sae_train_step(autoencoder: model.SparseAutoencoder, opt: torch.optim.Optimizer, xn: torch.Tensor,
+                   k: int) -> torch.Tensor:
+    """Reference: one TopK training step on normalised ``xn [B, d_in]``; returns the NMSE before the step (0-d).
+
+    Zero the gradients; ``z = ReLU(TopK_k(W_enc (x_n - b_pre) + b_enc))``; loss = NMSE of ``z W_dec + b_pre``;
+    backward; remove each decoder row's gradient component along the row, ``g_i <- g_i - (g_i . w_i) w_i``
+    (the step stays tangent to the unit sphere); ``opt.step()``; renormalise each row ``w_i <- w_i / ||w_i||``.
+    """
+    return _train_step(autoencoder, opt, xn, k)
+
+
+def _tiny_sae(seed: int) -> tuple[model.SparseAutoencoder, torch.optim.Optimizer]:
+    cfg = model.SAEConfig(d_in=8, n_latents=16, k=3, tied_init=False, aux_coef=0.0)
+    sae = model.SparseAutoencoder(cfg, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+    return sae, torch.optim.Adam(sae.parameters(), lr=1e-2)
+
+
+def check_sae_train_step(fn: Callable[..., torch.Tensor]) -> str:
+    """``fn(autoencoder, opt, xn [B, d_in], k) -> loss``: two steps on a tiny SAE, compared with the reference and
+    with the known mistakes (no projection, no renormalisation, columns instead of rows, gradients not zeroed)."""
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.randn(32, 8, generator=g) * 2 + 1 for _ in range(2)]
+
+    def after(step: Callable[..., torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        sae, opt = _tiny_sae(0)
+        losses = [step(sae, opt, xb, 3) for xb in batches]
+        return sae.W_dec.detach().clone(), losses
+
+    try:
+        got, losses = after(fn)
+    except NotImplementedError:
+        return NOT_ATTEMPTED
+    tensor_of("sae_train_step", losses[0], (), "the loss of the step, a 0-d tensor")
+    ref, ref_losses = after(sae_train_step)
+    start, _ = _tiny_sae(0)
+    if torch.allclose(got, start.W_dec.detach()):
+        raise ExerciseError("sae_train_step: W_dec did not change; call loss.backward() and opt.step()")
+    norms = got.norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+        variant, _ = after(lambda a, o, x, k: _train_step(a, o, x, k, renorm_dim=None))
+        if torch.allclose(got, variant, atol=1e-5):
+            raise ExerciseError("sae_train_step: the decoder rows are not unit norm after the step (norms "
+                                f"{float(norms.min()):.4f}-{float(norms.max()):.4f}): renormalise each row of W_dec "
+                                "after opt.step()")
+    diagnose("sae_train_step", got, ref, {
+        "you normalised the columns of W_dec (dim=0); each latent's decoder direction is a row (dim=1)":
+            after(lambda a, o, x, k: _train_step(a, o, x, k, renorm_dim=0))[0],
+        "the rows are renormalised, but the gradient still has its component along each row: before opt.step(), "
+        "subtract (g_i . w_i) w_i from each row g_i of W_dec.grad (doing it after the step has no effect)":
+            after(lambda a, o, x, k: _train_step(a, o, x, k, project=False))[0],
+        "the gradients of the previous step were not cleared: call opt.zero_grad() before loss.backward()":
+            after(lambda a, o, x, k: _train_step(a, o, x, k, zero_grad=False))[0],
+        "the decoder rows are not unit norm after the step: renormalise each row of W_dec after opt.step()":
+            after(lambda a, o, x, k: _train_step(a, o, x, k, renorm_dim=None))[0],
+    })
+    if abs(float(losses[0]) - float(ref_losses[0])) > 1e-4:
+        raise ExerciseError(f"sae_train_step: the weights are right but the returned loss is {float(losses[0]):.4f}, "
+                            f"not the step's NMSE {float(ref_losses[0]):.4f}")
+    return "sae_train_step: correct"

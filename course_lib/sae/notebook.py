@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from course_lib import runtime
-from course_lib.sae.controls import ALL_FIXES, FIXES, NO_FIXES, effects, summarise, without
+from course_lib.sae.controls import ALL_FIXES, AUXK_OFF, AUXK_ON, FIXES, NO_FIXES, effects, summarise, without
 from course_lib.sae.dashboards import Codes, next_token_hits, token_purity
 from course_lib.sae.default import default_configs
 from course_lib.sae.evaluation import (
@@ -65,6 +66,7 @@ class LessonSettings:
     control_seeds: tuple[int, ...]  # seeds of the dead-latent controls (CONTROL_SEEDS)
     control_train: SAETrainConfig  # the controls' training (control_train)
     control_dead_tokens: int  # dead window of the control SAEs, in tokens (CONTROL_DEAD_TOKENS)
+    auxk_dead_tokens: int  # the shorter dead window of the AuxK arm, section 5 (AUXK_DEAD_TOKENS)
     synth_seeds: tuple[int, ...]  # seeds of the ground-truth SAEs, section 6 (SYNTH_SEEDS)
     synth_ks: tuple[int, ...]  # k of the ground-truth TopK SAEs (SYNTH_KS)
     synth_l1: float  # L1 coefficient of the ground-truth ReLU SAE (SYNTH_L1)
@@ -140,6 +142,7 @@ def lesson_settings(profile: str, seed: int, *, layer: object, k: object, n_dash
         sweep_train=sweep_train, sweep_dead_tokens=sweep_dead_tokens,
         control_width=control_width, control_seeds=control_seeds, control_train=control_train,
         control_dead_tokens=control_dead_tokens,
+        auxk_dead_tokens=pick(smoke=256, workshop=4_096, full=50_000),
         synth_seeds=synth_seeds, synth_ks=synth_ks, synth_l1=0.05, synth_base=synth_base, synth_train=synth_train,
         ce_windows=pick(smoke=2, workshop=12, full=256), ce_seq_len=pick(smoke=32, workshop=128, full=128),
     )
@@ -259,7 +262,8 @@ def frontier_markdown(s: FrontierSummary) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ScalingSummary:
-    """Section 4's NMSE-against-width power law, from the width sweep's rows."""
+    """Section 4's NMSE-against-width power laws (tokens in proportion to width, and the same tokens at every
+    width), and where the main SAE falls against them."""
 
     widths: tuple[int, ...]  # latents of each SAE, in sweep order
     n_tokens: tuple[int, ...]  # training tokens of each SAE (in proportion to width)
@@ -269,31 +273,57 @@ class ScalingSummary:
     ci: tuple[float, float]  # 95% interval on the exponent, from the residuals of the log-log fit
     store_tokens: int  # tokens in the training store
     widest_epochs: float  # passes of the widest SAE over the store
+    fixed_tokens: int | None = None  # training tokens of every SAE of the fixed-budget sweep (None: no such sweep)
+    fixed_widths: tuple[int, ...] = ()  # its widths
+    fixed_nmse: tuple[float, ...] = ()  # its held-out NMSE per width
+    fixed_exponent: float = math.nan  # its fitted exponent
+    fixed_ci: tuple[float, float] = (math.nan, math.nan)  # its 95% interval
+    prefactor: float = math.nan  # a of the proportional fit
+    main_width: int | None = None  # the main SAE's latents (None: not compared)
+    main_nmse: float = math.nan  # its held-out NMSE
+    main_tokens: int = 0  # its training tokens
+    main_predicted: float = math.nan  # the proportional fit's NMSE at its width (an extrapolation beyond the sweep)
+    main_lr: float = math.nan  # its learning rate
+    sweep_lr: float = math.nan  # the sweeps' learning rate
 
 
 def scaling_summary(width_rows: Sequence[Mapping[str, Any]], exponent: float, k: int,
-                    store_tokens: int) -> ScalingSummary:
+                    store_tokens: int, fixed_rows: Sequence[Mapping[str, Any]] = (),
+                    main: Mapping[str, Any] | None = None, main_lr: float = math.nan,
+                    sweep_lr: float = math.nan) -> ScalingSummary:
     """Fit the power law's interval to ``width_rows`` (``n_latents``, ``n_tokens``, ``nmse`` each) and count the
-    widest SAE's passes over a store of ``store_tokens`` tokens; ``exponent`` is the figure's fitted one."""
+    widest SAE's passes over a store of ``store_tokens`` tokens; ``exponent`` is the figure's fitted one.
+    ``fixed_rows``: the same-tokens sweep (fitted alike); ``main`` (``n_latents``, ``nmse``, ``n_tokens``): the main
+    SAE, compared with the proportional fit's value at its width."""
     fit = power_law_fit_ci([r["n_latents"] for r in width_rows], [r["nmse"] for r in width_rows])
     widest = max(width_rows, key=lambda r: r["n_latents"])
+    extra: dict[str, Any] = {}
+    if fixed_rows:
+        ff = power_law_fit_ci([r["n_latents"] for r in fixed_rows], [r["nmse"] for r in fixed_rows])
+        extra.update(fixed_tokens=int(fixed_rows[0]["n_tokens"]), fixed_widths=tuple(r["n_latents"] for r in fixed_rows),
+                     fixed_nmse=tuple(r["nmse"] for r in fixed_rows), fixed_exponent=float(ff["b"]),
+                     fixed_ci=tuple(ff["ci"]))
+    if main is not None:
+        extra.update(main_width=int(main["n_latents"]), main_nmse=float(main["nmse"]), main_tokens=int(main["n_tokens"]),
+                     main_predicted=float(fit["a"] * main["n_latents"] ** fit["b"]))
     return ScalingSummary(
         widths=tuple(r["n_latents"] for r in width_rows), n_tokens=tuple(r["n_tokens"] for r in width_rows),
         nmse=tuple(r["nmse"] for r in width_rows), k=k, exponent=exponent, ci=tuple(fit["ci"]),
-        store_tokens=store_tokens, widest_epochs=widest["n_tokens"] / store_tokens,
+        store_tokens=store_tokens, widest_epochs=widest["n_tokens"] / store_tokens, prefactor=float(fit["a"]),
+        main_lr=main_lr, sweep_lr=sweep_lr, **extra,
     )
 
 
 def scaling_markdown(s: ScalingSummary) -> str:
-    """The power law's reading, as Markdown: widths and tokens, the exponent and its interval, what the
-    interval says, and the caveats (too few widths, repeated tokens)."""
+    """The power laws' reading, as Markdown: widths and tokens, each exponent and its interval, what the two fits
+    show side by side, where the main SAE falls, and the caveats (too few widths, repeated tokens)."""
     lo, hi = s.ci
     verdict = ("NMSE falls with width: the whole interval lies below 0." if hi < 0 else
                "the interval includes 0, so this run cannot tell the curve from flat." if lo <= 0 else
                "NMSE *rises* with width: the widest SAEs are the least trained or overfit the small store.")
-    return (
-        f"{len(s.widths)} widths from {min(s.widths):,} to {max(s.widths):,} latents, trained on "
-        + ", ".join(f"{n:,}" for n in s.n_tokens) + f" tokens (k={s.k}). Fitted exponent "
+    text = (
+        f"**Tokens in proportion to width**: {len(s.widths)} widths from {min(s.widths):,} to {max(s.widths):,} latents, "
+        "trained on " + ", ".join(f"{n:,}" for n in s.n_tokens) + f" tokens (k={s.k}). Fitted exponent "
         f"**b = {s.exponent:.3f}**, 95% CI [{lo:.3f}, {hi:.3f}] (from how far the points sit off the line; one seed "
         f"per width, so seed-to-seed noise is not in it): {verdict} "
         + ("Fewer than the five widths a scaling fit needs fit in this profile's budget; the `full` profile runs the "
@@ -301,6 +331,37 @@ def scaling_markdown(s: ScalingSummary) -> str:
         + (f"The widest SAE passes over the {s.store_tokens:,}-token store {s.widest_epochs:.1f} times, so its "
            "training tokens are not all fresh (the paper's are); NMSE here is on separate held-out tokens, which is "
            "what would expose overfitting." if s.widest_epochs > 1 else ""))
+    if s.fixed_tokens is not None:
+        flo, fhi = s.fixed_ci
+        steeper = s.exponent < s.fixed_exponent
+        text += (
+            f"\n\n**The same {s.fixed_tokens:,} tokens at every width** ("
+            + ", ".join(f"{w:,}: {v:.3f}" for w, v in zip(s.fixed_widths, s.fixed_nmse))
+            + f"): b = {s.fixed_exponent:.3f}, 95% CI [{flo:.3f}, {fhi:.3f}]. "
+            + (f"This curve is {'flatter' if steeper else 'steeper'} than the proportional one: "
+               + ("at a fixed budget the wide SAEs are under-trained (each latent is selected less often), so giving "
+                  "every width the same tokens understates what width buys. The proportional fit mixes width with "
+                  "training length, the fixed one mixes width with under-training: the true width law at convergence "
+                  "is at least as steep as the steeper of the two, as far as this run can tell."
+                  if steeper else
+                  "in this run extra tokens did not help the wide SAEs more than the narrow ones, so the proportional "
+                  "fit's exponent is not just a training-length effect.")))
+    if s.main_width is not None:
+        ratio = s.main_nmse / s.main_predicted
+        text += (
+            f"\n\n**The main SAE** (the star; {s.main_width:,} latents, {s.main_tokens:,} tokens, lr {s.main_lr:g}, "
+            f"not part of the fits): held-out NMSE **{s.main_nmse:.3f}**, against **{s.main_predicted:.3f}** from the "
+            f"proportional fit at its width ({s.prefactor:.2f} x {s.main_width:,}^{s.exponent:.3f}, an extrapolation "
+            f"beyond the widest sweep SAE). "
+            + ("It sits on the extrapolated line (within 10%)." if abs(ratio - 1) <= 0.10 else
+               f"It sits {'above' if ratio > 1 else 'below'} the line by {abs(ratio - 1):.0%}: "
+               + ("the rule would give it "
+                  f"{int(round(max(s.n_tokens) * s.main_width / max(s.widths))):,} tokens, and it trains on fewer, at a "
+                  f"different learning rate (sweeps {s.sweep_lr:g}), so the extrapolation is an upper bound on what it "
+                  "should reach, not a promise." if ratio > 1 else
+                  "it trains at its own learning rate and budget, which suit its width better than the sweep's "
+                  "rule extrapolated.")))
+    return text
 
 
 # --------------------------------------------------------------------------- section 5: dead-latent controls
@@ -660,3 +721,279 @@ def lesson_metrics(main: Mapping[str, Any], downstream: DownstreamSummary, scali
         "steering_latent": steering_latent,
         "steering_seconds": steering_seconds,
     }
+
+
+# --------------------------------------------------------------------------- section 3: BatchTopK's L0
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTopKReading:
+    """Why a BatchTopK SAE's held-out L0 differs from its k: batch selection against the inference threshold."""
+
+    k: int  # the SAE's k (mean active latents per token over a training batch)
+    batch_size: int  # tokens per batch of the batch-wide selection
+    threshold: float  # the inference threshold t the SAE carries
+    threshold_for_k: float  # the threshold that would give mean L0 = k on these held-out tokens
+    l0_threshold: float  # held-out mean L0 with the inference threshold (what the frontier plots)
+    l0_batch: float  # held-out mean L0 with batch-wide selection of the top k * batch_size (= k by construction)
+    l0_batch_min: int  # fewest latents of one token under batch selection
+    l0_batch_max: int  # most latents of one token under batch selection
+    l0_batch_zero: float  # share of tokens with no latent under batch selection
+    nmse_threshold: float  # held-out NMSE with the inference threshold
+    nmse_batch: float  # held-out NMSE with batch selection
+    steps: int  # training steps (updates of the running threshold)
+    rate: float  # the running threshold's rate r
+    first_weight: float  # weight of the first step's value in t after the last step, (1 - r)^(steps - 1)
+
+
+@torch.no_grad()
+def batchtopk_reading(autoencoder: SparseAutoencoder, x_val: torch.Tensor, steps: int,
+                      batch_size: int = 1024) -> BatchTopKReading:
+    """Encode held-out raw ``x_val [N, d_in]`` with a BatchTopK SAE both ways: its inference threshold ``t`` and the
+    training rule (per batch of ``batch_size`` tokens, the ``k * batch_size`` largest ``ReLU(pre)`` of the whole
+    batch), and find the threshold that would give mean L0 = k (the ``k * N``-th largest ``ReLU(pre)``).
+    ``steps``: the SAE's training steps (the running threshold's memory of its first value is ``(1 - r)^(steps-1)``)."""
+    cfg = autoencoder.cfg
+    dev = autoencoder.W_dec.device
+    t = float(autoencoder.threshold)
+    l0_t, l0_b, pos_vals, err_t, err_b, xs = [], [], [], [], [], []
+    for start in range(0, len(x_val) - batch_size + 1, batch_size):
+        xn = x_val[start : start + batch_size].to(dev, torch.float32) * autoencoder.scale
+        act = F.relu(autoencoder.pre_acts(xn))
+        z_t = act * (act > t)
+        flat = act.flatten()
+        vals, idx = flat.topk(cfg.k * xn.shape[0])
+        z_b = torch.zeros_like(flat).scatter(0, idx, vals).view_as(act)
+        l0_t.append((z_t > 0).sum(1))
+        l0_b.append((z_b > 0).sum(1))
+        pos_vals.append(act[act > 0])
+        err_t.append((z_t @ autoencoder.W_dec + autoencoder.b_pre - xn).pow(2).sum())
+        err_b.append((z_b @ autoencoder.W_dec + autoencoder.b_pre - xn).pow(2).sum())
+        xs.append(xn)
+    l0_t_all, l0_b_all = torch.cat(l0_t).float(), torch.cat(l0_b)
+    x_all = torch.cat(xs)
+    denom = float((x_all - x_all.mean(0)).pow(2).sum())
+    positives = torch.cat(pos_vals)
+    n_keep = min(cfg.k * len(x_all), len(positives))
+    t_for_k = float(positives.topk(n_keep).values[-1]) if n_keep else math.nan
+    return BatchTopKReading(
+        k=cfg.k, batch_size=batch_size, threshold=t, threshold_for_k=t_for_k, l0_threshold=float(l0_t_all.mean()),
+        l0_batch=float(l0_b_all.float().mean()), l0_batch_min=int(l0_b_all.min()), l0_batch_max=int(l0_b_all.max()),
+        l0_batch_zero=float((l0_b_all == 0).float().mean()), nmse_threshold=float(sum(err_t)) / denom,
+        nmse_batch=float(sum(err_b)) / denom, steps=steps, rate=cfg.threshold_rate,
+        first_weight=(1 - cfg.threshold_rate) ** max(steps - 1, 0),
+    )
+
+
+def batchtopk_markdown(r: BatchTopKReading) -> str:
+    """BatchTopK's L0, explained from the run, as Markdown."""
+    higher = r.threshold > r.threshold_for_k
+    return (
+        f"**Why BatchTopK k={r.k} reports L0 {r.l0_threshold:.1f}.** The frontier encodes held-out tokens the way a "
+        f"BatchTopK SAE is used at inference: one threshold, t = {r.threshold:.3f}. Encoded the training way instead "
+        f"(the {r.k} x {r.batch_size:,} largest activations of each {r.batch_size:,}-token batch), the same tokens get "
+        f"mean L0 {r.l0_batch:.1f} (k, by construction), but per token anywhere from {r.l0_batch_min} to "
+        f"{r.l0_batch_max} latents ({r.l0_batch_zero:.1%} of tokens get none), and NMSE {r.nmse_batch:.3f} against "
+        f"{r.nmse_threshold:.3f} with the threshold. The threshold that would give mean L0 = {r.k} on these tokens is "
+        f"{r.threshold_for_k:.3f}; t is {'higher' if higher else 'lower'}, hence "
+        f"{'fewer' if higher else 'more'} latents. t is a running average of each batch's smallest selected value "
+        f"(rate {r.rate:g}, so a memory of about {1 / r.rate:.0f} steps), started at the first step's value; after "
+        f"only {r.steps} steps that first value still carries weight {r.first_weight:.2f} in t, so t still partly "
+        "reflects the early SAE. With a long run (the BatchTopK paper's) the memory is short against "
+        "the run and t settles where mean L0 is k; here, estimating t once after training (as the threshold for k "
+        "above) would fix the L0.")
+
+
+# --------------------------------------------------------------------------- section 7: the clean loss, two ways
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanLossReading:
+    """The model's clean next-token loss on the downstream windows, per window and under two conventions."""
+
+    n_windows: int  # windows scored
+    seq_len: int  # tokens per window, BOS included
+    ce_all: float  # mean loss over every prediction after BOS (token 1 from BOS included): notebook 00's convention
+    ce_skip_first: float  # mean loss without the prediction made at BOS (downstream_ce's convention)
+    first_prediction: float  # mean loss of the prediction made at BOS alone (token 1 from BOS)
+    per_window: tuple[float, ...]  # ce_all of each window
+    head_windows: int  # windows notebook 00 scores (the first ones of the same text)
+    ce_head: float  # ce_all over those first windows
+
+
+@torch.no_grad()
+def clean_loss_reading(model: Any, windows: torch.Tensor, head_windows: int = 2, batch_size: int = 8) -> CleanLossReading:
+    """Per-position clean losses of ``model`` on ``windows [n, seq_len]`` (BOS first): mean over every prediction
+    (notebook 00's ``token_loss``), without the prediction made at BOS (:func:`~course_lib.sae.evaluation.downstream_ce`),
+    per window, and over the first ``head_windows`` windows alone."""
+    dev = next(model.parameters()).device
+    nll = []
+    for start in range(0, windows.shape[0], batch_size):
+        batch = windows[start : start + batch_size].to(dev)
+        logp = model(batch, return_type="logits")[:, :-1].float().log_softmax(-1)
+        nll.append(-logp.gather(-1, batch[:, 1:, None])[..., 0].cpu())
+    per = torch.cat(nll).double()  # [n, seq_len - 1]
+    h = max(1, min(head_windows, per.shape[0]))
+    return CleanLossReading(
+        n_windows=per.shape[0], seq_len=windows.shape[1], ce_all=float(per.mean()), ce_skip_first=float(per[:, 1:].mean()),
+        first_prediction=float(per[:, 0].mean()), per_window=tuple(float(v) for v in per.mean(1)), head_windows=h,
+        ce_head=float(per[:h].mean()),
+    )
+
+
+def clean_loss_markdown(r: CleanLossReading, ce_clean: float) -> str:
+    """Why the clean loss here differs from notebook 00's, as Markdown (``ce_clean``: downstream_ce's value)."""
+    lo, hi = min(r.per_window), max(r.per_window)
+    convention = r.ce_all - r.ce_skip_first  # what leaving out the prediction made at BOS changes
+    sample = r.ce_head - r.ce_all  # what scoring only the first windows changes
+    bigger = "which windows are scored" if abs(sample) > abs(convention) else "the prediction made at BOS"
+    return (
+        f"**The clean loss, {ce_clean:.3f} here.** It is the same model on the same held-out text as notebook 00 (the "
+        f"first 20,000 characters of the validation files, cut into {r.seq_len}-token windows after a BOS), but scored "
+        f"differently. Notebook 00 averages every prediction of its first {r.head_windows} windows; on those windows "
+        f"that convention gives **{r.ce_head:.3f}** here. This section averages {r.n_windows} windows and leaves out "
+        f"the prediction made at BOS (the first token of a window, guessed from nothing: loss {r.first_prediction:.2f} "
+        f"on average), which gives {r.ce_skip_first:.3f} ({r.ce_all:.3f} with it). So the convention moves the loss by "
+        f"{convention:+.3f} and scoring only the first {r.head_windows} windows by {sample:+.3f}: the larger part of "
+        f"the gap is {bigger}. One window's loss ranges from {lo:.2f} to {hi:.2f} across these {r.n_windows}, so a "
+        "two-window average says little about the text as a whole. Compare losses only on the same tokens, scored "
+        "the same way."
+    )
+
+
+# --------------------------------------------------------------------------- section 5: the AuxK arm
+
+
+@dataclasses.dataclass(frozen=True)
+class AuxKArm:
+    """The control arm built for AuxK (no other fix, short dead window), with and without AuxK, over seeds."""
+
+    dead_on: tuple[float, ...]  # held-out dead fraction per seed, with AuxK
+    dead_off: tuple[float, ...]  # without AuxK
+    nmse_on: tuple[float, ...]  # held-out NMSE per seed, with AuxK
+    nmse_off: tuple[float, ...]  # without AuxK
+    peak_dead_on: tuple[float, ...]  # largest dead fraction during training per seed, with AuxK
+    peak_dead_off: tuple[float, ...]  # without AuxK
+    dead_tokens: int  # the arm's dead window, in tokens
+    train_tokens: int  # training tokens of each SAE
+    width: int  # latents of each SAE
+
+
+def auxk_arm_summary(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, dead_tokens: int, train_tokens: int,
+                     width: int) -> AuxKArm:
+    """``runs``: ``{AUXK_ON: rows of evaluate_sae per seed, AUXK_OFF: ...}`` (:func:`~course_lib.sae.controls.auxk_arm`)."""
+    def col(name: str, key: str) -> tuple[float, ...]:
+        return tuple(float(r[key]) for r in runs[name])
+
+    def peak(name: str) -> tuple[float, ...]:
+        return tuple(float(max(r["history"]["dead_fraction"])) for r in runs[name])
+
+    return AuxKArm(dead_on=col(AUXK_ON, "dead_fraction"), dead_off=col(AUXK_OFF, "dead_fraction"),
+                   nmse_on=col(AUXK_ON, "nmse"), nmse_off=col(AUXK_OFF, "nmse"), peak_dead_on=peak(AUXK_ON),
+                   peak_dead_off=peak(AUXK_OFF), dead_tokens=dead_tokens, train_tokens=train_tokens, width=width)
+
+
+def auxk_arm_markdown(a: AuxKArm) -> str:
+    """The AuxK arm's reading, as Markdown: does AuxK move the dead fraction or the NMSE beyond the seeds' spread?"""
+    def fmt(v: Sequence[float], f: str = ".3f") -> str:
+        return ", ".join(f"{x:{f}}" for x in v)
+
+    def separated(on: Sequence[float], off: Sequence[float]) -> str:
+        diffs = [x - y for x, y in zip(on, off)]
+        if max(on) < min(off):
+            return "lower with AuxK in every seed, the two sets of seeds apart"
+        if min(on) > max(off):
+            return "higher with AuxK in every seed, the two sets of seeds apart"
+        if all(d < 0 for d in diffs) or all(d > 0 for d in diffs):
+            return (f"the seeds overlap, but paired by seed (same initialisation and data order) AuxK changes it by "
+                    f"{fmt(diffs, '+.3f')}: the same sign in every seed")
+        return "the seeds overlap and the paired differences change sign: no measurable effect"
+
+    n = len(a.dead_on)
+    return (
+        f"**The AuxK arm** ({a.width} latents, {a.train_tokens:,} tokens, dead window {a.dead_tokens:,} tokens, no tied "
+        f"init, b_pre at 0, {n} seeds). Without the other two fixes, latents do die: the dead fraction during training "
+        f"peaks at {fmt(a.peak_dead_off)} without AuxK and {fmt(a.peak_dead_on)} with it. On held-out tokens:\n\n"
+        f"* dead fraction: {fmt(a.dead_off)} without AuxK, {fmt(a.dead_on)} with it ({separated(a.dead_on, a.dead_off)});\n"
+        f"* NMSE: {fmt(a.nmse_off)} without, {fmt(a.nmse_on)} with ({separated(a.nmse_on, a.nmse_off)}).\n\n"
+        + ("In the recipe above AuxK had nothing to act on; here, where latents do die, it lowers the held-out dead "
+           "fraction in every seed." if all(x < y for x, y in zip(a.dead_on, a.dead_off)) else
+           "Even here, where latents do die, AuxK does not lower the held-out dead fraction in every seed at this "
+           "budget: it needs a longer run (or a larger coefficient) to revive them.")
+        + f" {n} seeds per arm: an effect is solid only when the two sets of seeds are apart."
+    )
+
+
+# --------------------------------------------------------------------------- section 2: the learner's training step
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnStepRun:
+    """A small SAE trained with the learner's training step."""
+
+    n_latents: int  # its latents
+    k: int  # its k
+    n_steps: int  # Adam steps
+    batch_size: int  # tokens per step
+    lr: float  # constant learning rate
+    first_loss: float  # the first step's training NMSE
+    last_loss: float  # the last step's training NMSE
+    nmse: float  # held-out NMSE after training
+    max_row_norm_error: float  # max |‖w_i‖ - 1| over decoder rows after training
+
+
+def train_with_step(step: Any, store: ActivationStore, x_val: torch.Tensor, cfg: SAEConfig, *, n_steps: int,
+                    batch_size: int, lr: float, seed: int = 0, device: str | torch.device = "cpu") -> OwnStepRun:
+    """Train a fresh SAE of ``cfg`` (the recipe's initialisation, from a store sample) for ``n_steps`` steps of
+    ``step(autoencoder, opt, xn [batch_size, d_in], k) -> loss`` (Adam at a constant ``lr``), then score it on
+    held-out raw ``x_val [N, d_in]``."""
+    gen = torch.Generator().manual_seed(seed)
+    autoencoder = SparseAutoencoder(cfg, gen)
+    init = store.head(min(len(store), 8_192))
+    autoencoder.init_from_sample(init)
+    autoencoder.to(device)
+    opt = torch.optim.Adam(autoencoder.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
+    batches = store.iter_batches(batch_size, generator=torch.Generator().manual_seed(seed), buffer_tokens=min(len(store), 65_536),
+                                 epochs=None)
+    losses = []
+    for _ in range(n_steps):
+        xn = next(batches).to(device, torch.float32) * autoencoder.scale
+        losses.append(float(step(autoencoder, opt, xn, cfg.k)))
+    autoencoder.eval()
+    with torch.no_grad():
+        m = reconstruction_metrics(autoencoder, x_val)
+        err = float((autoencoder.W_dec.norm(dim=1) - 1).abs().max())
+    return OwnStepRun(n_latents=cfg.n_latents, k=cfg.k, n_steps=n_steps, batch_size=batch_size, lr=lr,
+                      first_loss=losses[0], last_loss=losses[-1], nmse=float(m["nmse"]), max_row_norm_error=err)
+
+
+def train_with_step_markdown(r: OwnStepRun) -> str:
+    """The learner's training step, at work, as Markdown."""
+    return (f"**Your training step at work:** a fresh {r.n_latents}-latent SAE (k={r.k}) trained {r.n_steps} steps of "
+            f"{r.batch_size:,} tokens with it (Adam, constant learning rate {r.lr:g}, no AuxK): training NMSE "
+            f"{r.first_loss:.3f} at the first step, {r.last_loss:.3f} at the last; held-out NMSE **{r.nmse:.3f}**. "
+            f"Its decoder rows end within {r.max_row_norm_error:.1e} of unit norm.")
+
+
+# --------------------------------------------------------------------------- section 9: steering
+
+
+def steering_markdown(pick: Any, effect: Any) -> str:
+    """The steering measurement's reading, as Markdown (``pick``: :class:`~course_lib.sae.steering.SteeringPick`,
+    ``effect``: :class:`~course_lib.sae.steering.SteeringEffect`)."""
+    rb, ra = np.mean(effect.rate_before), np.mean(effect.rate_after)
+    up = sum(a > b for a, b in zip(effect.rate_after, effect.rate_before))
+    verdict = ("the steered continuations use the latent's tokens more often on every prompt" if up == len(effect.prompts)
+               else f"the rate rose on {up} of {len(effect.prompts)} prompts" if up else
+               "the rate did not rise on any prompt: at this strength, this latent does not steer toward its tokens")
+    rows = "\n".join(f"| `{p!r}` | {b:.0%} | {a:.0%} | `{tb!r}` | `{ta!r}` |" for p, b, a, tb, ta in zip(
+        effect.prompts, effect.rate_before, effect.rate_after, effect.before, effect.after))
+    return (
+        f"**Which latent, and does it steer?** Latent **{pick.latent}** (density {pick.density:.2%}) was picked among "
+        f"{pick.n_candidates} latents of medium density because its decoder direction best predicts what follows it: "
+        f"the token after {pick.hit_share:.0%} of its {pick.n_contexts} strongest contexts is among its {pick.top} most "
+        f"promoted tokens (chance is about 0.1%). Its promoted tokens are the target: steering at strength "
+        f"{effect.strength:g} on {len(effect.prompts)} prompts, the share of continuation tokens among them goes from "
+        f"**{rb:.0%}** unsteered to **{ra:.0%}** steered: {verdict}.\n\n"
+        "| prompt | before | after | continuation before | continuation after |\n|---|---|---|---|---|\n" + rows
+    )

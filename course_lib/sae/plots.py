@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -97,31 +98,44 @@ def plot_frontier(curves: dict[str, list[dict[str, Any]]], width: int,
     return fig
 
 
-def plot_nmse_vs_width(rows: list[dict[str, Any]], k: int) -> tuple[Figure, float]:
+def plot_nmse_vs_width(rows: list[dict[str, Any]], k: int, fixed_rows: list[dict[str, Any]] | None = None,
+                       main: dict[str, Any] | None = None) -> tuple[Figure, float]:
     """NMSE against number of latents at fixed ``k`` with a power-law fit and its 95% interval on the
     exponent (:func:`~course_lib.sae.evaluation.power_law_fit_ci`); each point is labelled with its
-    training tokens when rows carry ``n_tokens``. Returns ``(fig, exponent)``."""
+    training tokens when rows carry ``n_tokens``. ``fixed_rows`` (optional): a second sweep trained for
+    the same number of tokens at every width, drawn and fitted alike; ``main`` (optional, ``n_latents``,
+    ``nmse``, ``n_tokens``): one more SAE drawn as a star, outside the fits. Returns ``(fig, exponent)``
+    (the exponent of ``rows``' fit)."""
     fig, ax = _fig()
-    n = np.array([r["n_latents"] for r in rows], float)
-    y = np.array([r["nmse"] for r in rows], float)
-    fit = power_law_fit_ci(n, y)
-    a, b, (lo, hi) = fit["a"], fit["b"], fit["ci"]
-    ax.plot(n, y, "o", label="TopK SAEs")
-    for r in rows:
-        if "n_tokens" in r:
-            ax.annotate(f"{r['n_tokens'] / 1000:g}k tok", (r["n_latents"], r["nmse"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
-    grid = np.logspace(np.log10(n.min()), np.log10(n.max()), 50)
-    ci = "" if not np.isfinite(lo) else f", 95% CI [{lo:.3f}, {hi:.3f}]"
-    ax.plot(grid, a * grid**b, "--", label=f"fit NMSE = {a:.2f} n^{b:.3f}{ci}")
+    allx = [r["n_latents"] for r in rows] + [r["n_latents"] for r in fixed_rows or []] + ([main["n_latents"]] if main else [])
+    grid = np.logspace(np.log10(min(allx)), np.log10(max(allx)), 50)
+    exponent = math.nan
+    for i, (series, label) in enumerate(((rows, "tokens in proportion to width"), (fixed_rows, "same tokens at every width"))):
+        if not series:
+            continue
+        n = np.array([r["n_latents"] for r in series], float)
+        y = np.array([r["nmse"] for r in series], float)
+        fit = power_law_fit_ci(n, y)
+        a, b, (lo, hi) = fit["a"], fit["b"], fit["ci"]
+        exponent = b if i == 0 else exponent
+        line = ax.plot(n, y, "os"[i], label=label)[0]
+        for r in series:
+            if "n_tokens" in r:
+                ax.annotate(f"{r['n_tokens'] / 1000:g}k tok", (r["n_latents"], r["nmse"]), textcoords="offset points",
+                            xytext=(4, 4 if i == 0 else -10), fontsize=7, color=line.get_color())
+        ci = "" if not np.isfinite(lo) else f", 95% CI [{lo:.2f}, {hi:.2f}]"
+        ax.plot(grid, a * grid**b, "--", color=line.get_color(), label=f"fit {a:.2f} n^{b:.3f}{ci}")
+    if main:
+        ax.plot([main["n_latents"]], [main["nmse"]], "*", ms=14, color="black",
+                label=f"main SAE ({main['n_tokens'] / 1000:g}k tok), not in the fits")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of latents n")
     ax.set_ylabel("NMSE (held-out)")
     ax.set_title(f"Scaling the dictionary at fixed k={k}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    return fig, b
+    return fig, exponent
 
 
 def plot_nmse_vs_k(rows: list[dict[str, Any]], width: int) -> Figure:

@@ -119,3 +119,84 @@ def latents_on_text(model: Any, autoencoder: SparseAutoencoder, hook_name: str, 
         v, i = z[p].topk(top)
         out.append(TokenLatents(tok, [(int(a), float(b)) for a, b in zip(i, v) if b > 0], False))
     return out
+
+
+# --------------------------------------------------------------------------- which latent to steer, and does it steer
+
+
+@dataclasses.dataclass(frozen=True)
+class SteeringPick:
+    """The latent chosen for steering, and why."""
+
+    latent: int  # the chosen latent
+    hit_share: float  # share of its strongest contexts whose next token is among its `top` promoted tokens
+    n_contexts: int  # contexts that share is over
+    top: int  # size of the promoted set
+    n_candidates: int  # latents scored
+    density: float  # the chosen latent's density on the store
+
+
+def pick_steering_latent(codes: Any, autoencoder: SparseAutoencoder, w_u: torch.Tensor, n_candidates: int = 300,
+                         density_range: tuple[float, float] = (1e-3, 3e-2), n: int = 20, top: int = 50) -> SteeringPick:
+    """Among up to ``n_candidates`` latents whose density lies in ``density_range`` (evenly spaced in density order),
+    the one whose decoder direction best predicts what follows it: the highest share of its ``n`` strongest contexts
+    whose next token is among its ``top`` promoted tokens on the direct path
+    (:func:`~course_lib.sae.dashboards.next_token_hits`); ties go to the denser latent."""
+    from course_lib.sae.dashboards import next_token_hits
+
+    density = codes.density()
+    ok = [int(i) for i in density.argsort() if density_range[0] <= density[i] <= density_range[1]]
+    if not ok:
+        ok = [int(i) for i in density.argsort() if density[i] > 0]
+    cands = [ok[int(j)] for j in torch.linspace(0, len(ok) - 1, min(n_candidates, len(ok))).round().long().unique()]
+    scored = [(next_token_hits(codes, autoencoder, w_u, c, n, top), c) for c in cands]
+    (share, n_ctx), best = max(scored, key=lambda t: (t[0][0] if t[0][0] == t[0][0] else -1.0, density[t[1]]))
+    return SteeringPick(latent=best, hit_share=float(share), n_contexts=int(n_ctx), top=top, n_candidates=len(cands),
+                        density=float(density[best]))
+
+
+def promoted_tokens(autoencoder: SparseAutoencoder, w_u: torch.Tensor, latent: int, top: int = 50) -> set[int]:
+    """The ``top`` token ids the latent's decoder direction promotes most on the direct path (``w_dec @ W_U``)."""
+    return set((autoencoder.W_dec.detach().float().cpu()[latent] @ w_u).topk(top).indices.tolist())
+
+
+def _greedy_ids(model: Any, prompt: str, max_new_tokens: int, fwd_hooks: list | None = None) -> list[int]:
+    tokens = model.to_tokens(prompt)
+    with model.hooks(fwd_hooks=fwd_hooks or []):
+        out = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
+                             use_past_kv_cache=True, return_type="tokens")
+    return out[0, tokens.shape[1]:].tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class SteeringEffect:
+    """How often the latent's promoted tokens appear in greedy continuations, without and with steering."""
+
+    latent: int
+    strength: float  # multiples of the latent's max activation
+    prompts: tuple[str, ...]
+    before: tuple[str, ...]  # continuation per prompt, unsteered
+    after: tuple[str, ...]  # continuation per prompt, steered
+    rate_before: tuple[float, ...]  # share of continuation tokens in the target set, per prompt, unsteered
+    rate_after: tuple[float, ...]  # the same, steered
+    n_targets: int  # size of the target set
+    seconds: float  # wall time of all generations
+
+
+def steering_effect(model: Any, autoencoder: SparseAutoencoder, hook_name: str, latent: int, strength: float,
+                    max_act: float, prompts: tuple[str, ...] | list[str], targets: set[int],
+                    max_new_tokens: int = 16) -> SteeringEffect:
+    """Greedy continuations of each prompt without and with the latent's direction added at ``strength * max_act``
+    (as :func:`steer`), and the share of continuation tokens that belong to ``targets`` (token ids)."""
+    t0 = time.perf_counter()
+    vec = steering_vector(autoencoder, latent, strength * max_act)
+    before, after, rb, ra = [], [], [], []
+    for p in prompts:
+        ids0 = _greedy_ids(model, p, max_new_tokens)
+        ids1 = _greedy_ids(model, p, max_new_tokens, [(hook_name, _add_hook(vec))])
+        before.append(model.tokenizer.decode(ids0, skip_special_tokens=True))
+        after.append(model.tokenizer.decode(ids1, skip_special_tokens=True))
+        rb.append(sum(t in targets for t in ids0) / max(len(ids0), 1))
+        ra.append(sum(t in targets for t in ids1) / max(len(ids1), 1))
+    return SteeringEffect(int(latent), float(strength), tuple(prompts), tuple(before), tuple(after), tuple(rb), tuple(ra),
+                          len(targets), time.perf_counter() - t0)

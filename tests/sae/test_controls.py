@@ -81,3 +81,13 @@ def test_plot_fix_controls_draws_every_seed():
     assert [t.get_text() for t in ax.get_xticklabels()] == list(dead)
     assert sum(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets")) >= 10
     plt.close(fig)
+
+
+def test_auxk_arm_differs_only_in_auxk():
+    from course_lib.sae.controls import AUXK_OFF, AUXK_ON, auxk_arm
+    from course_lib.sae.model import SAEConfig
+
+    arm = auxk_arm(SAEConfig(d_in=8, n_latents=16, k=2), dead_tokens=64)
+    on, off = arm[AUXK_ON], arm[AUXK_OFF]
+    assert not on.tied_init and not on.median_init and on.dead_tokens == 64 and on.aux_coef > 0
+    assert off == dataclasses.replace(on, aux_coef=0.0)

@@ -89,3 +89,14 @@ def test_auxk_mistakes(wrong, hint):
 def test_ce_loss_score_mistakes(wrong, hint):
     with pytest.raises(ex.ExerciseError, match=hint):
         ex.check_ce_loss_score(wrong)
+
+
+def test_sae_train_step_checker_accepts_the_reference_and_names_mistakes():
+    from course_lib.exercises import ExerciseError
+    from course_lib.sae import exercises as ex
+
+    assert ex.check_sae_train_step(ex.sae_train_step) == "sae_train_step: correct"
+    for kw, words in ((dict(project=False), "component along each row"), (dict(renorm_dim=None), "unit norm"),
+                      (dict(renorm_dim=0), "columns"), (dict(zero_grad=False), "zero_grad")):
+        with pytest.raises(ExerciseError, match=words):
+            ex.check_sae_train_step(lambda a, o, x, k, kw=kw: ex._train_step(a, o, x, k, **kw))

@@ -120,7 +120,7 @@ def test_scaling_summary_fits_the_interval_and_counts_epochs():
     assert s.widths == (100, 200, 400, 800) and s.n_tokens == (1_000, 2_000, 4_000, 8_000)
     assert s.ci[0] < -0.5 < s.ci[1] < 0 and s.widest_epochs == 2.0
     text = notebook.scaling_markdown(s)
-    assert text.startswith("4 widths from 100 to 800 latents, trained on 1,000, 2,000, 4,000, 8,000 tokens (k=32). "
+    assert text.startswith("**Tokens in proportion to width**: 4 widths from 100 to 800 latents, trained on 1,000, 2,000, 4,000, 8,000 tokens (k=32). "
                            "Fitted exponent **b = -0.500**")
     assert "NMSE falls with width: the whole interval lies below 0." in text
     assert "Fewer than the five widths" in text and "passes over the 4,000-token store 2.0 times" in text
