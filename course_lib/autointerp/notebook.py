@@ -212,17 +212,20 @@ class GatesReport:
     main: str  # name of the main explainer (the baseline itself when no LLM explains)
     main_summary: dict[str, Any]  # :func:`~.results.summarise` of the main explainer's results
     n_lm_units: int  # units of the language-model tier
+    baseline_differences: dict[str, Any] | None = None  # :func:`~.gates.kind_differences` of the baseline's results
+    main_differences: dict[str, Any] | None = None  # the same for the main explainer's results
 
 
 def gates_report_markdown(report: GatesReport) -> tuple[str, ...]:
     """The gates section as Markdown blocks, one per display: the gate table with the conclusions for the
     baseline's explanations of every unit, then (when the main explainer is not the baseline) the
     conclusions for the main explainer on the language-model tier."""
-    blocks = [gates_markdown(report.gates, report.baseline_summary)
+    blocks = [gates_markdown(report.gates, report.baseline_summary, differences=report.baseline_differences)
               + f"\n\n(conclusions above: the {report.baseline} explanations of all {report.n_units} units)"]
     if report.main != report.baseline:
         blocks.append(f"**The language-model tier** ({report.main}, {report.n_lm_units} units):\n"
-                      + gates_markdown(report.gates, report.main_summary, table=False))
+                      + gates_markdown(report.gates, report.main_summary, table=False,
+                                       differences=report.main_differences))
     return tuple(blocks)
 
 
@@ -361,4 +364,24 @@ def scores_text(scores: Mapping[str, Mapping[str, Any]]) -> str:
         for kind, entry in per_kind.items():
             means = {k: (None if entry[k]["mean"] is None else round(entry[k]["mean"], 3)) for k in SCORE_KEYS}
             lines.append(f"{name} {kind} {means}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- planted units, three explanations
+
+
+def planted_markdown(true: Sequence[Result], cross: Sequence[Result], null: Sequence[Result],
+                     keys: Sequence[str]) -> str:
+    """A Markdown table of the planted units' scores: per scorer and planted unit, with its true
+    explanation, with another planted unit's explanation (cross) and with a content-free one (null).
+    Every number from the results (n/a where a scorer has none)."""
+    def f(v: Any) -> str:
+        return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
+    lines = ["| scorer | planted unit | true explanation | another planted unit's | content-free |",
+             "| --- | --- | --- | --- | --- |"]
+    for key in keys:
+        for t, c, n in zip(true, cross, null):
+            lines.append(f"| {key} | `{t.unit}` | {f(t.scores.get(key))} | {f(c.scores.get(key))} | "
+                         f"{f(n.scores.get(key))} |")
     return "\n".join(lines)

@@ -212,7 +212,9 @@ KNOWN_ANSWER_MIN: dict[str, float] = {"correlation_llm": 0.5, "correlation_keywo
 
 
 def sanity_gates(known: Result | Sequence[Result], summary: dict[str, Any], keys: Sequence[str] = GATE_KEYS,
-                 control_kind: str = "random", margin: float = 0.1) -> dict[str, dict[str, Any]]:
+                 control_kind: str = "random", margin: float = 0.1,
+                 specificity: dict[str, dict[str, Any]] | None = None,
+                 cross: Sequence[Result] | None = None) -> dict[str, dict[str, Any]]:
     """Per scorer, the two gates a scorer must pass before its numbers support a conclusion.
 
     * **known answer**: on every *planted* unit (``known``: units whose activations follow a rule we
@@ -224,9 +226,15 @@ def sanity_gates(known: Result | Sequence[Result], summary: dict[str, Any], keys
       most ``CHANCE[key] + margin`` (a scorer that rates random directions as explained measures
       something else).
 
+    With ``specificity`` (:func:`~.gates.paired_differences` of own minus another unit's explanation) the
+    control is **reported, not a gate** (random residual directions carry real token structure, so a valid
+    scorer may rate them above chance); the gates are then known answer, **specificity** (the lower end of
+    the paired difference's CI above 0) and, with ``cross`` (planted units scored with another planted
+    unit's explanation), **cross** (every cross score below ``KNOWN_ANSWER_MIN[key]``).
+
     Returns ``{key: {"known", "known_units", "known_min", "known_pass", "control_mean", "control_ci",
-    "control_pass", "pass"}}``; missing data (a planted unit without the score, no control units)
-    fails its gate.
+    "control_pass", "specific", "specific_ci", "specific_pass", "cross", "cross_pass", "gated_on", "pass"}}``;
+    missing data (a planted unit without the score, no control units, no pairs) fails its gate.
     """
     planted = [known] if isinstance(known, Result) else list(known)
     out: dict[str, dict[str, Any]] = {}
@@ -243,9 +251,22 @@ def sanity_gates(known: Result | Sequence[Result], summary: dict[str, Any], keys
             control_ok = ci[0] <= CHANCE[key] + margin
         else:  # one unit or none: use the mean itself
             control_ok = mean is not None and mean <= CHANCE[key] + margin
-        out[key] = {"known": k, "known_units": per_unit, "known_min": KNOWN_ANSWER_MIN[key],
-                    "known_pass": bool(known_ok), "control_mean": mean, "control_ci": ci,
-                    "control_pass": bool(control_ok), "pass": bool(known_ok and control_ok)}
+        g = {"known": k, "known_units": per_unit, "known_min": KNOWN_ANSWER_MIN[key],
+             "known_pass": bool(known_ok), "control_mean": mean, "control_ci": ci,
+             "control_pass": bool(control_ok), "pass": bool(known_ok and control_ok), "gated_on": ["known", "control"]}
+        if specificity is not None:
+            sp = specificity.get(key) or {}
+            sci = sp.get("ci95")
+            specific_ok = sci is not None and sci[0] > 0
+            cv = [r.scores.get(key) for r in (cross or [])]
+            cv_ok = [v for v in cv if v is not None and math.isfinite(v)]
+            cross_max = max(cv_ok) if cv_ok and len(cv_ok) == len(cv) else None
+            cross_ok = cross is None or (cross_max is not None and cross_max < KNOWN_ANSWER_MIN[key])
+            g.update(specific=sp.get("mean"), specific_ci=sci, specific_n=sp.get("n", 0),
+                     specific_pass=bool(specific_ok), cross=cross_max, cross_pass=bool(cross_ok),
+                     gated_on=["known", "specific"] + (["cross"] if cross is not None else []),
+                     **{"pass": bool(known_ok and specific_ok and cross_ok)})
+        out[key] = g
     return out
 
 
@@ -254,10 +275,17 @@ def gate_failure(g: dict[str, Any]) -> str | None:
     if g.get("pass"):
         return None
     why = []
+    on = g.get("gated_on", ["known", "control"])
+    if "specific" in on and not g.get("specific_pass"):
+        ci = g.get("specific_ci")
+        why.append("own - other explanation " + ("missing" if ci is None else f"CI low {ci[0]:.2f}"))
+    if "cross" in on and not g.get("cross_pass"):
+        c = g.get("cross")
+        why.append("cross explanation " + ("missing" if c is None else f"{c:.2f}"))
     if not g.get("known_pass"):
         k = g.get("known")
         why.append("known answer " + ("missing" if k is None else f"{k:.2f} < {g.get('known_min', float('nan')):.2f}"))
-    if not g.get("control_pass"):
+    if "control" in on and not g.get("control_pass"):
         ci = g.get("control_ci")
         why.append("control " + ("missing" if g.get("control_mean") is None else
                                  f"CI low {ci[0]:.2f}" if ci is not None else f"mean {g['control_mean']:.2f}"))
@@ -270,45 +298,77 @@ def _fmt(v: float | None, ci: Sequence[float] | None = None) -> str:
     return f"{v:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
 
 
+def _diff_phrase(name: str, e: dict[str, Any] | None) -> str:
+    if not e or e.get("diff") is None:
+        return f"{name}: n/a"
+    lo, hi = e["ci95"]
+    verdict = "above 0" if lo > 0 else "below 0" if hi < 0 else "interval includes 0"
+    return f"{name} {e['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict})"
+
+
 def gates_markdown(gates: dict[str, dict[str, Any]], summary: dict[str, Any],
-                   kinds: Sequence[str] = ("sae", "neuron", "random"), table: bool = True) -> str:
+                   kinds: Sequence[str] = ("sae", "neuron", "random"), table: bool = True,
+                   differences: dict[str, dict[str, Any]] | None = None) -> str:
     """The gate table and the conclusions they allow, as Markdown; every number comes from the run.
 
     A scorer that fails a gate is struck through and left out of the conclusions; ``table=False``
     writes the conclusions only (for a second summary, e.g. another explainer's). A usable scorer
-    without numbers in ``summary`` is skipped.
+    without numbers in ``summary`` is skipped. ``differences`` (:func:`~.gates.kind_differences`):
+    the conclusions read the differences SAE - neuron and SAE - random with their intervals; without
+    them, whether the SAE and random-direction intervals overlap.
     """
-    lines = ["| scorer | planted units: lowest score (min) [each] | random directions, mean [95% CI] (chance) | verdict |",
-             "| --- | --- | --- | --- |"]
+    paired = any("specific" in g.get("gated_on", []) for g in gates.values())
+    if paired:
+        lines = ["| scorer | planted units: lowest score (min) [each] | planted, another's explanation: highest "
+                 "| own - another unit's explanation, mean [95% CI] (n units) | random directions, mean [95% CI] "
+                 "(chance; a comparison, not a gate) | verdict |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+    else:
+        lines = ["| scorer | planted units: lowest score (min) [each] | random directions, mean [95% CI] (chance) | verdict |",
+                 "| --- | --- | --- | --- |"]
+    names = {"known": "known answer", "control": "control", "specific": "own vs another's explanation",
+             "cross": "cross explanation"}
     for key, g in gates.items():
         name = key if g["pass"] else f"~~{key}~~"
+        on = g.get("gated_on", ["known", "control"])
         verdict = "usable" if g["pass"] else "excluded: failed " + " and ".join(
-            n for n, ok in (("known answer", g["known_pass"]), ("control", g["control_pass"])) if not ok)
+            names[n] for n in on if not g.get(f"{n}_pass"))
         each = ", ".join(f"{u} {_fmt(v)}" for u, v in (g.get("known_units") or {}).items())
-        lines.append(f"| {name} | {_fmt(g['known'])} ({g['known_min']:.2f})" + (f" [{each}]" if each else "")
-                     + f" | {_fmt(g['control_mean'], g['control_ci'])} ({CHANCE[key]:.2f}) | {verdict} |")
+        known = f"{_fmt(g['known'])} ({g['known_min']:.2f})" + (f" [{each}]" if each else "")
+        ctrl = f"{_fmt(g['control_mean'], g['control_ci'])} ({CHANCE[key]:.2f})"
+        if paired:
+            spec = f"{_fmt(g.get('specific'), g.get('specific_ci'))} (n={g.get('specific_n', 0)})"
+            lines.append(f"| {name} | {known} | {_fmt(g.get('cross'))} | {spec} | {ctrl} | {verdict} |")
+        else:
+            lines.append(f"| {name} | {known} | {ctrl} | {verdict} |")
     if not table:
         lines = []
     usable = [k for k, g in gates.items() if g["pass"]
               and any((summary.get(kind, {}).get(k) or {}).get("mean") is not None for kind in kinds)]
     lines.append("")
     if not usable:
-        lines.append("**Conclusions:** no scorer with numbers here passed both gates in this run, so this run "
+        lines.append("**Conclusions:** no scorer with numbers here passed its gates in this run, so this run "
                      "supports no comparison between unit kinds.")
         return "\n".join(lines)
-    lines.append("**Conclusions** (usable scorers only; mean over units with 95% bootstrap CI):")
+    lines.append("**Conclusions** (usable scorers only; mean over units with 95% bootstrap CI"
+                 + ("; differences of kind means with 95% bootstrap CI, units of each kind resampled" if differences
+                    else "") + "):")
     lines.append("")
     for key in usable:
         parts = []
         for kind in kinds:
             e = summary.get(kind, {}).get(key) or {}
             parts.append(f"{kind} {_fmt(e.get('mean'), e.get('ci95'))} (n={e.get('n', 0)})")
-        sae_ci = (summary.get("sae", {}).get(key) or {}).get("ci95")
-        rnd_ci = (summary.get("random", {}).get(key) or {}).get("ci95")
-        if sae_ci is not None and rnd_ci is not None and sae_ci[0] > rnd_ci[1]:
-            verdict = "SAE latents are explained better than random directions (CIs do not overlap)"
+        if differences is not None and key in differences:
+            d = differences[key]
+            verdict = "; ".join(_diff_phrase(n, d.get(n)) for n in ("sae-neuron", "sae-random"))
         else:
-            verdict = "this run cannot tell SAE latents from random directions (CIs overlap or too few units)"
+            sae_ci = (summary.get("sae", {}).get(key) or {}).get("ci95")
+            rnd_ci = (summary.get("random", {}).get(key) or {}).get("ci95")
+            if sae_ci is not None and rnd_ci is not None and sae_ci[0] > rnd_ci[1]:
+                verdict = "SAE latents are explained better than random directions (CIs do not overlap)"
+            else:
+                verdict = "this run cannot tell SAE latents from random directions (CIs overlap or too few units)"
         lines.append(f"* **{key}**: {'; '.join(parts)} -- {verdict}.")
     return "\n".join(lines)
 
@@ -380,10 +440,12 @@ def per_quantile_markdown(tables: dict[str, dict[str, dict[str, Any]]],
     return "\n".join(lines)
 
 
-def headline(summary: dict[str, Any], gates: dict[str, dict[str, Any]]) -> list[Headline]:
+def headline(summary: dict[str, Any], gates: dict[str, dict[str, Any]],
+             differences: dict[str, dict[str, Any]] | None = None) -> list[Headline]:
     """Notebook 04's headline claim for the report: mean score per unit kind, for each scorer that passed both
     of its gates (:func:`sanity_gates`), with 95% bootstrap intervals; when none passed, the claim is listed
-    as not supported by this run."""
+    as not supported by this run. With ``differences`` (:func:`~.gates.kind_differences`) a scorer's value is
+    the differences SAE - neuron and SAE - random, each with its 95% interval, and the kind means follow."""
     claim = "explanation scores: SAE latents vs neurons vs random directions"
     paper = "latents explained better than neurons, neurons better than random directions"
     usable = [k for k, g in gates.items() if g.get("pass")]
@@ -397,7 +459,13 @@ def headline(summary: dict[str, Any], gates: dict[str, dict[str, Any]]) -> list[
             cells.append(f"{kind} {e['mean']:.2f}")
             if e.get("ci95"):
                 cis.append(f"{kind} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]")
-        if cells:
+        d = (differences or {}).get(key)
+        if d and any((d.get(n) or {}).get("diff") is not None for n in ("sae-neuron", "sae-random")):
+            value = "; ".join(_diff_phrase(n.replace("sae", "SAE", 1).replace("-", " - "), d.get(n))
+                              for n in ("sae-neuron", "sae-random"))
+            out.append(Headline(f"{claim}, differences ({key})", paper, value,
+                                "95% bootstrap CIs in brackets; means " + ", ".join(cells) if cells else None))
+        elif cells:
             out.append(Headline(f"{claim} ({key})", paper, ", ".join(cells), "; ".join(cis) or None))
     if not out:
         why = "; ".join(f"{k}: {gate_failure(g)}" for k, g in gates.items() if gate_failure(g))
