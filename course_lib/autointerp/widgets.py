@@ -22,13 +22,16 @@ class ExplainExplorer(Explorer):
     fuzzing (three batched forwards, several seconds), shown as "-" otherwise. The test records are
     drawn with the LM's simulation when it ran, else with the keyword simulator's. ``rescore`` (e.g.
     :func:`~course_lib.autointerp.pipeline.rescore` with notebook 04's learner's metric functions)
-    recomputes the scores of each typed explanation.
+    recomputes the scores of each typed explanation. With ``gates`` (:func:`~.results.sanity_gates`) only
+    the scorers that passed their gates are shown; the others are named as excluded.
     """
 
     def __init__(self, unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
                  reference_name: str, text: str = 'the token "("', all_scorers: bool = False,
-                 rescore: Callable[[Result], Result] | None = None):
+                 rescore: Callable[[Result], Result] | None = None,
+                 gates: Mapping[str, Mapping[str, Any]] | None = None):
         self.units, self.scorers, self.all_scorers, self.rescore = unit_records, scorers, all_scorers, rescore
+        self.gates = gates
         self.reference, self.reference_name = reference, reference_name
         self.unit, self.text = next(iter(unit_records)), text
         self.render_scores(self.unit, text)
@@ -48,9 +51,14 @@ class ExplainExplorer(Explorer):
         def fmt(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
+        keys = list(SCORE_KEYS) if self.gates is None else [k for k in self.gates if self.gates[k].get("pass")]
+        excluded = [] if self.gates is None else [k for k in self.gates if not self.gates[k].get("pass")]
         rows = "".join(
             f"<tr><td>{k}</td><td>{fmt(mine.scores.get(k))}</td>"
-            f"<td>{fmt(None if theirs is None else theirs.scores.get(k))}</td></tr>" for k in SCORE_KEYS)
+            f"<td>{fmt(None if theirs is None else theirs.scores.get(k))}</td></tr>" for k in keys)
+        if excluded:
+            rows += (f"<tr><td colspan=3><small>not shown, failed their gates in this run: "
+                     f"{html.escape(', '.join(excluded))}</small></td></tr>")
         yours = html.escape(mine.explanation) if mine.explanation else f"[missing: {mine.reason}]"
         ref = html.escape(theirs.explanation) if theirs is not None and theirs.explanation else "-"
         self.html = (self.records_view(unit)
@@ -92,6 +100,7 @@ class ExplainExplorer(Explorer):
 
 def explain_explorer(unit_records: Mapping[str, UnitRecords], scorers: Scorers, reference: Mapping[str, Result],
                      reference_name: str, text: str = 'the token "("', all_scorers: bool = False,
-                     rescore: Callable[[Result], Result] | None = None) -> ExplainExplorer:
+                     rescore: Callable[[Result], Result] | None = None,
+                     gates: Mapping[str, Mapping[str, Any]] | None = None) -> ExplainExplorer:
     """Notebook 04's "explain it yourself" explorer (see :class:`ExplainExplorer`)."""
-    return ExplainExplorer(unit_records, scorers, reference, reference_name, text, all_scorers, rescore)
+    return ExplainExplorer(unit_records, scorers, reference, reference_name, text, all_scorers, rescore, gates)
