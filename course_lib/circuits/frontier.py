@@ -19,14 +19,18 @@ models are resampled).
 
 **Three ratios** per (sparse model ``s``, task ``t``), each > 1 when the sparse circuit is smaller::
 
-    node ratio  = N_dense,t(L_s) / N_s,t
-    edge ratio  = E_dense,t(L_s) / E_s,t
-    density null = rho_d / rho_s        (d: the dense circuit on the edge frontier)
-    edge ratio / density null = P_d / P_s
+    node ratio   = N_dense,t(L_s) / N_s,t
+    edge ratio   = E_dense,t(L_s) / E_s,t
+    density null = D_d,t / D_s,t       (D: the whole model's edge density, every node kept; d: the dense point)
+    edges / null = edge ratio / density null
 
-The density null is the edge ratio that weight density alone produces: a circuit on the *same* nodes in a
-model keeping a fraction ``f`` of its weights has about ``f`` times the dense edges. An edge ratio at its null
-says nothing about packing a task into fewer or less connected units; the quotient is what is left.
+``D`` is ``count_edges / possible_edges`` of the whole model (:func:`course_lib.circuits.pruning.model_density`):
+1 for a dense model, about ``f`` for one keeping a fraction ``f`` of its block weights. The density null is the
+edge ratio that weight density alone produces: a circuit on the *same* nodes, wired at its model's density, has
+``D`` times the dense edges. It is fixed by the models, not by the circuits, so edges / null can fall either way:
+below 1 when the sparse circuit keeps more nodes or keeps its nodes more densely wired than its model.
+The second part is reported on its own as the **concentration**, ``(E_s / P_s) / D_s`` (``P``: the weights
+between the circuit's nodes, zero or not): how much denser a sparse circuit is wired than its model.
 
 **Summaries** per kept fraction (never pooled across fractions, whose nulls differ): geometric means over
 (model, task) pairs with a crossed bootstrap that resamples the group's sparse models, the dense seeds within
@@ -57,21 +61,27 @@ class FrontierModel:
     possible: Mapping[str, int | None]  # task -> weights between its kept nodes, zero or not
     fraction: float = 1.0  # kept fraction of the block weights (1.0: dense)
     width: int = 0  # d_model
+    density: Mapping[str, float] = dataclasses.field(default_factory=dict)  # task -> model edge density
+
+    def model_density(self, task: str) -> float:
+        """The whole model's edge density for ``task`` (:func:`course_lib.circuits.pruning.model_density`);
+        without a measurement, 1 for a dense model and the kept fraction for a sparse one."""
+        return float(self.density.get(task) or (1.0 if self.dense else self.fraction))
 
     @property
     def dense(self) -> bool:
         return self.fraction >= 1.0
 
 
-def model_from_entry(entry: Mapping, val_loss: float, sizes: Mapping[str, tuple[int, int, int] | None]
-                     ) -> FrontierModel:
-    """A :class:`FrontierModel` from a reference-set manifest entry and ``{task: (nodes, edges, possible)}``
-    (``None``: no held-out-valid circuit)."""
+def model_from_entry(entry: Mapping, val_loss: float, sizes: Mapping[str, tuple[int, int, int] | None],
+                     density: Mapping[str, float] | None = None) -> FrontierModel:
+    """A :class:`FrontierModel` from a reference-set manifest entry, ``{task: (nodes, edges, possible)}``
+    (``None``: no held-out-valid circuit) and the model's edge density per task."""
     def part(i: int) -> dict[str, int | None]:
         return {t: (v[i] if v else None) for t, v in sizes.items()}
 
     return FrontierModel(entry["name"], entry["group"], float(val_loss), part(0), part(1), part(2),
-                         float(entry["train"]["target_fraction"]), int(entry["model"]["d_model"]))
+                         float(entry["train"]["target_fraction"]), int(entry["model"]["d_model"]), dict(density or {}))
 
 
 def by_width(dense: Sequence[FrontierModel]) -> list[FrontierModel]:
@@ -87,9 +97,10 @@ def by_width(dense: Sequence[FrontierModel]) -> list[FrontierModel]:
             vs = [getattr(m, attr)[t] for m in ms if m.edges.get(t) and getattr(m, attr).get(t)]
             return math.exp(sum(map(math.log, vs)) / len(vs)) if vs else None
 
+        dens = {t: math.exp(sum(math.log(m.model_density(t)) for m in ms) / len(ms)) for t in tasks}
         out.append(FrontierModel(f"{key[0]} w{key[1]}", key[0], sum(m.val_loss for m in ms) / len(ms),
                                  {t: gmean("nodes", t) for t in tasks}, {t: gmean("edges", t) for t in tasks},
-                                 {t: gmean("possible", t) for t in tasks}, 1.0, key[1]))
+                                 {t: gmean("possible", t) for t in tasks}, 1.0, key[1], dens))
     return out
 
 
@@ -114,7 +125,8 @@ def envelope(dense: Sequence[FrontierModel], task: str, loss: float, key: str) -
 
 
 def pair_ratios(dense: Sequence[FrontierModel], s: FrontierModel, task: str) -> dict[str, float] | None:
-    """Log of the node ratio, the edge ratio, the density null and their quotient for one sparse circuit; None
+    """Logs of the node ratio, the edge ratio, the density null, their quotient and the concentration for one
+    sparse circuit, the dense point it is matched with and their loss gap (> 0: the dense point is more capable); None
     when it has no circuit or no dense model at least as capable has one."""
     n_s, e_s, p_s = s.nodes.get(task), s.edges.get(task), s.possible.get(task)
     if not (n_s and e_s and p_s):
@@ -123,11 +135,12 @@ def pair_ratios(dense: Sequence[FrontierModel], s: FrontierModel, task: str) -> 
     if n_env is None or e_env is None:
         return None
     d = e_env[1]
-    rho_d, rho_s = d.edges[task] / d.possible[task], e_s / p_s  # type: ignore[operator]
     edge = math.log(e_env[0] / e_s)
-    null = math.log(rho_d / rho_s)
+    null = math.log(d.model_density(task) / s.model_density(task))  # what the two models' weight density gives
     return {"node": math.log(n_env[0] / n_s), "edge": edge, "null": null, "excess": edge - null,
-            "dense_nodes": n_env[0], "dense_edges": e_env[0], "dense_model": d.name}
+            "concentration": math.log((e_s / p_s) / s.model_density(task)),
+            "dense_nodes": n_env[0], "dense_edges": e_env[0], "dense_model": d.name,
+            "loss_gap": s.val_loss - d.val_loss}
 
 
 def _quantiles(draws: list[float], level: float) -> tuple[float | None, float | None]:
@@ -147,7 +160,7 @@ def group_summary(dense: Sequence[FrontierModel], sparse: Sequence[FrontierModel
     "n_pairs", "n_models", "n_tasks", "fraction"}``."""
     widths = by_width(dense)
     pairs = {(s.name, t): r for s in sparse for t in tasks if (r := pair_ratios(widths, s, t))}
-    keys = RATIOS + ("null",)
+    keys = RATIOS + ("null", "concentration")
     out: dict = {"n_pairs": len(pairs), "n_models": len({m for m, _ in pairs}), "n_tasks": len({t for _, t in pairs}),
                  "fraction": sparse[0].fraction if sparse else None}
     if not pairs:
@@ -235,21 +248,24 @@ def analyse(models: Sequence[FrontierModel], tasks: Sequence[str], n_boot: int =
                       for t in tasks}}
 
 
-def headline(front: Mapping) -> list[Headline]:
-    """Notebook 02's headline claims: per kept fraction, the edge ratio at matched loss beside its density null
-    and the node ratio (each a geometric mean with a bootstrap interval)."""
+def headline(front: Mapping, excluded: Sequence[str] = ()) -> list[Headline]:
+    """Notebook 02's headline claims: per kept fraction, the node ratio and the edge ratio at matched loss beside
+    the density null and edges / null (geometric means with bootstrap intervals); ``excluded``: tasks left out
+    because a control produced a circuit on them (named in the claim)."""
     out = []
+    left_out = f" (without {', '.join(excluded)}: a control produced a circuit there)" if excluded else ""
     for g, s in front.get("groups", {}).items():
         e, n, x = s["edge"], s["node"], s["excess"]
         if e["value"] is None:
             continue
-        ci = f"[{e['lo']:.3g}, {e['hi']:.3g}]" if e["lo"] else None
+        ci = f"nodes [{n['lo']:.3g}, {n['hi']:.3g}]" if n["lo"] else None
         out.append(Headline(
-            f"{g}: circuit edges, dense / sparse, at matched pretraining loss",
-            "~16x in edges (at ~1/1000 of the weights kept)",
-            f"{e['value']:.3g}x edges; density null {s['null']['value']:.3g}x; nodes {n['value']:.3g}x "
-            + (f"[{n['lo']:.3g}, {n['hi']:.3g}]" if n["lo"] else "") + f"; edges / null {x['value']:.3g}x "
-            + (f"[{x['lo']:.3g}, {x['hi']:.3g}]" if x["lo"] else "") + f" ({s['n_pairs']} pairs)",
-            ci, note="the density null is what weight density alone gives a circuit on the same nodes; the node "
-                     "ratio and edges / null say whether sparse circuits are smaller beyond that"))
+            f"{g}: circuit nodes and edges, dense / sparse, at matched pretraining loss{left_out}",
+            "~16x in edges (at ~1/1000 of the weights kept); nodes not reported",
+            f"nodes {n['value']:.3g}x; edges {e['value']:.3g}x against a density null of {s['null']['value']:.3g}x; "
+            f"edges / null {x['value']:.3g}x " + (f"[{x['lo']:.3g}, {x['hi']:.3g}]" if x["lo"] else "")
+            + f" ({s['n_pairs']} pairs)",
+            ci, note="the density null is the edge ratio that the two models' weight density alone gives a circuit on "
+                     "the same nodes; the node ratio and edges / null say whether sparse circuits are smaller beyond "
+                     "that"))
     return out

@@ -135,13 +135,16 @@ class PrunedOnce:
 
 def schedule_check(entries: Mapping[str, Mapping], fraction_fn: FractionFn) -> ScheduleCheck:
     """Compare ``fraction_fn(step, steps, target_fraction, anneal_start, anneal_end)`` with the ``kept_fraction``
-    logged at each logged step of each manifest entry; the largest absolute difference."""
+    logged at each logged step of each manifest entry trained with the linear schedule (the exercise's; models
+    with ``anneal_shape == "geometric"`` are left out); the largest absolute difference."""
     gaps = {}
+    entries = {n: e for n, e in entries.items() if e["train"].get("anneal_shape", "linear") == "linear"}
     for name, e in entries.items():
         t, lg = e["train"], e["log"]
         yours = [fraction_fn(s, t["steps"], t["target_fraction"], t["anneal_start"], t["anneal_end"]) for s in lg["step"]]
         gaps[name] = max(abs(a - b) for a, b in zip(yours, lg["kept_fraction"]))
-    return ScheduleCheck(max(gaps.values()), sum(len(e["log"]["step"]) for e in entries.values()), len(entries))
+    return ScheduleCheck(max(gaps.values(), default=0.0), sum(len(e["log"]["step"]) for e in entries.values()),
+                         len(entries))
 
 
 def prune_dense_once(entries: Mapping[str, Mapping], models: Mapping[str, SparseTransformer],
@@ -348,18 +351,26 @@ def search_markdown(s: SearchSummary) -> str:
 
 
 def frontier_inputs(searches: Mapping[SearchJob, Circuit], entries: Mapping[str, Mapping], names: Sequence[str],
-                    val_loss: Mapping[str, float], tasks: Sequence[str], mask_seed: int = 0, ablation: str = "mean"
-                    ) -> list[frontier.FrontierModel]:
+                    val_loss: Mapping[str, float], tasks: Sequence[str], mask_seed: int = 0, ablation: str = "mean",
+                    densities: Mapping[str, Mapping[str, float]] | None = None) -> list[frontier.FrontierModel]:
     """The :class:`~course_lib.circuits.frontier.FrontierModel` of each of ``names`` from the searches of one
-    mask seed and ablation (a pair not searched, or without a held-out-valid circuit, has no size)."""
+    mask seed and ablation (a pair not searched, or without a held-out-valid circuit, has no size), with each
+    model's edge density per task (``densities[model][task]``, :func:`pruning.model_density`)."""
     out = []
     for n in names:
         sizes = {}
         for t in tasks:
             c = searches.get(SearchJob(n, t, mask_seed, ablation))
             sizes[t] = (c.n_nodes, c.edges, c.possible_edges) if c is not None and c.valid else None
-        out.append(frontier.model_from_entry(entries[n], val_loss[n], sizes))
+        out.append(frontier.model_from_entry(entries[n], val_loss[n], sizes, (densities or {}).get(n)))
     return out
+
+
+def model_densities(models: Mapping[str, SparseTransformer], solved: Mapping[str, Sequence[str]],
+                    data: Mapping[str, TaskData]) -> dict[str, dict[str, float]]:
+    """``{model: {task: edge density of the whole model}}`` for every solved task (:func:`pruning.model_density`
+    with the task's answers): the density null's ingredient."""
+    return {n: {t: pruning.model_density(m, data[t]) for t in solved.get(n, ())} for n, m in models.items()}
 
 
 def interval_text(v: Mapping[str, Any], digits: int = 2) -> str:
@@ -383,7 +394,8 @@ def frontier_text(front: Mapping[str, Any]) -> str:
                 continue
             lines.append(f"    {n:32s} " + ("no dense model at least as capable has a circuit" if r is None else
                          f"nodes {math.exp(r['node']):.2f}x, edges {math.exp(r['edge']):.2f}x, density null "
-                         f"{math.exp(r['null']):.2f}x, edges/null {math.exp(r['excess']):.2f}x (vs {r['dense_model']})"))
+                         f"{math.exp(r['null']):.2f}x, edges/null {math.exp(r['excess']):.2f}x (vs {r['dense_model']}, "
+                         f"{r.get('loss_gap', 0.0):+.2f} nats more capable)"))
     return "\n".join(lines)
 
 
@@ -397,15 +409,18 @@ class FrontierSummary:
     more_capable: tuple[str, ...]  # "model|task": the sparse model beats every dense model with a circuit
     n_dense: int  # dense models in the frontier
     dense_widths: tuple[int, ...]  # their widths
+    loss_gaps: tuple[float, ...] = ()  # per matched pair: sparse minus matched dense validation loss (> 0: dense
+    #                                    more capable; the envelope takes the fewest of every width at least as capable)
 
 
 def frontier_summary(front: Mapping[str, Any], fmodels: Sequence[frontier.FrontierModel]) -> FrontierSummary:
-    """Collect the per-fraction summaries, slopes and unmatched circuits of ``front``."""
+    """Collect the per-fraction summaries, slopes, unmatched circuits and loss gaps of ``front``."""
     dense = [m for m in fmodels if m.dense]
+    gaps = tuple(sorted(r["loss_gap"] for r in front["pairs"].values() if r and "loss_gap" in r))
     return FrontierSummary(dict(front["groups"]), dict(front["slopes"]),
                            tuple(front["unmatched"]["no_circuit_as_capable"]),
                            tuple(front["unmatched"]["more_capable_than_dense"]), len(dense),
-                           tuple(sorted({m.width for m in dense})))
+                           tuple(sorted({m.width for m in dense})), gaps)
 
 
 def _verdict(v: Mapping[str, Any], what: str) -> str:
@@ -427,37 +442,50 @@ def _spread(s: FrontierSummary, key: str) -> tuple[list[float], int, int, int]:
 
 
 def finding_text(s: FrontierSummary) -> str:
-    """The section's finding in two sentences, from the per-fraction node ratios and edges / null."""
+    """The section's finding, from the per-fraction node ratios, edges / null and concentration: which way each
+    interval points, or that the data cannot tell (never "no difference" from an interval that contains 1)."""
     nodes, n_up, n_down, _ = _spread(s, "node")
-    exc, e_up, e_down, _ = _spread(s, "excess")
     if not nodes:
         return "**Finding:** no sparse circuit could be matched with a dense one in this run."
+    exc, e_up, e_down, _ = _spread(s, "excess")
+    conc, c_up, _, _ = _spread(s, "concentration")
     k = len(nodes)
 
-    def part(vals: list[float], up: int, down: int, noun: str) -> str:
+    def part(vals: list[float], up: int, down: int, noun: str, up_word: str, down_word: str) -> str:
         rng = f"{min(vals):.2f}-{max(vals):.2f}x" if len(vals) > 1 else f"{vals[0]:.2f}x"
-        if up == down == 0:
-            return f"{noun} {rng}, no interval excluding 1"
-        return (f"{noun} {rng}; {up} of {k} kept fractions with an interval above 1 (sparse smaller), {down} "
-                "below 1 (sparse larger)")
+        return (f"{noun} {rng} over the {k} kept fractions; the interval lies above 1 ({up_word}) in {up}, below 1 "
+                f"({down_word}) in {down}, and contains 1 in {k - up - down}")
 
-    same = n_up == n_down == e_up == e_down == 0
-    return ("**Finding:** " + part(nodes, n_up, n_down, "node ratios") + "; " + part(exc, e_up, e_down, "edges / null")
-            + ". " + ("At this scale weight-sparse circuits are **not smaller in nodes** than dense circuits at the "
-                      "same pretraining loss, and their smaller edge counts are **what weight density alone "
-                      "predicts**: the sparse models' circuits use about as many units, joined by fewer weights."
-                      if same else "Where an interval excludes 1, the table names the kept fraction."))
+    lines = ["**Finding:** " + part(nodes, n_up, n_down, "node ratios", "sparse circuits smaller",
+                                    "sparse circuits larger") + ". "
+             + part(exc, e_up, e_down, "Edges / null", "fewer edges than density predicts",
+                    "more edges than density predicts") + "."]
+    if conc:
+        lines.append(f"The sparse circuits are wired {min(conc):.1f}-{max(conc):.1f}x more densely than their models "
+                     f"(concentration; the interval above 1 in {c_up} of {k}): pruning keeps the nodes whose weights "
+                     "survived.")
+    if n_up == 0:
+        lines.append("At this scale there is **no sign that weight-sparse circuits are smaller in nodes** than the "
+                     "smallest circuits of dense widths at least as capable"
+                     + (" (the intervals are wide: they also allow a factor of 2 either way)" if n_down == 0 else "")
+                     + (f"; in {n_down} kept fraction(s) they are larger" if n_down else "") + ".")
+    if e_down:
+        lines.append("Where edges / null lies below 1, the sparse circuits' smaller edge counts are *less* than weight "
+                     "density alone would give: more nodes, or more densely wired ones, take back part of the "
+                     "density advantage.")
+    return " ".join(lines)
 
 
 def frontier_markdown(s: FrontierSummary) -> str:
     """Markdown: per kept fraction the node ratio, the edge ratio beside its density null and their quotient,
     with intervals and a verdict each; the slopes; what the paper's 16x is; the unmatched circuits."""
-    rows = ["| sparse group | pairs | node ratio | edge ratio | density null | edges / null |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| sparse group | pairs (models, tasks) | node ratio | edge ratio | density null | edges / null | "
+            "concentration |", "| --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
     for g, x in s.groups.items():
-        rows.append(f"| {g} | {x['n_pairs']} | {interval_text(x['node'])} | {interval_text(x['edge'])} | "
-                    f"{interval_text(x['null'])} | {interval_text(x['excess'])} |")
+        rows.append(f"| {g} | {x['n_pairs']} ({x['n_models']}, {x['n_tasks']}) | {interval_text(x['node'])} | "
+                    f"{interval_text(x['edge'])} | {interval_text(x['null'])} | {interval_text(x['excess'])} | "
+                    f"{interval_text(x.get('concentration', {}))} |")
         if x["n_pairs"]:
             verdicts.append(f"{g}: {_verdict(x['node'], 'nodes')}; {_verdict(x['excess'], 'edges beyond density')}")
     sl = s.slopes
@@ -473,17 +501,25 @@ def frontier_markdown(s: FrontierSummary) -> str:
         finding_text(s) + "\n\n" +
         f"Dense frontier: {s.n_dense} dense models of widths {', '.join(map(str, s.dense_widths))}, trained on the "
         "sparse models' data, one point per width (the mean validation loss of its seeds, the geometric-mean "
-        "circuit size of the seeds with a circuit). Ratios are dense / sparse at matched validation loss (> 1: the "
-        "sparse circuit is smaller), geometric means over (model, task) pairs with 95% crossed-bootstrap intervals "
-        "(sparse models, dense seeds within each width, and tasks resampled):\n\n" + "\n".join(rows) + "\n\n"
+        "circuit size of the seeds with a circuit). Ratios are dense / sparse (> 1: the sparse circuit is smaller), "
+        "geometric means over (model, task) pairs with 95% crossed-bootstrap intervals (sparse models, dense seeds "
+        "within each width, and tasks resampled; with 2-3 models and 2-3 tasks per group these intervals are rough, "
+        "and they leave out the search's own noise, measured below). The density null is the dense model's edge "
+        "density over the sparse model's, whole models with every node kept; concentration is the sparse circuit's "
+        "edge density over its model's:\n\n" + "\n".join(rows) + "\n\n"
         + ("**Reading:** " + ". ".join(verdicts) + ". " if verdicts else "No sparse circuit could be matched. ")
         + f"Slopes of log ratio against log(1/f) over all pairs: edges {slope_text('edge')} against the density "
         f"null's {slope_text('null')}, nodes {slope_text('node')}, edges / null {slope_text('excess')}; if weight "
         "density were all that differs, the edge ratio would rise with 1/f as its null does and the other two "
         "would stay flat (slope 0). "
-        + "**The paper's ~16x is an edge ratio** at kept fractions near 1/1000, where density alone would give "
-        "~1000x for a circuit on the same nodes: the edge ratio mixes the density of the weights with the size of "
-        "the node set, and only the node ratio and edges / null separate the second from the first. "
+        + "**The paper's ~16x is an edge ratio**, at kept fractions near 1/1000, where the density null is far "
+        "larger than here: the edge ratio mixes the density of the weights with the size of the node set, and only "
+        "the node ratio and edges / null separate the second from the first. "
+        + (f"**Matching is conservative:** each sparse circuit is compared with the fewest nodes of any dense width "
+           f"at least as capable, which is {min(s.loss_gaps):.2f}-{max(s.loss_gaps):.2f} nats (median "
+           f"{s.loss_gaps[len(s.loss_gaps) // 2]:.2f}) more capable than the sparse model: the least capable dense "
+           "widths solve few tasks, so for the less capable sparse models there is no dense circuit at their own "
+           "loss, and a less capable dense model might need a different circuit. " if s.loss_gaps else "")
         + (f"{len(s.no_circuit_as_capable)} sparse circuit(s) have no match because no dense model at least as "
            "capable has a circuit for the task (" + ", ".join(s.no_circuit_as_capable) + "). "
            if s.no_circuit_as_capable else "")
@@ -507,7 +543,7 @@ class NoiseSummary:
 
 def noise_summary(searches: Mapping[SearchJob, Circuit], entries: Mapping[str, Mapping], noise: Sequence[str],
                   val_loss: Mapping[str, float], tasks: Sequence[str], mask_seeds: int, n_boot: int,
-                  seed: int) -> NoiseSummary:
+                  seed: int, densities: Mapping[str, Mapping[str, float]] | None = None) -> NoiseSummary:
     """Sizes per mask seed, their spread, the per-fraction ratios recomputed with each mask seed and under zero
     ablation, all on the models of the noise study."""
     sizes: dict[str, dict[str, list[int | None]]] = {}
@@ -526,7 +562,7 @@ def noise_summary(searches: Mapping[SearchJob, Circuit], entries: Mapping[str, M
         return sorted(r)[len(r) // 2] if r else None
 
     def summary(mask_seed: int, ablation: str) -> dict[str, dict[str, Any]]:
-        fm = frontier_inputs(searches, entries, noise, val_loss, tasks, mask_seed, ablation)
+        fm = frontier_inputs(searches, entries, noise, val_loss, tasks, mask_seed, ablation, densities)
         return dict(frontier.analyse(fm, tasks, n_boot, seed)["groups"])
 
     zr = [math.log(z.edges / m.edges) for n in noise for t in tasks
@@ -549,13 +585,33 @@ def noise_markdown(s: NoiseSummary) -> str:
                     f"{interval_text(s.zero.get(g, {}).get('node', {}))} |")
     return (
         f"**Noise floor** ({len(s.models)} models, {len(s.sizes)} solved pairs, {len(s.by_seed)} mask seeds each): "
-        f"{s.valid_share:.0%} of the searches gave a held-out-valid circuit; for one pair, the largest circuit is "
-        + (f"**{s.edge_spread:.2f}x** the smallest in edges and {s.node_spread:.2f}x in nodes (median over pairs)"
+        f"{s.valid_share:.0%} of the searches gave a held-out-valid circuit. Across mask seeds, the largest circuit of "
+        "a pair is typically (median over pairs) "
+        + (f"**{s.edge_spread:.2f}x** the smallest in edges and {s.node_spread:.2f}x in nodes"
            if s.edge_spread else "not comparable (fewer than two valid seeds per pair)")
-        + ". A ratio between models is only worth as much as this spread allows. "
+        + ". "
         + (f"Zero instead of mean ablation multiplies a circuit's edges by {s.zero_vs_mean_edges:.2f} "
            "(geometric mean over the pairs valid under both). " if s.zero_vs_mean_edges else "")
-        + "The same ratios on these models only, per mask seed and under zero ablation:\n\n" + "\n".join(rows))
+        + "The same ratios on these models only (their own dense frontier: the dense models among them), per mask "
+        "seed and under zero ablation:\n\n" + "\n".join(rows))
+
+
+def noise_verdict(noise: NoiseSummary, s: FrontierSummary) -> str:
+    """One sentence: is the dense/sparse node difference larger than the search's own spread?"""
+    nodes = [g["node"]["value"] for g in s.groups.values() if g["n_pairs"] and g["node"]["value"]]
+    if not nodes or not noise.node_spread:
+        return ""
+    far = max(max(v, 1 / v) for v in nodes)
+    zero = [g["node"]["value"] for g in noise.zero.values() if g.get("node", {}).get("value")]
+    flips = zero and nodes and (min(zero) > 1) != (max(nodes) > 1)
+    return (f"**Against the noise:** the node ratios lie at most {far:.2f}x from 1, while one pair's circuit varies "
+            f"{noise.node_spread:.2f}x in nodes between mask seeds alone"
+            + (": **the dense/sparse node difference is within the noise of the search** at this budget"
+               if far <= noise.node_spread else ": the largest node difference exceeds the search's spread")
+            + ". The headline uses mask seed 0 only; its intervals do not include this spread. "
+            + ("Under zero ablation the node ratios of the noise models lie on the other side of 1 "
+               f"({min(zero):.2f}-{max(zero):.2f}x): the direction of the node difference depends on the ablation."
+               if flips else ""))
 
 
 # --------------------------------------------------------------------------- section 5: width at a weight budget
@@ -675,9 +731,9 @@ def width_markdown(s: WidthSummary | None) -> str:
         f"{b.width}, so the blocks get {a.nonzero_weights - a.embedding_nonzero:,.0f} vs "
         f"{b.nonzero_weights - b.embedding_nonzero:,.0f} nonzero weights "
         f"({(b.nonzero_weights - b.embedding_nonzero) / (a.nonzero_weights - a.embedding_nonzero):.2f}x): at equal "
-        "total nonzeros the wide model's blocks are less sparse, and that, not width, may be what helps. The "
-        "sparser models (kept fraction 0.05 at width 96, 0.02 at width 128) hold their embeddings at one density "
-        "instead; their blocks' nonzeros are in the model table.")
+        "total nonzeros, width, block budget and embedding budget change together, and this comparison cannot "
+        "separate them. The sparser models (kept fraction 0.05 at width 96, 0.02 at width 128) hold their "
+        "embeddings at 0.1 instead, so that the blocks carry the budget.")
 
 
 # --------------------------------------------------------------------------- section 6: controls
@@ -804,6 +860,27 @@ def controls_markdown(ctl: Controls) -> str:
                "Every control passed: on these models and tasks, pruning did not manufacture circuits."))
 
 
+def failed_control_tasks(ctl: Controls) -> tuple[str, ...]:
+    """The tasks on which a search control (random init, flipped, unsolved) produced a held-out-valid circuit:
+    circuits of those tasks may be partly manufactured by the pruning."""
+    return tuple(dict.fromkeys(v["task"] for v in ctl.searches.values() if not v["passed"]))
+
+
+def robustness_markdown(failed: Sequence[str], s: FrontierSummary | None) -> str:
+    """Markdown: the frontier's table again without the tasks where a control failed (``s``: its summary)."""
+    if not failed:
+        return "No search control produced a circuit, so the frontier above stands as it is."
+    if s is None or not any(g["n_pairs"] for g in s.groups.values()):
+        return (f"Without the tasks where a control produced a circuit ({', '.join(failed)}) no sparse circuit is "
+                "left to compare.")
+    rows = ["| sparse group | pairs | node ratio | edge ratio | edges / null |", "| --- | --- | --- | --- | --- |"]
+    rows += [f"| {g} | {x['n_pairs']} | {interval_text(x['node'])} | {interval_text(x['edge'])} | "
+             f"{interval_text(x['excess'])} |" for g, x in s.groups.items() if x["n_pairs"]]
+    return (f"**The frontier without the tasks where a control produced a circuit** ({', '.join(failed)}): their "
+            "circuits may be partly manufactured, so the comparison is repeated without them. This is the version "
+            "the run's headline (`metrics.json`, the report) uses.\n\n" + "\n".join(rows) + "\n\n" + finding_text(s))
+
+
 def manufactured_text(ctl: Controls) -> str:
     """How large the manufactured circuits are against the real circuits of the same model and task."""
     pairs = [(v["fit_nodes"], v["real_nodes"]) for v in ctl.searches.values()
@@ -914,7 +991,10 @@ def diagram_markdown(d: DiagramChoice | None, target_loss: float, max_nodes: int
         + " Each node's second line is its evidence on the fit prompts: `vote` is its mean activation at the answer "
         "position when the first answer is correct minus when the second is, `ablate` the rise in the circuit's "
         "task loss when that node is mean-ablated as well. Attention channels of a head whose query channels were all "
-        "pruned say `query mean-ablated`: that head attends with the mean query, the same pattern on every prompt.")
+        "pruned say `query mean-ablated`: every position of that head attends with the same (mean) query, so its "
+        "pattern still depends on the keys but not on what the attending position asks for. The drawn circuit is the "
+        "smallest core among the run's smallest sparse circuits: an extreme, chosen to be readable, not a typical "
+        "circuit (the table in section 4 gives every size).")
 
 
 # --------------------------------------------------------------------------- section 9: metrics

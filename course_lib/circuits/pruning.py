@@ -137,6 +137,16 @@ def accept_circuit(train_nodes: int | None, train_loss: float, test_loss: float,
 AcceptFn = Callable[[int | None, float, float, float], bool]  # (train_nodes, train_loss, test_loss, target)
 
 
+@torch.no_grad()
+def model_density(model: SparseTransformer, data: TaskData | None = None) -> float:
+    """Edge density of the whole model, ``count_edges / possible_edges`` with every node kept (the same edge
+    types as a circuit's, the unembedding restricted to ``data``'s answers): what a circuit's edge density would
+    be if weight density alone decided it. 1.0 for a dense model; about the kept fraction of the block weights
+    for a weight-sparse one."""
+    kept = all_kept(model)
+    return count_edges(model, kept, data) / max(possible_edges(model, kept, data), 1)
+
+
 def smallest_k(loss_at: Callable[[int], float], ks: Sequence[int], goal: float) -> int | None:
     """The bisection on the number of kept nodes: the smallest ``k`` whose loss reaches ``goal``, or None.
 

@@ -3,6 +3,7 @@ crossed bootstrap summaries and the slope against log(1/f)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -71,7 +72,7 @@ def test_headline_states_the_null_and_nodes_beside_the_edges():
     dense = [model(f"d{i}", 3.0 + 0.2 * i, {"a": (50, 1000, 1000)}) for i in range(3)]
     sp = [model(f"s{k}", 3.5, {"a": (50, 100, 1000)}, fraction=0.1) for k in range(3)]
     h = fr.headline(fr.analyse([*dense, *sp], ["a"], n_boot=50))
-    assert len(h) == 1 and "density null 10x" in h[0].value and "nodes 1x" in h[0].value
+    assert len(h) == 1 and "a density null of 10x" in h[0].value and "nodes 1x" in h[0].value
 
 
 def test_the_frontier_is_over_widths_and_its_interval_can_move_both_ways():
@@ -89,3 +90,15 @@ def test_the_frontier_is_over_widths_and_its_interval_can_move_both_ways():
     assert g["edge"]["value"] == pytest.approx(10)  # 400 / 40, not the luckiest seed's 100 / 40
     assert g["edge"]["lo"] < 10 < g["edge"]["hi"]  # resampling seeds within the width moves it both ways
     assert res["dense"]["a"] == [pytest.approx([3.51, 20, 400, 32]), pytest.approx([3.8, 90, 5000, 64])]
+
+
+def test_the_null_comes_from_the_models_density_not_the_circuits():
+    dense = [model(f"d{i}", 3.0, {"a": (50, 1000, 1000)}) for i in range(3)]
+    # a sparse model whose edges are 10% of its weights, with a circuit wired 4x more densely (40%)
+    s = dataclasses.replace(model("s", 3.5, {"a": (50, 400, 1000)}, fraction=0.1), density={"a": 0.1})
+    r = fr.pair_ratios(fr.by_width(dense), s, "a")
+    assert math.exp(r["null"]) == pytest.approx(10) and math.exp(r["edge"]) == pytest.approx(2.5)
+    assert math.exp(r["excess"]) == pytest.approx(0.25)  # more edges than density alone predicts
+    assert math.exp(r["concentration"]) == pytest.approx(4) and r["loss_gap"] == pytest.approx(0.5)
+    # without a measured density, the kept fraction stands in
+    assert model("t", 3.5, {}, fraction=0.2).model_density("a") == 0.2 and dense[0].model_density("a") == 1.0

@@ -251,14 +251,17 @@ def test_frontier_inputs_summary_and_markdown_report_three_ratios_per_fraction()
     assert g2["n_pairs"] == 3 and g2["node"]["value"] == pytest.approx(1.0) and g2["edge"]["value"] == pytest.approx(5)
     assert g2["excess"]["value"] == pytest.approx(1.0)  # all of the edge ratio is density
     md = nbk.frontier_markdown(s)
-    assert md.startswith("**Finding:** node ratios 1.00-2.00x; 1 of 2 kept fractions with an interval above 1 (sparse "
-                         "smaller), 0 below 1 (sparse larger); edges / null 1.00-3.00x; 1 of 2")
-    assert "Where an interval excludes 1, the table names the kept fraction." in md
+    assert md.startswith("**Finding:** node ratios 1.00-2.00x over the 2 kept fractions; the interval lies above 1 "
+                         "(sparse circuits smaller) in 1, below 1 (sparse circuits larger) in 0, and contains 1 in 1.")
+    assert "Edges / null 1.00-3.00x" in md and "no sign that" not in md
+    assert "| sparse 0.1 | 3 (3, 1) | 2.00x [2.00, 2.00] | 30.00x [30.00, 30.00] | 10.00x [10.00, 10.00] | 3.00x" in md
+    assert "**Matching is conservative:**" in md
     assert "\n\nDense frontier: 6 dense models of widths 16, 32, trained on the sparse models' data, one point per width" in md
     # only the density null at work: the finding says so
     flat = nbk.FrontierSummary({"sparse 0.2": s.groups["sparse 0.2"]}, s.slopes, (), (), 6, (16, 32))
-    assert "**not smaller in nodes**" in nbk.finding_text(flat) and "what weight density alone" in nbk.finding_text(flat)
-    assert "| sparse 0.2 | 3 | 1.00x [1.00, 1.00] | 5.00x [5.00, 5.00] |" in md
+    assert "**no sign that weight-sparse circuits are smaller in nodes**" in nbk.finding_text(flat)
+    assert "allow a factor of 2 either way" in nbk.finding_text(flat)
+    assert "| sparse 0.2 | 3 (3, 1) | 1.00x [1.00, 1.00] | 5.00x [5.00, 5.00] |" in md
     assert "sparse 0.2: no difference in nodes can be claimed; no difference in edges beyond density can be claimed" in md
     assert "**The paper's ~16x is an edge ratio**" in md
     g1 = s.groups["sparse 0.1"]  # sp1 on "a" against d32: nodes 2x, edges 30x = density 10x times 3x fewer possible
@@ -421,7 +424,33 @@ def test_lesson_metrics_keep_the_metrics_json_layout(run):
     json.dumps(out)  # plain JSON types only
     heads = fr.headline(front)
     assert [h.claim.split(":")[0] for h in heads] == ["sparse 0.2", "sparse 0.1"]
-    assert heads[0].value.startswith("5x edges; density null 5x; nodes 1x")
+    assert heads[0].value.startswith("nodes 1x; edges 5x against a density null of 5x; edges / null 1x")
+    assert fr.headline(front, ["b"])[0].claim.endswith("(without b: a control produced a circuit there)")
+
+
+def test_failed_controls_name_their_tasks_and_the_frontier_is_repeated_without_them():
+    ok = {"kind": "flipped", "model": "m", "task": "x", "passed": True}
+    ctl = nbk.Controls("m", {"a": ok, "b": ok | {"task": "y", "passed": False},
+                             "c": ok | {"kind": "unsolved", "task": "z", "passed": False}}, {}, {}, ())
+    assert nbk.failed_control_tasks(ctl) == ("y", "z")
+    assert nbk.robustness_markdown((), None).startswith("No search control produced a circuit")
+    entries, searches, loss = frontier_case()
+    fm = nbk.frontier_inputs(searches, entries, list(entries), loss, ["a"])
+    s = nbk.frontier_summary(fr.analyse(fm, ["a"], n_boot=50), fm)
+    md = nbk.robustness_markdown(("b",), s)
+    assert md.startswith("**The frontier without the tasks where a control produced a circuit** (b)")
+    assert "| sparse 0.1 | 3 | 2.00x" in md and "**Finding:**" in md
+
+
+def test_noise_verdict_compares_the_node_difference_with_the_search_spread():
+    entries, searches, loss = frontier_case()
+    fm = nbk.frontier_inputs(searches, entries, list(entries), loss, ["a", "b"])
+    s = nbk.frontier_summary(fr.analyse(fm, ["a", "b"], n_boot=50), fm)
+    wide = nbk.NoiseSummary((), {}, 1.0, 3.0, 2.5, {}, {}, None)
+    assert "within the noise of the search" in nbk.noise_verdict(wide, s)  # node ratios 1x and 2x, spread 2.5x
+    narrow = dataclasses.replace(wide, node_spread=1.5)
+    assert "exceeds the search's spread" in nbk.noise_verdict(narrow, s)
+    assert nbk.noise_verdict(dataclasses.replace(wide, node_spread=None), s) == ""
 
 
 def test_notebook_module_is_reachable_from_the_package():

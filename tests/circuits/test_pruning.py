@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -281,3 +282,14 @@ def test_greedy_shrink_drops_every_node_the_task_does_not_need(planted_model):
     assert big.valid and big.n_nodes == 40
     small = circuits.pruning.greedy_shrink(m, big, tr, te, means, goal=0.1)
     assert small.valid and set(small.kept_nodes) == {("hook_final_in", 0), ("hook_final_in", 1)}
+
+
+def test_model_density_is_one_when_dense_and_the_kept_share_when_sparse(model, tokenizer):
+    data = circuits.make_task_data("quote_close", tokenizer, 8, seed=0, split="test")
+    assert circuits.pruning.model_density(model, data) == pytest.approx(1.0)
+    sparse = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in sparse.sparsified_parameters().values():
+            p.mul_((torch.rand(p.shape, generator=torch.Generator().manual_seed(0)) < 0.25).float())
+    d = circuits.pruning.model_density(sparse, data)
+    assert 0.15 < d < 0.4  # the residual links (identity weights) are always there: a little above 0.25
