@@ -147,6 +147,7 @@ def _stubs(stem: str) -> dict[str, object]:
                                 "auxk_loss": sae.exercises.check_auxk_loss,
                                 "ce_loss_score": sae.exercises.check_ce_loss_score}),
     ("01_superposition_toy_models", {"generate_batch": toy.exercises.check_generate_batch,
+                                     "forward_and_loss": toy.exercises.check_forward_and_loss,
                                      "dimensions_per_feature": toy.exercises.check_dimensions_per_feature,
                                      "feature_dimensionality": toy.exercises.check_feature_dimensionality,
                                      "topk_per_instance": toy.exercises.check_topk_per_instance}),
