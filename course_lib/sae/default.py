@@ -49,8 +49,8 @@ def default_configs(profile: str, seed: int = 0) -> tuple[HarvestConfig, SAEConf
     tc = runtime.by_profile(
         profile,
         smoke=SAETrainConfig(n_tokens=16_384, batch_size=512, lr=2e-3, buffer_tokens=2_048, log_every=2, seed=seed),
-        # workshop: two passes over the store (each token seen at most ~2 times), at a rate that converges in ~190 steps
-        workshop=SAETrainConfig(n_tokens=192_000, batch_size=1024, lr=1e-3, buffer_tokens=65_536, seed=seed),
+        # workshop: two passes over the store (each token seen about twice), at the sweeps' learning rate
+        workshop=SAETrainConfig(n_tokens=192_000, batch_size=1024, lr=2e-3, buffer_tokens=65_536, seed=seed),
         full=SAETrainConfig(n_tokens=20_000_000, batch_size=4096, lr=2e-4, buffer_tokens=262_144, seed=seed),
     )
     return hc, sc, tc

@@ -105,8 +105,8 @@ def lesson_settings(profile: str, seed: int, *, layer: object, k: object, n_dash
     # Sweeps: smaller SAEs, shorter training, all cached.
     sweep_width = pick(smoke=256, workshop=1_152, full=16_384)
     sweep_ks = pick(smoke=(8, 32), workshop=(8, 32, 64, 128), full=(8, 16, 32, 64, 128))
-    # Sweeps train ~80 Adam steps (workshop): at the main SAE's lr (5e-4) weights move ~0.04 in all, too little
-    # for an L1 penalty to change L0. The sweeps use 4x that lr (every architecture alike); L1 coefficients
+    # Sweeps train ~80 Adam steps (workshop): at lr 5e-4 weights move ~0.04 in all, too little for an L1
+    # penalty to change L0. The sweeps use 2e-3 (every architecture alike; the main SAE too); L1 coefficients
     # chosen to put ReLU's L0 inside TopK's range at that lr.
     sweep_lr = pick(smoke=2e-3, workshop=2e-3, full=train_cfg.lr)
     sweep_l1 = pick(smoke=(6e-3, 2e-2), workshop=(6e-3, 1e-2), full=(3e-3, 5e-3, 7e-3, 1e-2, 2e-2))
@@ -228,7 +228,9 @@ def frontier_markdown(s: FrontierSummary) -> str:
     """The frontier's reading, as Markdown: the budget, each comparison with TopK, JumpReLU's thresholds, and
     the convergence check."""
     lines = [f"All SAEs here trained {s.steps} steps of {s.batch_size} tokens at {s.width} latents, with one "
-             f"learning rate for every architecture ({s.lr:g}; the main SAE, trained longer, uses {s.main_lr:g})."]
+             f"learning rate for every architecture ({s.lr:g}; "
+             + (f"the main SAE, trained longer, uses {s.main_lr:g})." if s.main_lr != s.lr else
+                "the main SAE uses the same rate over more steps).")]
     for c in s.comparisons:
         ref = c.topk_nmse
         if np.isfinite(ref):
@@ -340,14 +342,15 @@ def scaling_markdown(s: ScalingSummary) -> str:
             + f"): b = {s.fixed_exponent:.3f}, 95% CI [{flo:.3f}, {fhi:.3f}]. "
             + (f"This curve is {'flatter' if steeper else 'steeper'} than the proportional one: "
                + ("at a fixed budget the wide SAEs are under-trained (each latent is selected less often), so giving "
-                  "every width the same tokens understates what width buys. The proportional fit mixes width with "
-                  "training length, the fixed one mixes width with under-training: the true width law at convergence "
-                  "is at least as steep as the steeper of the two, as far as this run can tell."
+                  "every width the same tokens understates what width buys. The proportional fit, in turn, credits width "
+                  "with what longer training buys. Neither is the law at convergence, which would need every width "
+                  "trained until its loss stops falling (the `full` profile goes further in that direction)."
                   if steeper else
                   "in this run extra tokens did not help the wide SAEs more than the narrow ones, so the proportional "
                   "fit's exponent is not just a training-length effect.")))
     if s.main_width is not None:
         ratio = s.main_nmse / s.main_predicted
+        rule_tokens = int(round(max(s.n_tokens) * s.main_width / max(s.widths)))
         text += (
             f"\n\n**The main SAE** (the star; {s.main_width:,} latents, {s.main_tokens:,} tokens, lr {s.main_lr:g}, "
             f"not part of the fits): held-out NMSE **{s.main_nmse:.3f}**, against **{s.main_predicted:.3f}** from the "
@@ -355,12 +358,13 @@ def scaling_markdown(s: ScalingSummary) -> str:
             f"beyond the widest sweep SAE). "
             + ("It sits on the extrapolated line (within 10%)." if abs(ratio - 1) <= 0.10 else
                f"It sits {'above' if ratio > 1 else 'below'} the line by {abs(ratio - 1):.0%}: "
-               + ("the rule would give it "
-                  f"{int(round(max(s.n_tokens) * s.main_width / max(s.widths))):,} tokens, and it trains on fewer, at a "
-                  f"different learning rate (sweeps {s.sweep_lr:g}), so the extrapolation is an upper bound on what it "
-                  "should reach, not a promise." if ratio > 1 else
-                  "it trains at its own learning rate and budget, which suit its width better than the sweep's "
-                  "rule extrapolated.")))
+               + (f"the proportional rule would give it {rule_tokens:,} tokens at the sweeps' learning rate "
+                  f"({s.sweep_lr:g}); it trains on {s.main_tokens:,} at {s.main_lr:g}. The fixed-budget curve shows how "
+                  "much under-training costs at these budgets, so the gap says the main SAE is trained short for its "
+                  f"width (it sees each of the store's tokens {s.main_tokens / s.store_tokens:.1f} times), not that the "
+                  "law breaks; the `full` profile trains it far longer." if ratio > 1 and s.main_tokens < rule_tokens
+                  else "it trains at its own learning rate and budget, so the sweep's rule extrapolated is only a rough "
+                  "guide to it.")))
     return text
 
 
@@ -681,11 +685,11 @@ def lesson_metrics(main: Mapping[str, Any], downstream: DownstreamSummary, scali
                    frontier: FrontierSummary, controls: ControlsSummary, synthetic: SyntheticSummary, *,
                    store_meta: Mapping[str, Any], tokens_harvested: int, training_tokens: int,
                    aux_no_fix: float | None, nmse_learner: float, steering_latent: int,
-                   steering_seconds: float) -> dict[str, Any]:
+                   steering_seconds: float, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Notebook 03's ``metrics.json`` keys, in order: the main SAE's held-out metrics (``main``, from
     :func:`~course_lib.sae.evaluation.reconstruction_metrics`), the downstream loss, the power law, the store
     (``store_meta``: the activation store's meta), the frontier, the dead-latent controls, the ground truth,
-    and the exercises' and the steering widget's numbers."""
+    and the exercises' and the steering widget's numbers; then ``extra`` (more named numbers of the run)."""
     return {
         "nmse": main["nmse"],
         "explained_variance": main["explained_variance"],
@@ -720,6 +724,7 @@ def lesson_metrics(main: Mapping[str, Any], downstream: DownstreamSummary, scali
         "nmse_learner_function": nmse_learner,
         "steering_latent": steering_latent,
         "steering_seconds": steering_seconds,
+        **dict(extra or {}),
     }
 
 
@@ -817,27 +822,45 @@ class CleanLossReading:
     ce_skip_first: float  # mean loss without the prediction made at BOS (downstream_ce's convention)
     first_prediction: float  # mean loss of the prediction made at BOS alone (token 1 from BOS)
     per_window: tuple[float, ...]  # ce_all of each window
-    head_windows: int  # windows notebook 00 scores (the first ones of the same text)
-    ce_head: float  # ce_all over those first windows
+    head_windows: int  # windows notebook 00 scores
+    ce_head: float  # ce_all over the first head_windows of these windows
+    ce_orientation: float  # ce_all over notebook 00's own windows (rebuilt as it builds them); NaN if not given
 
 
 @torch.no_grad()
-def clean_loss_reading(model: Any, windows: torch.Tensor, head_windows: int = 2, batch_size: int = 8) -> CleanLossReading:
-    """Per-position clean losses of ``model`` on ``windows [n, seq_len]`` (BOS first): mean over every prediction
-    (notebook 00's ``token_loss``), without the prediction made at BOS (:func:`~course_lib.sae.evaluation.downstream_ce`),
-    per window, and over the first ``head_windows`` windows alone."""
+def orientation_windows(tokenizer: Any, profile: str, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
+    """Notebook 00's evaluation windows, built as it builds them: the validation files (first 20,000 characters)
+    joined by newlines into one text, cut into BOS windows of ``seq_len``, the first ``n_tokens // seq_len``."""
+    from course_lib import corpus
+
+    text = "\n".join(corpus.load_texts(corpus.config_for(profile, max_chars=20_000), "val"))
+    seq = min(seq_len, n_tokens)
+    return corpus.bos_windows(tokenizer, [text], seq)[: max(1, n_tokens // seq)]
+
+
+def _window_nll(model: Any, windows: torch.Tensor, batch_size: int) -> torch.Tensor:
     dev = next(model.parameters()).device
     nll = []
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start : start + batch_size].to(dev)
         logp = model(batch, return_type="logits")[:, :-1].float().log_softmax(-1)
         nll.append(-logp.gather(-1, batch[:, 1:, None])[..., 0].cpu())
-    per = torch.cat(nll).double()  # [n, seq_len - 1]
+    return torch.cat(nll).double()
+
+
+def clean_loss_reading(model: Any, windows: torch.Tensor, head_windows: int = 2, batch_size: int = 8,
+                       orientation: torch.Tensor | None = None) -> CleanLossReading:
+    """Per-position clean losses of ``model`` on ``windows [n, seq_len]`` (BOS first): mean over every prediction
+    (notebook 00's ``token_loss``), without the prediction made at BOS (:func:`~course_lib.sae.evaluation.downstream_ce`),
+    per window, over the first ``head_windows`` windows alone, and over ``orientation`` (notebook 00's windows,
+    :func:`orientation_windows`) when given."""
+    per = _window_nll(model, windows, batch_size)  # [n, seq_len - 1]
+    ce_orientation = float(_window_nll(model, orientation, batch_size).mean()) if orientation is not None else math.nan
     h = max(1, min(head_windows, per.shape[0]))
     return CleanLossReading(
         n_windows=per.shape[0], seq_len=windows.shape[1], ce_all=float(per.mean()), ce_skip_first=float(per[:, 1:].mean()),
         first_prediction=float(per[:, 0].mean()), per_window=tuple(float(v) for v in per.mean(1)), head_windows=h,
-        ce_head=float(per[:h].mean()),
+        ce_head=float(per[:h].mean()), ce_orientation=ce_orientation,
     )
 
 
@@ -848,16 +871,18 @@ def clean_loss_markdown(r: CleanLossReading, ce_clean: float) -> str:
     sample = r.ce_head - r.ce_all  # what scoring only the first windows changes
     bigger = "which windows are scored" if abs(sample) > abs(convention) else "the prediction made at BOS"
     return (
-        f"**The clean loss, {ce_clean:.3f} here.** It is the same model on the same held-out text as notebook 00 (the "
-        f"first 20,000 characters of the validation files, cut into {r.seq_len}-token windows after a BOS), but scored "
-        f"differently. Notebook 00 averages every prediction of its first {r.head_windows} windows; on those windows "
-        f"that convention gives **{r.ce_head:.3f}** here. This section averages {r.n_windows} windows and leaves out "
-        f"the prediction made at BOS (the first token of a window, guessed from nothing: loss {r.first_prediction:.2f} "
-        f"on average), which gives {r.ce_skip_first:.3f} ({r.ce_all:.3f} with it). So the convention moves the loss by "
-        f"{convention:+.3f} and scoring only the first {r.head_windows} windows by {sample:+.3f}: the larger part of "
-        f"the gap is {bigger}. One window's loss ranges from {lo:.2f} to {hi:.2f} across these {r.n_windows}, so a "
-        "two-window average says little about the text as a whole. Compare losses only on the same tokens, scored "
-        "the same way."
+        f"**The clean loss, {ce_clean:.3f} here.** Same model and held-out split as notebook 00, but other tokens, "
+        "scored another way. Notebook 00 joins the validation files into one text and scores every prediction of its "
+        f"first {r.head_windows} window{'s' if r.head_windows > 1 else ''}"
+        + (f": rebuilt here that way, those windows give **{r.ce_orientation:.3f}**. " if math.isfinite(r.ce_orientation)
+           else ". ")
+        + f"This section cuts {r.n_windows} windows of {r.seq_len} tokens file by file and leaves out the prediction "
+        f"made at BOS (the first token of a window, guessed from nothing: loss {r.first_prediction:.2f} on average): "
+        f"{r.ce_skip_first:.3f}, or {r.ce_all:.3f} with that prediction; its own first {r.head_windows} window(s) alone "
+        f"give {r.ce_head:.3f}. So the convention moves the loss by {convention:+.3f} and scoring only "
+        f"{r.head_windows} window(s) by {sample:+.3f}: the larger part is {bigger}. One window's loss ranges from "
+        f"{lo:.2f} to {hi:.2f} across these {r.n_windows}, so an average over {r.head_windows} window(s) says little "
+        "about the text as a whole. Compare losses only on the same tokens, scored the same way."
     )
 
 

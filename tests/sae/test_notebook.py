@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from course_lib import runtime, sae
-from course_lib.sae import notebook
+from course_lib.sae import controls, notebook
 from course_lib.sae.dashboards import Codes
 
 KNOBS = {"layer": 15, "k": 32, "n_dashboards": 3, "use_reference_solutions": False}
@@ -259,3 +259,24 @@ def test_lesson_metrics_assembles_every_key_in_order():
     assert m["synthetic"]["hierarchical/TopK k=3"]["absorption"] == pytest.approx(0.505)
     assert len(m["frontier"]) == 5 and m["dead_fraction_no_fixes"] == pytest.approx(0.55)
     json.dumps(m)  # plain JSON types only
+
+
+def test_scaling_summary_reads_the_fixed_sweep_and_the_main_sae():
+    rows = [{"n_latents": n, "n_tokens": 1000 * n // 100, "nmse": 2.0 * n ** -0.5} for n in (100, 200, 400)]
+    fixed = [{"n_latents": n, "n_tokens": 2000, "nmse": 1.0 * n ** -0.1} for n in (100, 200, 400)]
+    s = notebook.scaling_summary(rows, -0.5, 32, store_tokens=4_000, fixed_rows=fixed,
+                                 main={"n_latents": 800, "nmse": 0.1, "n_tokens": 4_000}, main_lr=1e-3, sweep_lr=2e-3)
+    assert abs(s.fixed_exponent + 0.1) < 1e-6 and abs(s.main_predicted - 2.0 * 800 ** -0.5) < 1e-6
+    text = notebook.scaling_markdown(s)
+    assert "**The same 2,000 tokens at every width**" in text and "flatter than the proportional one" in text
+    assert "above the line by 41%" in text and "8,000 tokens" in text and "1.0 times" in text
+
+
+def test_auxk_arm_markdown_says_when_the_seeds_are_apart():
+    hist = {"dead_fraction": [0.0, 0.5]}
+    runs = {controls.AUXK_ON: [{"dead_fraction": 0.3, "nmse": 0.7, "history": hist}] * 2,
+            controls.AUXK_OFF: [{"dead_fraction": 0.5, "nmse": 0.8, "history": hist}] * 2}
+    a = notebook.auxk_arm_summary(runs, dead_tokens=64, train_tokens=1_000, width=16)
+    text = notebook.auxk_arm_markdown(a)
+    assert "lower with AuxK in every seed, the two sets of seeds apart" in text
+    assert "it lowers the held-out dead fraction in every seed" in text
