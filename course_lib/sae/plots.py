@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from course_lib import hooks
 from course_lib.sae.dashboards import Codes
@@ -127,11 +127,12 @@ def plot_nmse_vs_width(rows: list[dict[str, Any]], k: int, fixed_rows: list[dict
         ax.plot(grid, a * grid**b, "--", color=line.get_color(), label=f"fit {a:.2f} n^{b:.3f}{ci}")
     if main:
         ax.plot([main["n_latents"]], [main["nmse"]], "*", ms=14, color="black",
-                label=f"main SAE ({main['n_tokens'] / 1000:g}k tok), not in the fits")
+                label=f"main SAE ({main['n_tokens'] / 1000:.0f}k tok), not in the fits")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of latents n")
     ax.set_ylabel("NMSE (held-out)")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a short log axis overlap
     ax.set_title(f"Scaling the dictionary at fixed k={k}")
     ax.legend(fontsize=7)
     fig.tight_layout()
