@@ -144,6 +144,7 @@ def _stubs(stem: str) -> dict[str, object]:
                                        "smallest_k": circuits.exercises.check_smallest_k}),
     ("03_sparse_autoencoders", {"topk_activation": sae.exercises.check_topk_activation,
                                 "nmse": sae.exercises.check_nmse,
+                                "sae_train_step": sae.exercises.check_sae_train_step,
                                 "auxk_loss": sae.exercises.check_auxk_loss,
                                 "ce_loss_score": sae.exercises.check_ce_loss_score}),
     ("01_superposition_toy_models", {"generate_batch": toy.exercises.check_generate_batch,
