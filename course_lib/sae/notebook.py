@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib import runtime
+from course_lib import corpus, runtime
 from course_lib.sae.controls import ALL_FIXES, AUXK_OFF, AUXK_ON, FIXES, NO_FIXES, effects, summarise, without
 from course_lib.sae.dashboards import Codes, next_token_hits, token_purity
 from course_lib.sae.default import default_configs
@@ -831,8 +831,6 @@ class CleanLossReading:
 def orientation_windows(tokenizer: Any, profile: str, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
     """Notebook 00's evaluation windows, built as it builds them: the validation files (first 20,000 characters)
     joined by newlines into one text, cut into BOS windows of ``seq_len``, the first ``n_tokens // seq_len``."""
-    from course_lib import corpus
-
     text = "\n".join(corpus.load_texts(corpus.config_for(profile, max_chars=20_000), "val"))
     seq = min(seq_len, n_tokens)
     return corpus.bos_windows(tokenizer, [text], seq)[: max(1, n_tokens // seq)]

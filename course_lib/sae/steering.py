@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from course_lib import hooks
+from course_lib.sae.dashboards import next_token_hits
 from course_lib.sae.model import SparseAutoencoder
 
 
@@ -142,8 +143,6 @@ def pick_steering_latent(codes: Any, autoencoder: SparseAutoencoder, w_u: torch.
     the one whose decoder direction best predicts what follows it: the highest share of its ``n`` strongest contexts
     whose next token is among its ``top`` promoted tokens on the direct path
     (:func:`~course_lib.sae.dashboards.next_token_hits`); ties go to the denser latent."""
-    from course_lib.sae.dashboards import next_token_hits
-
     density = codes.density()
     ok = [int(i) for i in density.argsort() if density_range[0] <= density[i] <= density_range[1]]
     if not ok:
