@@ -34,8 +34,9 @@ between the circuit's nodes, zero or not): how much denser a sparse circuit is w
 
 **Summaries** per kept fraction (never pooled across fractions, whose nulls differ): geometric means over
 (model, task) pairs with a crossed bootstrap that resamples the group's sparse models, the dense seeds within
-each width (the frontier is rebuilt in every draw) and the tasks. **Slope**: least squares of ``log ratio`` on ``log(1/f)``
-over every pair; density alone predicts about 1 for edges and 0 for nodes.
+each width (the frontier is rebuilt in every draw) and the tasks. **Slope**: least squares of ``log ratio`` on
+``log(1/f)`` over every pair; if density alone acted, the edge ratio's slope would be the null's own (about 1)
+and the node ratio's and the excess's 0.
 """
 
 from __future__ import annotations
@@ -84,33 +85,35 @@ def model_from_entry(entry: Mapping, val_loss: float, sizes: Mapping[str, tuple[
                          float(entry["train"]["target_fraction"]), int(entry["model"]["d_model"]), dict(density or {}))
 
 
+def _widths(dense: Sequence[FrontierModel]) -> dict[tuple[str, int], list[FrontierModel]]:
+    """The dense models by ``(group, width)``, in order of first appearance."""
+    out: dict[tuple[str, int], list[FrontierModel]] = {}
+    for m in dense:
+        out.setdefault((m.group, m.width), []).append(m)
+    return out
+
+
 def by_width(dense: Sequence[FrontierModel]) -> list[FrontierModel]:
     """One :class:`FrontierModel` per dense ``(group, width)``: the mean validation loss of its members and, per
-    task, the geometric means of nodes, edges and possible edges over the members with a circuit (None when no
-    member has one). Its name is ``"<group> w<width>"``; a width with one member is that member."""
+    task, the geometric means of nodes, edges, possible edges and model density over its members (sizes over the
+    members with a circuit; None when no member has one). Its name is ``"<group> w<width>"``."""
+    def gmean(vs: list[float]) -> float | None:
+        return math.exp(sum(map(math.log, vs)) / len(vs)) if vs else None
+
     out = []
-    for key in dict.fromkeys((m.group, m.width) for m in dense):
-        ms = [m for m in dense if (m.group, m.width) == key]
+    for (group, width), ms in _widths(dense).items():
         tasks = list(dict.fromkeys(t for m in ms for t in m.edges))
-
-        def gmean(attr: str, t: str, ms: list[FrontierModel] = ms) -> float | None:
-            vs = [getattr(m, attr)[t] for m in ms if m.edges.get(t) and getattr(m, attr).get(t)]
-            return math.exp(sum(map(math.log, vs)) / len(vs)) if vs else None
-
-        dens = {t: math.exp(sum(math.log(m.model_density(t)) for m in ms) / len(ms)) for t in tasks}
-        out.append(FrontierModel(f"{key[0]} w{key[1]}", key[0], sum(m.val_loss for m in ms) / len(ms),
-                                 {t: gmean("nodes", t) for t in tasks}, {t: gmean("edges", t) for t in tasks},
-                                 {t: gmean("possible", t) for t in tasks}, 1.0, key[1], dens))
+        size = {a: {t: gmean([getattr(m, a)[t] for m in ms if m.edges.get(t) and getattr(m, a).get(t)]) for t in tasks}
+                for a in ("nodes", "edges", "possible")}
+        dens = {t: gmean([m.model_density(t) for m in ms]) or 1.0 for t in tasks}
+        out.append(FrontierModel(f"{group} w{width}", group, sum(m.val_loss for m in ms) / len(ms), size["nodes"],
+                                 size["edges"], size["possible"], 1.0, width, dens))
     return out
 
 
 def resample_by_width(dense: Sequence[FrontierModel], rng: random.Random) -> list[FrontierModel]:
     """A bootstrap draw of the dense side: each width's members drawn with replacement, then :func:`by_width`."""
-    draw = []
-    for key in dict.fromkeys((m.group, m.width) for m in dense):
-        ms = [m for m in dense if (m.group, m.width) == key]
-        draw += [rng.choice(ms) for _ in ms]
-    return by_width(draw)
+    return by_width([rng.choice(ms) for ms in _widths(dense).values() for _ in ms])
 
 
 def envelope(dense: Sequence[FrontierModel], task: str, loss: float, key: str) -> tuple[float, FrontierModel] | None:

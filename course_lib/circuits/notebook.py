@@ -433,22 +433,22 @@ def _verdict(v: Mapping[str, Any], what: str) -> str:
     return f"no difference in {what} can be claimed"
 
 
-def _spread(s: FrontierSummary, key: str) -> tuple[list[float], int, int, int]:
-    """Values of one ratio over the groups with pairs, and how many intervals lie above 1, below 1, or have none."""
+def _spread(s: FrontierSummary, key: str) -> tuple[list[float], int, int]:
+    """Values of one ratio over the groups with pairs, and how many intervals lie above 1 and below 1."""
     xs = [g[key] for g in s.groups.values() if g["n_pairs"] and g[key]["value"] is not None]
     above = sum(x["lo"] is not None and x["lo"] > 1 + 1e-9 for x in xs)
     below = sum(x["hi"] is not None and x["hi"] < 1 - 1e-9 for x in xs)
-    return [x["value"] for x in xs], above, below, sum(x["lo"] is None for x in xs)
+    return [x["value"] for x in xs], above, below
 
 
 def finding_text(s: FrontierSummary) -> str:
     """The section's finding, from the per-fraction node ratios, edges / null and concentration: which way each
     interval points, or that the data cannot tell (never "no difference" from an interval that contains 1)."""
-    nodes, n_up, n_down, _ = _spread(s, "node")
+    nodes, n_up, n_down = _spread(s, "node")
     if not nodes:
         return "**Finding:** no sparse circuit could be matched with a dense one in this run."
-    exc, e_up, e_down, _ = _spread(s, "excess")
-    conc, c_up, _, _ = _spread(s, "concentration")
+    exc, e_up, e_down = _spread(s, "excess")
+    conc, c_up, _ = _spread(s, "concentration")
     k = len(nodes)
 
     def part(vals: list[float], up: int, down: int, noun: str, up_word: str, down_word: str) -> str:
