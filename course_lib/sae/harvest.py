@@ -43,6 +43,7 @@ class HarvestConfig:
     massive_factor: float = hooks.MASSIVE_FACTOR  # exclude tokens with norm > massive_factor x median norm
     shard_tokens: int = 16_384  # rows per shard file
     corpus_root: str | None = None  # folder of text/code; None = Python's standard library
+    prose_share: float = corpus.PROSE_SHARE  # share of characters from English prose (corpus.mixed_texts); 0: code only
 
     @property
     def hook_name(self) -> str:
@@ -52,12 +53,12 @@ class HarvestConfig:
 def token_windows(cfg: HarvestConfig, tokenizer: Any) -> torch.Tensor:
     """Windows ``[n_windows, seq_len]`` (BOS first) from the corpus, enough for ``cfg.n_tokens``.
 
-    Reads ~6 characters per wanted token (code tokenises at ~3-4 chars/token), plus a margin for
-    excluded tokens; raises if the corpus is too small.
+    Reads ~6 characters per wanted token (code tokenises at ~3-4 chars/token, prose at ~4-5), plus a
+    margin for excluded tokens, ``cfg.prose_share`` of them English prose; raises if the corpus is too small.
     """
     need_windows = math.ceil(cfg.n_tokens / (cfg.seq_len - 1) * 1.02) + 1
     ccfg = corpus.CorpusConfig(root=cfg.corpus_root, max_chars=max(20_000, cfg.n_tokens * 6))
-    win = corpus.bos_windows(tokenizer, corpus.load_texts(ccfg, cfg.split), cfg.seq_len)
+    win = corpus.bos_windows(tokenizer, corpus.mixed_texts(ccfg, cfg.split, cfg.prose_share), cfg.seq_len)
     if win.shape[0] < need_windows:
         raise ValueError(
             f"corpus gives {win.shape[0]} windows of {cfg.seq_len} tokens; {need_windows} needed "

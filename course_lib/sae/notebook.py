@@ -829,9 +829,9 @@ class CleanLossReading:
 
 @torch.no_grad()
 def orientation_windows(tokenizer: Any, profile: str, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
-    """Notebook 00's evaluation windows, built as it builds them: the validation files (first 20,000 characters)
-    joined by newlines into one text, cut into BOS windows of ``seq_len``, the first ``n_tokens // seq_len``."""
-    text = "\n".join(corpus.load_texts(corpus.config_for(profile, max_chars=20_000), "val"))
+    """Notebook 00's evaluation windows, built as it builds them: the validation split of the mixed corpus (first
+    20,000 characters, half code, half prose, :func:`course_lib.corpus.mixed_texts`) joined by newlines into one text, cut into BOS windows of ``seq_len``, the first ``n_tokens // seq_len``."""
+    text = "\n".join(corpus.mixed_texts(corpus.config_for(profile, max_chars=20_000), "val"))
     seq = min(seq_len, n_tokens)
     return corpus.bos_windows(tokenizer, [text], seq)[: max(1, n_tokens // seq)]
 
