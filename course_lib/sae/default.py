@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from course_lib import runtime
+from course_lib import cache, runtime
 from course_lib.sae.harvest import HarvestConfig, load_or_harvest
 from course_lib.sae.model import SAEConfig, SparseAutoencoder
-from course_lib.sae.training import SAETrainConfig, load_or_train
+from course_lib.sae.training import SAETrainConfig, load_or_train, sae_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,8 @@ class DefaultSAE:
     n_latents: int  # dictionary size
     store_dir: Path | None = None  # the cached activation store it was trained on (tokens + activations)
     history: dict[str, Any] | None = None  # training history (TrainHistory.to_dict())
+    key: str = ""  # the configs' key (training.sae_key): equal keys mean the same harvest, SAE and training settings
+    digest: str = ""  # a digest of the trained weights (cache.tensor_digest): equal only for bitwise-equal weights
 
 
 def default_configs(profile: str, seed: int = 0) -> tuple[HarvestConfig, SAEConfig, SAETrainConfig]:
@@ -68,4 +70,5 @@ def load_or_train_default_sae(
     store = load_or_harvest(hc, model=model, device=device)
     autoencoder, hist = load_or_train(store, sc, tc, device=device)
     return DefaultSAE(sae=autoencoder, layer=hc.layer, hook_name=hc.hook_name, model_name=hc.model_name,
-                      n_latents=sc.n_latents, store_dir=store.folder, history=hist)
+                      n_latents=sc.n_latents, store_dir=store.folder, history=hist, key=sae_key(store, sc, tc),
+                      digest=cache.tensor_digest(v for _, v in sorted(autoencoder.state_dict().items())))

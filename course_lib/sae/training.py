@@ -173,6 +173,16 @@ def train_on_store(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETra
     return train_sae(sae_cfg, train_cfg, batches, init, device=device, progress=progress, desc=desc)
 
 
+def _cache_config(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrainConfig) -> dict[str, Any]:
+    return {"store": store.meta["config"], "sae": sae_cfg, "train": train_cfg.cache_key()}
+
+
+def sae_key(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrainConfig) -> str:
+    """The 16-hex-digit key of the SAE :func:`load_or_train` caches for these configs (its cache folder's name):
+    the same store, SAE and training configs give the same key on every machine."""
+    return cache.config_hash(_cache_config(store, sae_cfg, train_cfg), _SAE_VERSION)
+
+
 def load_or_train(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrainConfig, device: str | torch.device = "cpu",
                   progress: bool = True, desc: str | None = None) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Cached :func:`train_on_store`: ``(autoencoder, history dict)``; the cache folder is in SAELens layout.
@@ -180,7 +190,7 @@ def load_or_train(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrai
     The key is the store's config, ``sae_cfg`` and :meth:`SAETrainConfig.cache_key` (implementation
     flags that leave the trained weights unchanged, ``fast`` and ``log_every``, are not part of it).
     """
-    key = {"store": store.meta["config"], "sae": sae_cfg, "train": train_cfg.cache_key()}
+    key = _cache_config(store, sae_cfg, train_cfg)
 
     def build(folder: Path) -> None:
         autoencoder, hist = train_on_store(store, sae_cfg, train_cfg, device, progress, desc)
