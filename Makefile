@@ -8,6 +8,8 @@
 #   make lab    JupyterLab on the course kernel (make lab LAB_DIR=exercises: the learner notebooks)
 #   make bench  the speed benchmarks in bench/ (results: bench/RESULTS.md)
 #   make exercises      regenerate the learner notebooks exercises/ from notebooks/ (commit them)
+#   make expected-results   docs/expected_results.md (the instructors' expected numbers, anomalies and time budget)
+#                       from the run in outputs/ (RUNS="outputs other-run" to combine run folders; the last wins)
 #   make reset NB=01    restore one learner notebook from the generated version (edits backed up in outputs/)
 #   make pack-cache     archive the warm cache for learners (CACHE_ARCHIVE=mechinterp-cache.tar.gz)
 #   make unpack-cache CACHE_ARCHIVE=...   install such an archive on a learner's machine
@@ -49,7 +51,7 @@ OMP_WAIT_POLICY ?= PASSIVE
 TOKENIZERS_PARALLELISM ?= false
 export OMP_WAIT_POLICY TOKENIZERS_PARALLELISM
 
-.PHONY: setup run test test-latest lock lab bench exercises reset pack-cache unpack-cache clean
+.PHONY: setup run test test-latest lock lab bench exercises expected-results reset pack-cache unpack-cache clean
 .DEFAULT_GOAL := run
 
 $(STAMP): pyproject.toml requirements/course.txt Makefile
@@ -125,6 +127,12 @@ bench: $(STAMP) $(SAELENS_STAMP)
 
 exercises: $(STAMP)
 	$(PY) -m course_lib.workshop exercises
+
+# Run folders of `make run` that the expected-results sheet reads, and the sheet it writes.
+RUNS ?= outputs
+SHEET ?= docs/expected_results.md
+expected-results: $(STAMP)
+	$(PY) -m course_lib.teaching $(RUNS) --out $(SHEET)
 
 reset: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make reset NB=01"; exit 2; }
