@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -157,6 +159,56 @@ def token_purity(codes: Codes, latent: int, n: int = 20) -> tuple[int | None, fl
     ids, counts = toks.unique(return_counts=True)
     best = int(counts.argmax())
     return int(ids[best]), float(counts[best]) / len(top), len(top)
+
+
+_PROSE_TEXT = re.compile(r"^[A-Za-z ,.;:!?'()\-\n]*$")  # letters and prose punctuation only: no code characters
+
+
+def prose_share(codes: Codes, tokenizer: Any, latent: int, n: int = 20, before: int = 8) -> float:
+    """Share of the latent's ``n`` strongest contexts that read as English prose: the activating token and the
+    ``before`` tokens before it (within its window, after BOS) hold letters and prose punctuation only, with at
+    least 8 letters before the token (a context at the start of a window does not count). NaN if dead."""
+    top = top_examples(codes, latent, n)
+    if not top:
+        return float("nan")
+    hits = 0
+    for row, _ in top:
+        w, p = (int(x) for x in codes.where[row])
+        ids = codes.tokens[w, max(1, p - before): p].tolist()  # after BOS only
+        prefix = tokenizer.decode(ids) if ids else ""
+        text = prefix + tokenizer.decode([int(codes.tokens[w, p])])
+        hits += bool(_PROSE_TEXT.match(text)) and sum(c.isalpha() for c in prefix) >= 8
+    return hits / len(top)
+
+
+def content_words(codes: Codes, tokenizer: Any, latent: int, n: int = 20) -> list[str]:
+    """The distinct content words among the tokens of the latent's ``n`` strongest contexts: whole words (a
+    leading space, then letters only) of at least 4 letters, so function words (" of", " the") and word
+    pieces do not count."""
+    top = top_examples(codes, latent, n)
+    if not top:
+        return []
+    ids = codes.token_of_row[torch.tensor([r for r, _ in top])].unique().tolist()
+    words = [tokenizer.decode([i]) for i in ids]
+    return sorted({w.strip() for w in words if w.startswith(" ") and w.strip().isalpha() and len(w.strip()) >= 4})
+
+
+def theme_latent(codes: Codes, tokenizer: Any, candidates: Sequence[int], n: int = 20,
+                 min_prose: float = 0.8) -> int | None:
+    """Among ``candidates``, a latent about meaning rather than one token: of those whose ``n`` strongest contexts
+    are at least ``min_prose`` English prose (:func:`prose_share`), the one whose strongest contexts fire on the
+    most different content words (:func:`content_words`; ties: the lower token purity). None if no candidate
+    has prose contexts and at least 3 content words."""
+    best, best_key = None, (2, 0.0)
+    for latent in candidates:
+        if prose_share(codes, tokenizer, latent, n) < min_prose:
+            continue
+        words = content_words(codes, tokenizer, latent, n)
+        _, purity, _ = token_purity(codes, latent, n)
+        key = (len(words), -purity)
+        if key > best_key:
+            best, best_key = int(latent), key
+    return best
 
 
 def next_token_hits(codes: Codes, autoencoder: SparseAutoencoder, w_u: torch.Tensor, latent: int, n: int = 20,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from course_lib import corpus, runtime
 from course_lib.sae.controls import ALL_FIXES, AUXK_OFF, AUXK_ON, FIXES, NO_FIXES, effects, summarise, without
-from course_lib.sae.dashboards import Codes, next_token_hits, token_purity
+from course_lib.sae.dashboards import Codes, next_token_hits, prose_share, theme_latent, token_purity
 from course_lib.sae.default import default_configs
 from course_lib.sae.evaluation import (
     late_fall,
@@ -629,6 +629,7 @@ class LatentReading:
     n_contexts: int  # strongest contexts read (at most n_top)
     next_hits: float  # share of those contexts whose next token is among its PROMOTED_TOP promoted tokens
     n_next: int  # contexts with a next token
+    prose: float = float("nan")  # share of its strongest contexts that read as English prose (dashboards.prose_share)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -641,6 +642,25 @@ class DashboardReading:
     layer: int  # the SAE's layer
 
 
+def dashboard_picks(codes: Codes, tokenizer: Any, n: int, n_candidates: int = 300) -> list[int]:
+    """The dashboards' latents: ``n - 1`` alive latents at density quantiles 0.5 to 0.9 (no cherry-picking: mostly
+    single-token latents), then one latent about meaning, :func:`~course_lib.sae.dashboards.theme_latent` among
+    ``n_candidates`` alive latents evenly spaced in density between the 30% and 90% quantiles (the quantile
+    picks again if none qualifies)."""
+    density = codes.density()
+    order = np.argsort(density, kind="stable")
+    alive = order[density[order] > 0]
+    if not len(alive) or n <= 0:
+        return []
+    picks = [int(alive[int(q * (len(alive) - 1))]) for q in np.linspace(0.5, 0.9, max(1, n - 1))][: max(1, n - 1)]
+    if n >= 2:
+        lo, hi = int(0.3 * (len(alive) - 1)), int(0.9 * (len(alive) - 1))
+        cand = alive[np.unique(np.linspace(lo, hi, n_candidates).astype(int))]
+        theme = theme_latent(codes, tokenizer, [int(c) for c in cand if int(c) not in picks])
+        picks.append(theme if theme is not None else int(alive[int(0.7 * (len(alive) - 1))]))
+    return picks
+
+
 def dashboard_reading(codes: Codes, autoencoder: SparseAutoencoder, w_u: torch.Tensor, latents: Sequence[int],
                       tokenizer: Any, n_layers: int, layer: int, n_top: int = 20) -> DashboardReading:
     """For each latent: its most common token among its ``n_top`` strongest contexts (token purity) and how often
@@ -650,7 +670,8 @@ def dashboard_reading(codes: Codes, autoencoder: SparseAutoencoder, w_u: torch.T
         tok_id, purity, m = token_purity(codes, latent, n=n_top)
         share, n_ctx = next_token_hits(codes, autoencoder, w_u, latent, n=n_top, top=PROMOTED_TOP)
         word = repr(tokenizer.decode([tok_id])) if tok_id is not None else "-"
-        out.append(LatentReading(latent, word, purity, m, share, n_ctx))
+        out.append(LatentReading(latent, word, purity, m, share, n_ctx,
+                                 prose_share(codes, tokenizer, latent, n=n_top)))
     return DashboardReading(latents=tuple(out), vocab=int(w_u.shape[1]), layers_after=n_layers - layer - 1,
                             layer=layer)
 
@@ -664,8 +685,9 @@ def dashboard_markdown(r: DashboardReading) -> str:
     for x in r.latents:
         kind = ("a clean single-token latent" if x.purity >= 0.8 else "mostly one token: check the weaker bands"
                 if x.purity >= 0.4 else "no single token: read its contexts for the common theme")
+        where = "" if not np.isfinite(x.prose) else f"; {round(x.prose * x.n_contexts)} of them English prose"
         lines.append(f"* latent {x.latent}: {x.token} in {round(x.purity * x.n_contexts)} of its {x.n_contexts} "
-                     f"strongest contexts ({kind}); the token that follows those contexts is among its "
+                     f"strongest contexts ({kind}{where}); the token that follows those contexts is among its "
                      f"{PROMOTED_TOP} most promoted tokens in {x.next_hits:.0%} of {x.n_next}.")
     chance = PROMOTED_TOP / r.vocab
     return (

@@ -78,3 +78,38 @@ def test_token_purity_and_next_token_hits_on_hand_built_codes():
         ae.W_dec[3] = torch.nn.functional.one_hot(torch.tensor(5), 10).float()
     share, m = dashboards.next_token_hits(codes, ae, w_u, 3, n=3, top=1)
     assert (share, m) == (1 / 3, 3)
+
+
+class _WordTokenizer:
+    """A tokenizer whose ids index a fixed word list (decode joins them), enough for the prose checks."""
+
+    def __init__(self, words: list[str]):
+        self.words = words
+
+    def decode(self, ids) -> str:
+        return "".join(self.words[int(i)] for i in ids)
+
+
+def test_prose_share_content_words_and_theme_latent():
+    from course_lib.sae import dashboards
+
+    words = ["<bos>", " And", " the", " evening", " and", " morning", " were", " day", "(", "x", ")", " night", " of"]
+    tok = _WordTokenizer(words)
+    # window 0 is prose, window 1 is code; latent 1 fires on the time words of window 0, latent 2 on ")" in
+    # window 1, latent 3 on " of" in window 0 only (one function word)
+    tokens = torch.tensor([[0, 1, 2, 3, 4, 2, 5, 6, 7, 4, 11, 12],
+                           [0, 8, 9, 10, 8, 9, 10, 8, 9, 10, 8, 9]])
+    where = torch.tensor([[0, 3], [0, 5], [0, 6], [0, 10], [1, 3], [1, 6], [1, 9], [0, 11], [0, 1]], dtype=torch.int32)
+    idx = torch.tensor([[1], [1], [1], [1], [2], [2], [2], [3], [1]], dtype=torch.int32)
+    vals = torch.tensor([[4.0], [3.0], [2.5], [2.0], [3.0], [2.0], [1.0], [1.0], [0.5]])
+    codes = Codes(vals, idx, where, tokens, n_latents=4)
+    # latent 1's contexts: 3 prose contexts with enough letters before them; the one at position 1 (nothing before)
+    # and the one at position 3 (" And the" has 6 letters) do not count
+    assert dashboards.prose_share(codes, tok, 1, n=5) == 3 / 5
+    assert dashboards.prose_share(codes, tok, 2, n=5) == 0.0  # code
+    assert np.isnan(dashboards.prose_share(codes, tok, 0))  # dead
+    assert dashboards.content_words(codes, tok, 1, n=5) == ["evening", "morning", "night"]  # not " the", " And"
+    assert dashboards.content_words(codes, tok, 3) == []  # " of": a function word
+    assert dashboards.theme_latent(codes, tok, [2, 3, 1], n=5, min_prose=0.5) == 1
+    assert dashboards.theme_latent(codes, tok, [2, 3, 1], n=5, min_prose=0.9) is None  # not prose enough
+    assert dashboards.theme_latent(codes, tok, [1], n=2, min_prose=0.0) is None  # fewer than 3 content words
