@@ -9,8 +9,10 @@ course's own command, in the background, resumably (every 4 units are on disk)::
 For each of :data:`~course_lib.autointerp.units.UNIT_KINDS` it draws ``units_per_kind`` alive units at
 random (as notebook 04 does, :func:`unit_records`), builds the workshop profile's records (5 train; 20 top,
 10 quantile, 20 random test records), explains each unit with the local LLM and scores the explanation with
-every LM scorer on every test record (``own.jsonl``), then scores each unit again with another unit's
-explanation of the same kind (``swapped.jsonl``: the specificity gate). ``manifest.json`` keeps the command,
+every LM scorer on every test record (``own.jsonl``); then, on the first ``subset_per_kind`` units of each
+kind, scores each again with another unit's explanation of the same kind (``swapped.jsonl``: the specificity
+gate) and lets SmolLM2 choose among the statistics explainer's candidates (``chooser.jsonl``,
+:mod:`~course_lib.autointerp.chooser`). ``manifest.json`` keeps the command,
 the machine, the package versions, the time it took and the **key of the SAE** (:attr:`DefaultSAE.key`,
 which names the harvest, SAE and training configs) plus a digest of its weights. Notebook 04 loads the tier
 only when its own SAE has the same key (:func:`load`): a changed SAE is detected, never mixed in.
@@ -39,14 +41,15 @@ import torch
 
 from course_lib import cache, corpus, lm, runtime
 from course_lib import sae as sae_pkg
-from course_lib.autointerp import explainers, gates, localmodel, pipeline, records, scoring, units
+from course_lib.autointerp import chooser, explainers, gates, localmodel, pipeline, records, scoring, units
+from course_lib.autointerp.chooser import Choice
 from course_lib.autointerp.notebook import Settings, check_parameters
 from course_lib.autointerp.records import UnitRecords
 from course_lib.autointerp.results import Result, append_jsonl, read_jsonl_lines
 
 TIER_VERSION = 1
 SHIPPED = Path(__file__).parent / "reference" / "lm_tier"  # the result set notebook 04 loads by default
-_FILES = ("own.jsonl.gz", "swapped.jsonl.gz", "manifest.json")
+_FILES = ("own.jsonl.gz", "swapped.jsonl.gz", "chooser.jsonl.gz", "manifest.json")
 
 
 class TierMismatch(ValueError):
@@ -59,7 +62,8 @@ class TierConfig:
     units_per_kind: int = 48  # units of each kind (SAE latents, MLP neurons, random directions)
     seed: int = 0  # notebook 04's SEED: the SAE, the unit draw and the records
     sampling: str = "top"  # the explainer's records: "top" or "quantiles"
-    swapped: bool = True  # also score every unit with another unit's explanation (the specificity gate)
+    swapped: bool = True  # also score units with another unit's explanation (the specificity gate)
+    subset_per_kind: int = 24  # units per kind (the first drawn) scored with a swapped explanation and by the chooser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +71,8 @@ class Tier:
     """A loaded result set: own and swapped results (records attached) and the manifest."""
 
     own: list[Result]  # one per unit: its own explanation, every scorer
-    swapped: list[Result]  # one per unit: another unit's explanation of the same kind, same records
+    swapped: list[Result]  # one per subset unit: another unit's explanation of the same kind, same records
+    choices: list[Choice]  # one per subset unit: SmolLM2 choosing among the statistics explainer's candidates
     manifest: dict[str, Any]
     folder: Path
 
@@ -125,6 +130,27 @@ def _machine(device: str) -> dict[str, Any]:
             "device": str(device)}
 
 
+def subset_units(urs: Sequence[UnitRecords], per_kind: int) -> set[str]:
+    """The first ``per_kind`` units of each kind, in the order of ``urs`` (itself a random draw)."""
+    out: set[str] = set()
+    for kind in dict.fromkeys(u.kind for u in urs):
+        out.update(u.unit for u in [u for u in urs if u.kind == kind][:per_kind])
+    return out
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """JSON lines of ``path`` (none when absent); a torn last line (an interrupted write) is dropped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def _strip_records(r: Result) -> Result:
     return dataclasses.replace(r, records={})
 
@@ -152,32 +178,46 @@ def build(cfg: TierConfig, out: Path, device: str = "auto", progress: bool = Tru
                                   yes_no=scoring.YesNoScorer(scorer_lm), lm_records=None)
     explainer = explainers.LocalLLMExplainer(local, max_new_tokens=settings.max_new_tokens)
     own = pipeline.explain_and_score(explainer, scorers, urs, progress=progress, out=out / "own.jsonl", batch_size=4)
+    subset = subset_units(urs, cfg.subset_per_kind)
+    by_unit = {u.unit: u for u in urs}
     swapped: list[Result] = []
-    if cfg.swapped:
-        by_unit = {u.unit: u for u in urs}
+    if cfg.swapped:  # another unit's explanation (of the subset, same kind), the same records and scorers
         done = {r.unit: r for r in read_jsonl_lines(out / "swapped.jsonl", repair=True)}
-        todo = [e for e in gates.swapped_explanations(own) if e.unit not in done]
+        own_subset = [r for r in own if r.unit in subset]
+        todo = [e for e in gates.swapped_explanations(own_subset) if e.unit not in done]
         for i in range(0, len(todo), 4):
             new = [_strip_records(scorers.score(e, by_unit[e.unit])) for e in todo[i: i + 4]]
             append_jsonl(new, out / "swapped.jsonl")
             done |= {r.unit: r for r in new}
         swapped = [done[u.unit] for u in urs if u.unit in done]
+    choices_path = out / "chooser.jsonl"
+    chosen = {c["unit"]: c for c in _read_lines(choices_path)}
+    for u in urs:
+        if u.unit in subset and u.unit not in chosen:
+            c = chooser.choose(scorers.simulator, u)
+            chosen[u.unit] = {"unit": u.unit, "none": True} if c is None else c.to_dict()
+            with choices_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(chosen[u.unit]) + "\n")
     for name, rows in (("own", own), ("swapped", swapped)):
         with gzip.open(out / f"{name}.jsonl.gz", "wt", encoding="utf-8") as f:
             for r in rows:
                 f.write(r.to_json() + "\n")
+    with gzip.open(out / "chooser.jsonl.gz", "wt", encoding="utf-8") as f:
+        for u in urs:
+            if u.unit in chosen:
+                f.write(json.dumps(chosen[u.unit]) + "\n")
     manifest = {
         "version": TIER_VERSION, "config": dataclasses.asdict(cfg),
         "command": " ".join([Path(sys.executable).name, "-m", "course_lib.autointerp.tier", *sys.argv[1:]]),
         "machine": _machine(str(dev)), "dtype": dtype, "versions": _versions(),
-        "sae_key": default_sae.key, "sae_digest": default_sae.digest, "sae_hook": default_sae.hook_name,
+        "subset_per_kind": cfg.subset_per_kind, "sae_key": default_sae.key, "sae_digest": default_sae.digest, "sae_hook": default_sae.hook_name,
         "n_latents": default_sae.n_latents, "units_per_kind": cfg.units_per_kind, "n_units": len(own),
         "records": dataclasses.asdict(settings.rec_cfg), "ctx": settings.ctx, "n_windows": settings.n_windows,
         "wall_s": round(time.time() - t_start, 1), "cpu_s": round(time.process_time() - cpu_start, 1),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     cache.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
-    for name in ("own.jsonl", "swapped.jsonl"):  # complete: the compressed copies are the result set
+    for name in ("own.jsonl", "swapped.jsonl", "chooser.jsonl"):  # complete: the compressed copies are the result set
         (out / name).unlink(missing_ok=True)
     return out
 
@@ -202,7 +242,10 @@ def load(default_sae: Any, folder: Path = SHIPPED) -> Tier:
     own = _read_gz(folder / "own.jsonl.gz")
     by_unit = {r.unit: r.records for r in own}
     swapped = [dataclasses.replace(r, records=by_unit[r.unit]) for r in _read_gz(folder / "swapped.jsonl.gz")]
-    return Tier(own=own, swapped=swapped, manifest=manifest, folder=folder)
+    with gzip.open(folder / "chooser.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    choices = [Choice.from_dict(d) for d in rows if not d.get("none")]
+    return Tier(own=own, swapped=swapped, choices=choices, manifest=manifest, folder=folder)
 
 
 def describe(tier: Tier, default_sae: Any) -> str:
