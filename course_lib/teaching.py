@@ -97,6 +97,22 @@ class TimeBudget:
                 + DISCUSSION_MINUTES)
 
 
+@dataclasses.dataclass(frozen=True)
+class SectionBudget:
+    """One ``##`` section of a notebook: what it asks of a learner (its share of :class:`TimeBudget`)."""
+
+    title: str  # the section's heading
+    words: int
+    figures: int
+    exercise_minutes: int  # printed times of the exercises in it
+    compute_s: float  # its cells' run time in this run (papermill's per-cell duration)
+
+    @property
+    def minutes(self) -> float:
+        return (self.words / WORDS_PER_MINUTE + FIGURE_MINUTES * self.figures + EXERCISE_FACTOR * self.exercise_minutes
+                + self.compute_s / 60)
+
+
 # --------------------------------------------------------------------------- reading the run folders
 
 
@@ -608,30 +624,61 @@ def _words(text: str) -> int:
     return len(re.findall(r"[A-Za-z0-9][\w'’-]*", text))
 
 
-def time_budget(nb: NotebookRun, source: Path | None = None) -> TimeBudget | None:
-    """Reading, exercise and compute time of one notebook, from its executed notebook (or ``source``)."""
-    path = nb.executed if nb.executed is not None else source
+def _cells(path: Path | None) -> list[dict] | None:
     if path is None or not path.is_file():
         return None
     try:
-        cells = json.loads(path.read_text()).get("cells", [])
+        return json.loads(path.read_text()).get("cells", [])
     except (OSError, ValueError):
         return None
-    words = figures = 0
-    exercise = []
+
+
+def section_budgets(path: Path | None) -> list[SectionBudget] | None:
+    """Per ``##`` section (the title cell's part first): words of prose and rendered readings, figures, printed
+    exercise minutes and run time, from an executed notebook (a source notebook gives no figures or times)."""
+    cells = _cells(path)
+    if cells is None:
+        return None
+    sections: list[dict] = [{"title": "title and set-up", "words": 0, "figures": 0, "exercise": 0, "compute": 0.0}]
     for cell in cells:
         text = "".join(cell.get("source", []))
         if cell.get("cell_type") == "markdown":
-            words += _words(text)
-            exercise += [int(x) for x in _EXERCISE_TIME.findall(text)]
+            heading = next((line[3:].strip() for line in text.splitlines() if line.startswith("## ")), None)
+            if heading is not None:
+                sections.append({"title": heading, "words": 0, "figures": 0, "exercise": 0, "compute": 0.0})
+            sections[-1]["words"] += _words(text)
+            sections[-1]["exercise"] += sum(int(x) for x in _EXERCISE_TIME.findall(text))
+        duration = (cell.get("metadata", {}).get("papermill") or {}).get("duration")
+        sections[-1]["compute"] += float(duration or 0.0)
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            figures += "image/png" in data
+            sections[-1]["figures"] += "image/png" in data
             if "text/markdown" in data:
-                words += _words("".join(data["text/markdown"]))
+                sections[-1]["words"] += _words("".join(data["text/markdown"]))
+    return [SectionBudget(title=x["title"], words=x["words"], figures=x["figures"], exercise_minutes=x["exercise"],
+                          compute_s=x["compute"]) for x in sections]
+
+
+def time_budget(nb: NotebookRun, source: Path | None = None) -> TimeBudget | None:
+    """Reading, exercise and compute time of one notebook, from its executed notebook (or ``source``)."""
+    cells = _cells(nb.executed if nb.executed is not None else source)
+    if cells is None:
+        return None
+    sections = section_budgets(nb.executed if nb.executed is not None else source) or []
+    n_exercises = sum(len(_EXERCISE_TIME.findall("".join(c.get("source", [])))) for c in cells
+                      if c.get("cell_type") == "markdown")
     wall = nb.metrics.get("wall_time_s") or nb.record.get("wall_time_s") or 0.0
-    return TimeBudget(words=words, figures=figures, exercise_minutes=sum(exercise), n_exercises=len(exercise),
+    return TimeBudget(words=sum(x.words for x in sections), figures=sum(x.figures for x in sections),
+                      exercise_minutes=sum(x.exercise_minutes for x in sections), n_exercises=n_exercises,
                       compute_minutes=float(wall) / 60)
+
+
+def section_table(sections: Sequence[SectionBudget]) -> str:
+    """A notebook's sections with their minutes, as a Markdown table: what cutting one saves."""
+    lines = ["| section | words | figures | exercises (printed) | compute | minutes |", "|---|---|---|---|---|---|"]
+    lines += [f"| {x.title} | {x.words:,} | {x.figures} | {x.exercise_minutes} | {x.compute_s:.0f} s | {x.minutes:.0f} |"
+              for x in sections]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the sheet
@@ -748,12 +795,16 @@ def render_sheet(runs: dict[str, NotebookRun], commit: str | None = None, machin
         out += ["### Headline claims (as the notebook declares them)", "", _headline_table(nb.metrics), ""]
         if sheet is None:
             out += ["### Scalar metrics", "", _scalars(nb.metrics), ""]
-            continue
-        out += ["### Numbers to expect", ""]
-        out += [f"- **{r.label}**: {_safe(r.render, nb.metrics)}" for r in sheet.numbers]
-        out += ["", "### Known anomalies (what learners ask about)", ""]
-        out += [f"- **{r.label}**: {_safe(r.render, nb.metrics)}" for r in sheet.anomalies]
-        out.append("")
+        else:
+            out += ["### Numbers to expect", ""]
+            out += [f"- **{r.label}**: {_safe(r.render, nb.metrics)}" for r in sheet.numbers]
+            out += ["", "### Known anomalies (what learners ask about)", ""]
+            out += [f"- **{r.label}**: {_safe(r.render, nb.metrics)}" for r in sheet.anomalies]
+            out.append("")
+        sections = section_budgets(nb.executed)
+        if sections:
+            out += ["<details><summary>Minutes per section (what cutting one saves)</summary>", "",
+                    section_table(sections), "", "</details>", ""]
     out += ['<a id="time-budget"></a>', "", "## Time budget", "",
             f"Minutes per notebook for a room of learners: reading = words / {WORDS_PER_MINUTE} + "
             f"{FIGURE_MINUTES:g} per figure (prose cells and the readings the run rendered), exercises = "

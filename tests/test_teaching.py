@@ -58,7 +58,9 @@ def _executed(words: int, figures: int, exercise_minutes: list[int]) -> dict:
     cells = [{"cell_type": "markdown", "source": ["# 03 · A title\n\n", " ".join(["word"] * words)]}]
     cells += [{"cell_type": "markdown", "source": [f"**Exercise {i}: x.** Difficulty ●○○○○ · about {m} min."]}
               for i, m in enumerate(exercise_minutes, 1)]
-    cells += [{"cell_type": "code", "source": [], "outputs": [{"data": {"image/png": "..."}}]} for _ in range(figures)]
+    cells.append({"cell_type": "markdown", "source": ["## 1. A section\n\nfour words of prose"]})
+    cells += [{"cell_type": "code", "source": [], "metadata": {"papermill": {"duration": 30.0}},
+               "outputs": [{"data": {"image/png": "..."}}]} for _ in range(figures)]
     cells.append({"cell_type": "code", "source": [], "outputs": [{"data": {"text/markdown": ["rendered reading here"]}}]})
     return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
@@ -146,6 +148,18 @@ def test_time_budget_from_the_executed_notebook(run_dir: Path):
     assert b.slot_minutes == pytest.approx(expected)
     table = teaching.budget_table({"03_sparse_autoencoders": b})
     assert f"**{5 * round(expected / 5)}**" in table
+
+
+def test_section_budgets_say_what_cutting_a_section_saves(run_dir: Path):
+    nb = teaching.find_runs([run_dir])["03_sparse_autoencoders"]
+    first, second = teaching.section_budgets(nb.executed)
+    assert first.title == "title and set-up" and first.exercise_minutes == 15 and first.figures == 0
+    assert second.title == "1. A section" and second.figures == 4 and second.compute_s == pytest.approx(120.0)
+    assert second.minutes == pytest.approx(second.words / teaching.WORDS_PER_MINUTE + 4 * teaching.FIGURE_MINUTES + 2.0)
+    table = teaching.section_table([first, second])
+    assert "| 1. A section |" in table and "| 120 s |" in table
+    assert "Minutes per section" in teaching.render_sheet(teaching.find_runs([run_dir]))
+    assert teaching.section_budgets(None) is None
 
 
 def test_main_writes_the_sheet_and_refuses_an_empty_folder(run_dir: Path, tmp_path: Path, capsys):
