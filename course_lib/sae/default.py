@@ -16,7 +16,7 @@ import torch
 from course_lib import cache, runtime
 from course_lib.sae.harvest import HarvestConfig, load_or_harvest
 from course_lib.sae.model import SAEConfig, SparseAutoencoder
-from course_lib.sae.training import SAETrainConfig, load_or_train, sae_key
+from course_lib.sae.training import SAE_VERSION, SAETrainConfig, load_or_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,8 @@ class DefaultSAE:
     n_latents: int  # dictionary size
     store_dir: Path | None = None  # the cached activation store it was trained on (tokens + activations)
     history: dict[str, Any] | None = None  # training history (TrainHistory.to_dict())
-    key: str = ""  # the configs' key (training.sae_key): equal keys mean the same harvest, SAE and training settings
+    key: str = ""  # the configs' key (default_sae_key): equal keys mean the same harvest, SAE and training settings
+    #   (as configured: the dtype "auto" resolves per machine, so the weights can differ where the key does not)
     digest: str = ""  # a digest of the trained weights (cache.tensor_digest): equal only for bitwise-equal weights
 
 
@@ -58,6 +59,13 @@ def default_configs(profile: str, seed: int = 0) -> tuple[HarvestConfig, SAEConf
     return hc, sc, tc
 
 
+def default_sae_key(profile: str, seed: int = 0) -> str:
+    """The key (:attr:`DefaultSAE.key`) of the profile's default SAE, from its configs alone: nothing is
+    harvested or trained. Equal to the key :func:`load_or_train_default_sae` reports."""
+    hc, sc, tc = default_configs(profile, seed)
+    return cache.config_hash({"store": dataclasses.asdict(hc), "sae": sc, "train": tc.cache_key()}, SAE_VERSION)
+
+
 def load_or_train_default_sae(
     profile: str, seed: int = 0, device: str | torch.device = "cpu", model: Any = None
 ) -> DefaultSAE:
@@ -70,5 +78,5 @@ def load_or_train_default_sae(
     store = load_or_harvest(hc, model=model, device=device)
     autoencoder, hist = load_or_train(store, sc, tc, device=device)
     return DefaultSAE(sae=autoencoder, layer=hc.layer, hook_name=hc.hook_name, model_name=hc.model_name,
-                      n_latents=sc.n_latents, store_dir=store.folder, history=hist, key=sae_key(store, sc, tc),
+                      n_latents=sc.n_latents, store_dir=store.folder, history=hist, key=default_sae_key(profile, seed),
                       digest=cache.tensor_digest(v for _, v in sorted(autoencoder.state_dict().items())))

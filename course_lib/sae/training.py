@@ -24,7 +24,7 @@ from course_lib.sae.model import ARCHITECTURES, SAEConfig, SparseAutoencoder, sa
 from course_lib.sae.saelens_io import load_saelens, save_saelens
 from course_lib.sae.store import ActivationStore
 
-_SAE_VERSION = "sae-v2"  # v2: the history names the loss's second term
+SAE_VERSION = "sae-v2"  # v2: the history names the loss's second term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,12 +177,6 @@ def _cache_config(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrai
     return {"store": store.meta["config"], "sae": sae_cfg, "train": train_cfg.cache_key()}
 
 
-def sae_key(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrainConfig) -> str:
-    """The 16-hex-digit key of the SAE :func:`load_or_train` caches for these configs (its cache folder's name):
-    the same store, SAE and training configs give the same key on every machine."""
-    return cache.config_hash(_cache_config(store, sae_cfg, train_cfg), _SAE_VERSION)
-
-
 def load_or_train(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrainConfig, device: str | torch.device = "cpu",
                   progress: bool = True, desc: str | None = None) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Cached :func:`train_on_store`: ``(autoencoder, history dict)``; the cache folder is in SAELens layout.
@@ -197,6 +191,6 @@ def load_or_train(store: ActivationStore, sae_cfg: SAEConfig, train_cfg: SAETrai
         save_saelens(autoencoder, folder, hook_name=store.hook_name, model_name=store.meta["model_name"])
         (folder / "history.json").write_text(json.dumps(hist.to_dict()))
 
-    folder = cache.load_or_build("sae", key, _SAE_VERSION, build)
+    folder = cache.load_or_build("sae", key, SAE_VERSION, build)
     hist = json.loads((folder / "history.json").read_text())
     return load_saelens(folder, device), hist

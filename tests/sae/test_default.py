@@ -31,3 +31,9 @@ def test_default_sae_contract_and_cache(monkeypatch, smollm2):
     monkeypatch.setattr(lm, "load_lm", no_model)
     again = sae.load_or_train_default_sae("smoke", seed=0)
     assert torch.allclose(again.sae.W_dec, first.sae.W_dec)
+    # the key names the configs (computed without harvesting or training), the digest the weights
+    assert again.key == first.key == sae.default.default_sae_key("smoke", seed=0)
+    assert again.digest == first.digest and len(first.digest) == 20
+    monkeypatch.setattr(sae.default, "default_configs",
+                        lambda profile, seed=0: (tiny[0], dataclasses.replace(tiny[1], k=8), tiny[2]))
+    assert sae.default.default_sae_key("smoke", seed=0) != first.key  # another SAE config: another key
