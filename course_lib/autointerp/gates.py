@@ -6,8 +6,12 @@
   ``d_u = score(own_u) - score(other_u)`` on the same records; the gate passes when the lower end of
   the 95% bootstrap CI of ``mean_u d_u`` (units resampled) is above 0. A scorer that ignores the
   explanation (the intruder test reads none) gives ``d_u = 0`` and fails.
-* **cross** (planted): a planted unit scored with another planted unit's true explanation (the
-  ``" def"`` unit with the digits explanation) must stay below the known-answer minimum.
+* **known answer** (planted, :mod:`~.planted`): every planted unit scored with its true explanation reaches the
+  scorer's minimum. :func:`planted_gates` gates each scorer on the planted units whose explanation it is built
+  to read: the keyword simulator reads quoted tokens only, so it is gated on the units explained by a token
+  list and its score on the others (0: it predicts nothing) is reported beside the gate (``reported_units``).
+* **cross** (planted): a planted unit scored with another planted unit's true explanation (a disjoint concept:
+  the ``" def"`` unit with the digits explanation) must stay below the known-answer minimum.
 * **null** (planted, reported): a content-free explanation (:data:`NULL_EXPLANATION`) shows what a
   scorer gives for the records alone.
 
@@ -16,15 +20,33 @@ Random directions are then a comparison class (their mean with its interval), no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from course_lib.autointerp.explainers import Explanation
-from course_lib.autointerp.results import Result, bootstrap_ci
+from course_lib.autointerp.results import GATE_KEYS, Result, bootstrap_ci, sanity_gates
 
 NULL_EXPLANATION = "some tokens in the text."  # says nothing about any unit
+TOKEN_LIST_KEYS: tuple[str, ...] = ("correlation_keyword",)  # scorers that read a list of quoted tokens only
+
+
+def planted_gates(true: Sequence[Result], cross: Sequence[Result], summary: dict[str, Any],
+                  specificity: dict[str, dict[str, Any]], token_list: Mapping[str, bool],
+                  keys: Sequence[str] = GATE_KEYS) -> dict[str, dict[str, Any]]:
+    """:func:`~.results.sanity_gates` per scorer, with the known-answer gate on the planted units the scorer can
+    read: a scorer of :data:`TOKEN_LIST_KEYS` on the units whose ``token_list[unit]`` is True, every other scorer
+    on all of ``true``. The cross gate reads every result of ``cross``. Each scorer's entry gains
+    ``reported_units`` (``{unit: score}`` of the planted units left out of its known-answer gate)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        known = [r for r in true if key not in TOKEN_LIST_KEYS or token_list.get(r.unit, True)]
+        names = {r.unit for r in known}
+        g = sanity_gates(known, summary, keys=[key], specificity=specificity, cross=cross)[key]
+        g["reported_units"] = {r.unit: r.scores.get(key) for r in true if r.unit not in names}
+        out[key] = g
+    return out
 
 
 def swapped_explanations(results: Sequence[Result]) -> list[Explanation]:

@@ -44,7 +44,7 @@ import torch
 Sampling = Literal["top", "quantiles"]  # how train records are chosen
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 RecordKind = Literal["top", "quantile", "random", "negative"]  # how one record was picked
-UnitKind = Literal["sae", "neuron", "random", "token"]  # which family a unit belongs to
+UnitKind = Literal["sae", "neuron", "random", "token", "planted"]  # which family a unit belongs to
 
 
 @dataclasses.dataclass(frozen=True)

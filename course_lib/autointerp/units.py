@@ -10,9 +10,9 @@ A :class:`UnitSource` turns token windows ``tokens [batch, pos]`` into unit acti
   ``a_j = resid . d_j``.
 
 A fourth, :class:`TokenSource`, needs no model: it fires ``1.0`` exactly on given token ids (the
-known-answer unit of the tests). :func:`planted_units` gives the *planted* units of notebook 04's
-sanity gates: each fires ``1.0`` on a token set we chose (``" def"``; the digits ``0``-``9``), so its true
-explanation is known and every scorer can be checked against it.
+known-answer unit of the tests). Notebook 04's *planted* units, whose true explanation is known, are
+linear probes in the residual stream (:mod:`course_lib.autointerp.planted`): graded, context-dependent
+units, a :class:`UnitSource` of kind ``"planted"`` on the SAE's hook.
 
 Position 0 (BOS) and *massive-activation* tokens (the rule of :func:`course_lib.hooks.keep_positions`,
 which also left them out of the SAE's training in notebook 03) get activation 0 for every unit:
@@ -71,41 +71,6 @@ class TokenSource(UnitSource):
         ids = torch.tensor(list(token_ids))
         return cls(kind="token", hook_name=None, unit_ids=[int(t) for t in token_ids],
                    transform=lambda tok: (tok[..., None] == ids.to(tok.device)).float())
-
-
-@dataclasses.dataclass(frozen=True)
-class PlantedUnit:
-    """A synthetic unit with a known answer: ``a_t = 1`` when token ``t`` is in ``token_ids``, else 0."""
-
-    name: str  # unit name, e.g. "token/ def"
-    token_ids: tuple[int, ...]  # the tokens it fires on
-    explanation: str  # its true explanation (completes "the main thing this neuron does is find ...")
-
-
-def planted_units(tokenizer: Any) -> list[PlantedUnit]:
-    """The planted units: ``" def"`` (one token) and the ten digits (a token set). Explanations quote
-    the tokens, so the keyword simulator can read them as well as a language model."""
-
-    def one(text: str) -> int:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(f"{text!r} is not one token for this tokenizer")
-        return int(ids[0])
-
-    digits = tuple(one(str(d)) for d in range(10))
-    return [PlantedUnit("token/ def", (one(" def"),), 'the token " def".'),
-            PlantedUnit("token/digits", digits,
-                        "digits, the tokens " + ", ".join(f'"{d}"' for d in range(10)) + ".")]
-
-
-def planted_source(planted: Sequence[PlantedUnit]) -> TokenSource:
-    """One unit per planted unit: ``acts [b, p, n_planted]``, 1.0 where the token is in its set."""
-    sets = [torch.tensor(p.token_ids) for p in planted]
-
-    def transform(tok: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.isin(tok, s.to(tok.device)).float() for s in sets], dim=-1)
-
-    return TokenSource(kind="token", hook_name=None, unit_ids=list(range(len(planted))), transform=transform)
 
 
 def neuron_source(model: Any, layer: int, neurons: Sequence[int]) -> UnitSource:

@@ -48,3 +48,18 @@ def test_kind_differences_have_intervals_and_the_headline_shows_them():
     g = {"correlation_keyword": {"pass": True}}
     h = results.headline(summary, g, d)
     assert len(h) == 1 and "SAE - neuron +0.40" in h[0].value and "SAE - random" in h[0].value
+
+
+def test_planted_gates_hold_the_keyword_scorer_to_the_units_it_can_read():
+    keys = ("correlation_keyword", "correlation_llm")
+    true = [_r("planted/ def", "planted", correlation_keyword=0.95, correlation_llm=0.7),
+            _r("planted/string", "planted", correlation_keyword=0.0, correlation_llm=0.2)]
+    cross = [_r(u.unit, "planted", correlation_keyword=0.0, correlation_llm=0.1) for u in true]
+    spec = {k: {"mean": 0.3, "ci95": [0.1, 0.5], "n": 5} for k in keys}
+    g = gates.planted_gates(true, cross, {}, spec, {"planted/ def": True, "planted/string": False}, keys=keys)
+    kw, lm = g["correlation_keyword"], g["correlation_llm"]
+    assert kw["pass"] and kw["known"] == 0.95 and kw["reported_units"] == {"planted/string": 0.0}
+    assert not lm["pass"] and lm["known"] == 0.2 and lm["reported_units"] == {}  # an LM reads any explanation
+    high_cross = [_r("planted/ def", "planted", correlation_keyword=0.9, correlation_llm=0.1)]
+    assert not gates.planted_gates(true, high_cross, {}, spec, {"planted/string": False}, keys=keys)[
+        "correlation_keyword"]["cross_pass"]

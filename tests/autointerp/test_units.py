@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from course_lib.autointerp import units
@@ -27,33 +26,3 @@ def test_choose_alive_units_skips_dead_and_always_on():
     assert picked == [1, 4]  # every alive unit, sorted; no dead or always-on unit
     one = units.choose_alive_units(a, 1, torch.Generator().manual_seed(0))
     assert len(one) == 1 and one[0] in (1, 4)
-
-
-class _PieceTok:
-    """" def" -> 7, "0".."9" -> 20..29, anything else: one id per character (100 + ord)."""
-
-    def __call__(self, text, add_special_tokens=False):
-        table = {" def": [7], **{str(d): [20 + d] for d in range(10)}}
-        return {"input_ids": table.get(text, [100 + ord(c) for c in text])}
-
-
-def test_planted_units_fire_exactly_on_their_token_sets():
-    planted = units.planted_units(_PieceTok())
-    assert [p.name for p in planted] == ["token/ def", "token/digits"]
-    assert planted[0].token_ids == (7,) and planted[1].token_ids == tuple(range(20, 30))
-    assert '"7"' in planted[1].explanation and '" def"' in planted[0].explanation
-    ids = torch.tensor([[1, 7, 5, 21, 22, 7, 99, 29]])  # BOS, def, x, "1", "2", def, y, "9"
-    acts = units.planted_source(planted)(ids)[0]  # [pos, 2]
-    assert acts[:, 0].tolist() == [0, 1, 0, 0, 0, 1, 0, 0]
-    assert acts[:, 1].tolist() == [0, 0, 0, 1, 1, 0, 0, 1]
-    bos_def = units.planted_source(planted)(torch.tensor([[7, 7]]))[0]
-    assert bos_def[:, 0].tolist() == [0, 1]  # position 0 (BOS) never fires
-
-
-def test_planted_unit_needs_single_tokens():
-    class Split(_PieceTok):
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [1, 2]} if text == " def" else super().__call__(text)
-
-    with pytest.raises(ValueError, match="not one token"):
-        units.planted_units(Split())
