@@ -57,7 +57,7 @@ def log_likelihood(simulator: Any, text: str, ur: UnitRecords) -> float:
     scale = probs[0].shape[1] - 1 if probs else 10
     total, n = 0.0, 0
     for p, r in zip(probs, ur.train):
-        levels = np.minimum(discretise(r.acts, ur.max_act) * scale // 10, scale)
+        levels = np.rint(discretise(r.acts, ur.max_act) * scale / 10).astype(np.int64)  # level 0-10 -> value 0-S
         total += float(np.log(np.clip(p[np.arange(len(levels)), levels], 1e-12, None)).sum())
         n += len(levels)
     return total / max(n, 1)
