@@ -788,9 +788,9 @@ def render_sheet(runs: dict[str, NotebookRun], commit: str | None = None, machin
         return "\n".join(out) + "\n"
     budgets = {stem: b for stem, nb in runs.items()
                if (b := time_budget(nb, source_dir / f"{stem}.ipynb")) is not None}
-    out += ["Notebooks: " + ", ".join(f"[{stem[:2]}](#{stem[:2]})" for stem in runs) + " · [time budget](#time-budget)", ""]
+    out += ["Notebooks: " + ", ".join(f"[{stem[:2]}](#notebook-{stem[:2]})" for stem in runs) + " · [time budget](#time-budget)", ""]
     for stem, nb in runs.items():
-        out += [f'<a id="{stem[:2]}"></a>', "", f"## {_title(nb)}", "", _provenance(nb, commit, machine), ""]
+        out += [f'<a id="notebook-{stem[:2]}"></a>', "", f"## {_title(nb)}", "", _provenance(nb, commit, machine), ""]
         sheet = sheet_for(stem, nb.metrics)
         out += ["### Headline claims (as the notebook declares them)", "", _headline_table(nb.metrics), ""]
         if sheet is None:
