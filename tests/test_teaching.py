@@ -197,3 +197,49 @@ def test_the_tracked_sheet_is_generated_and_linked():
     assert text.startswith("# Expected results and known anomalies")
     assert "make expected-results" in text and "## Time budget" in text
     assert "docs/expected_results.md" in (ROOT / "TEACHING.md").read_text()
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start:end if end > 0 else None]
+
+
+def test_teaching_one_day_schedule_adds_up():
+    """Each block of the one-day table starts when the one before it ends (its first duration, its first time)."""
+    day = _section((ROOT / "TEACHING.md").read_text(), "### One day")
+    rows = [r for r in day.splitlines() if re.match(r"^\| \d\d:\d\d", r)]
+    starts, lengths = [], []
+    for row in rows:
+        hh, mm = map(int, re.match(r"^\| (\d\d):(\d\d)", row).groups())
+        starts.append(60 * hh + mm)
+        block = row.split("|")[2]
+        found = re.search(r"\((\d+) min", block)
+        lengths.append(int(found.group(1)) if found else None)
+    assert len(rows) >= 8 and lengths[-1] is None  # the last row is the end
+    for i in range(len(rows) - 1):
+        assert starts[i] + lengths[i] == starts[i + 1], rows[i]
+
+
+def test_teaching_half_days_add_up():
+    table = _section((ROOT / "TEACHING.md").read_text(), "### Two half days")
+    rows = [r for r in table.splitlines() if re.match(r"^\| \d", r)]
+    assert len(rows) >= 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        parts = [int(x) for x in re.findall(r"\((?:about )?(\d+)\)", cells[1])]
+        parts += [int(x) for x in re.findall(r"(\d+) min slack", cells[1])]
+        assert sum(parts) == int(cells[2]), row
+
+
+def test_teaching_day_before_check_uses_parameters_the_notebook_has():
+    """The fallback check passes parameters with papermill's -p: each must be in the learner notebook's parameters cell."""
+    text = (ROOT / "TEACHING.md").read_text()
+    step = _section(text, "## The day before")
+    command = next(line for line in step.splitlines() if "papermill" in line and "USE_REFERENCE_SOLUTIONS True" in line)
+    notebook = ROOT / re.search(r"(exercises/\S+\.ipynb)", command).group(1)
+    cells = json.loads(notebook.read_text())["cells"]
+    params = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    for name in re.findall(r"-p (\w+) ", command):
+        assert re.search(rf"^{name} = ", params, re.M), f"{name} is not a parameter of {notebook.name}"
+    assert "--profile smoke" in step and "must **fail** at exercise 1" in step
