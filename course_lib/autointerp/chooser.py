@@ -1,7 +1,7 @@
 """A language model as a *chooser*: which of the statistics explainer's candidates explains the unit best?
 
 The statistics explainer proposes one candidate per description length ``k``: the ``k`` token strings that
-carry the most activation mass in the unit's **train** records (:func:`~.lengths.token_weights`), written as
+carry the most activation mass ``m_t = sum relu(a)`` in the unit's **train** records (:func:`top_tokens`), written as
 ``'the tokens "a", "b".'``. The all-at-once simulator (Bills et al.) turns a candidate into a distribution
 ``p(v | candidate, token context)`` over the levels ``v = 0..10`` at every token. The chooser ranks the
 candidates by the mean log-likelihood of the train records' real levels ``v_i = discretise(a_i, max_a)``::
@@ -16,12 +16,12 @@ above the fixed one on records it never saw. Select on train, report on test.
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from course_lib.autointerp.lengths import token_weights
 from course_lib.autointerp.records import UnitRecords, discretise, escape_token
 from course_lib.autointerp.scoring import simulation_score
 
@@ -35,13 +35,23 @@ def candidate_text(tokens: Sequence[str]) -> str:
     return f"the token {shown}." if len(tokens) == 1 else f"the tokens {shown}."
 
 
+def top_tokens(ur: UnitRecords, k: int) -> list[str]:
+    """The ``k`` token strings of ``ur.train`` with the most activation mass, heaviest first."""
+    mass: dict[str, float] = defaultdict(float)
+    for r in ur.train:
+        for s, a in zip(r.strings, r.acts):
+            if a > 0:
+                mass[s] += float(a)
+    return [s for s, _ in sorted(mass.items(), key=lambda kv: -kv[1])[:k]]
+
+
 def candidates(ur: UnitRecords, ks: Sequence[int] = CANDIDATE_KS) -> list[tuple[int, str]]:
     """``[(k, text)]``: one candidate per ``k`` (fewer when the train records have fewer activating tokens;
     duplicates dropped)."""
     out: list[tuple[int, str]] = []
     seen: set[str] = set()
     for k in ks:
-        words = list(token_weights(ur, k))
+        words = top_tokens(ur, k)
         if not words:
             continue
         text = candidate_text(words)

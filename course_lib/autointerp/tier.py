@@ -33,10 +33,12 @@ import platform
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from course_lib import cache, corpus, lm, runtime
@@ -45,7 +47,7 @@ from course_lib.autointerp import chooser, explainers, gates, localmodel, pipeli
 from course_lib.autointerp.chooser import Choice
 from course_lib.autointerp.notebook import Settings, check_parameters
 from course_lib.autointerp.records import UnitRecords
-from course_lib.autointerp.results import Result, append_jsonl, read_jsonl_lines
+from course_lib.autointerp.results import Result, append_jsonl, bootstrap_ci, read_jsonl_lines
 
 TIER_VERSION = 1
 SHIPPED = Path(__file__).parent / "reference" / "lm_tier"  # the result set notebook 04 loads by default
@@ -248,6 +250,75 @@ def load(default_sae: Any, folder: Path = SHIPPED) -> Tier:
     return Tier(own=own, swapped=swapped, choices=choices, manifest=manifest, folder=folder)
 
 
+LM_TIER_CHOICES: tuple[str, ...] = ("auto", "shipped", "compute")  # valid values of notebook 04's LM_TIER
+
+
+def resolve(mode: str, default_sae: Any, folder: Path = SHIPPED) -> tuple[Tier | None, str]:
+    """``(tier or None, why)`` for notebook 04's ``LM_TIER``: ``"compute"`` -> None (the notebook computes its
+    profile's small tier); ``"shipped"`` -> the shipped set, or :class:`TierMismatch` / ``FileNotFoundError``;
+    ``"auto"`` -> the shipped set when it was computed on this run's SAE configs, else None with the reason."""
+    runtime.check_choice("LM_TIER", mode, LM_TIER_CHOICES)
+    if mode == "compute":
+        return None, "LM_TIER = \"compute\": this run computes its own language-model tier"
+    try:
+        return load(default_sae, folder), "loaded"
+    except (TierMismatch, FileNotFoundError) as err:
+        if mode == "shipped":
+            raise
+        return None, f"the shipped tier does not apply ({err}); this run computes its own, smaller tier"
+
+
+def choices_summary(choices: Sequence[Choice], seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per unit kind: ``{"n", "r_pick", "r_fixed", "diff", "ci95", "k_counts"}``: the mean test ``r`` of
+    SmolLM2's pick and of the fixed ``k = 3`` choice, their paired difference with a 95% bootstrap CI (units
+    resampled), and how often each ``k`` was picked."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in dict.fromkeys(c.kind for c in choices):
+        rows = [c for c in choices if c.kind == kind and c.r_chosen is not None and c.r_fixed is not None]
+        if not rows:
+            continue
+        a = np.array([c.r_chosen for c in rows])
+        b = np.array([c.r_fixed for c in rows])
+        ci = bootstrap_ci(a - b, seed=seed)
+        out[kind] = {"n": len(rows), "r_pick": float(a.mean()), "r_fixed": float(b.mean()),
+                     "diff": float((a - b).mean()), "ci95": None if ci is None else list(ci),
+                     "k_counts": {int(k): n for k, n in sorted(Counter(c.chosen_k for c in rows).items())}}
+    return out
+
+
+def choices_markdown(choices: Sequence[Choice], seed: int = 0) -> str:
+    """:func:`choices_summary` as a table, then one sentence per kind saying whether the pick beats the fixed
+    choice (its interval above 0), loses (below 0) or neither."""
+    summary = choices_summary(choices, seed)
+    lines = [f"| kind | units | r, SmolLM2's pick | r, fixed k = {chooser.FIXED_K} | pick - fixed [95% CI] | "
+             "k picked (count) |", "|---|---|---|---|---|---|"]
+    verdicts = []
+    for kind, d in summary.items():
+        ci = d["ci95"]
+        ci_s = "n/a" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        ks = ", ".join(f"{k}: {n}" for k, n in d["k_counts"].items())
+        lines.append(f"| {kind} | {d['n']} | {d['r_pick']:.3f} | {d['r_fixed']:.3f} | {d['diff']:+.3f} {ci_s} | {ks} |")
+        if ci is None:
+            verdicts.append(f"{kind}: too few units for an interval")
+        elif ci[0] > 0:
+            verdicts.append(f"{kind}: the pick scores higher on the test records (interval above 0)")
+        elif ci[1] < 0:
+            verdicts.append(f"{kind}: the pick scores lower than the fixed k = {chooser.FIXED_K} (interval below 0)")
+        else:
+            verdicts.append(f"{kind}: no difference this tier can resolve (interval contains 0)")
+    return "\n".join(lines) + "\n\n**Reading it.** " + "; ".join(verdicts) + "."
+
+
+def tier_metrics(tier: Tier | None, n_lm_units: int, seed: int = 0) -> dict[str, Any]:
+    """The ``lm_tier`` entry of notebook 04's ``metrics.json``: where the tier came from and the chooser's result."""
+    if tier is None:
+        return {"source": "computed in this run", "n_units": n_lm_units}
+    m = tier.manifest
+    return {"source": "shipped", "n_units": len(tier.own), "units_per_kind": m["units_per_kind"],
+            "subset_per_kind": m.get("subset_per_kind"), "sae_key": m["sae_key"], "command": m["command"],
+            "machine": m["machine"], "wall_s": m["wall_s"], "chooser": choices_summary(tier.choices, seed)}
+
+
 def describe(tier: Tier, default_sae: Any) -> str:
     """One paragraph (Markdown) on where the tier comes from: units, records, machine, time, and whether this
     run's SAE weights equal the ones it was computed on bit for bit."""
@@ -278,10 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--profile", default=TierConfig.profile, choices=runtime.PROFILES)
     b.add_argument("--seed", type=int, default=TierConfig.seed)
     b.add_argument("--device", default="auto")
+    b.add_argument("--subset-per-kind", type=int, default=TierConfig.subset_per_kind,
+                   help="units per kind scored with another unit's explanation and by the chooser")
     b.add_argument("--no-swapped", action="store_true", help="skip scoring with another unit's explanation")
     args = parser.parse_args(argv)
     cfg = TierConfig(profile=args.profile, units_per_kind=args.units_per_kind, seed=args.seed,
-                     swapped=not args.no_swapped)
+                     swapped=not args.no_swapped, subset_per_kind=args.subset_per_kind)
     build(cfg, args.out, device=args.device)
     return 0
 
