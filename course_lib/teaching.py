@@ -607,8 +607,80 @@ SHEET_04 = NotebookSheet(
     ),
 )
 
+# --------------------------------------------------------------------------- 05 · capstone
+
+
+def _05_scorer(m: dict) -> str:
+    return get(m, "primary_scorer")
+
+
+def _05_class_means(m: dict) -> str:
+    means = get(m, f"class_means.{_05_scorer(m)}")
+    return f"{_05_scorer(m)}: " + "; ".join(f"{k} {fmt(v['mean'])} {interval(*v['ci95'])}" for k, v in means.items())
+
+
+def _05_pairs(m: dict) -> str:
+    pairs = get(m, "pairs")
+    fractions = sorted({p["fraction"] for p in pairs}, reverse=True)
+    n_units = get(m, "n_units")
+    return (f"{len(pairs)} matched (sparse, dense) pairs at kept fractions {', '.join(fmt(f) for f in fractions)}; "
+            + (f"{fmt(min(n_units.values()))} units per class" if min(n_units.values()) == max(n_units.values())
+               else f"{fmt(min(n_units.values()))}-{fmt(max(n_units.values()))} units per class"))
+
+
+def _05_differences(m: dict) -> str:
+    diffs = get(m, f"differences.{_05_scorer(m)}")
+    rows = [(k, v["all"]) for k, v in diffs.items()]
+    zero = [k for k, d in rows if contains(d["ci95"][0], d["ci95"][1], 0.0)]
+    return ("; ".join(f"{k} {d['diff']:+.3f} {interval(*d['ci95'])}" for k, d in rows)
+            + f". {len(zero)} of {len(rows)} intervals contain 0"
+            + (f" ({', '.join(zero)}): no difference resolved there, which is not evidence of no difference."
+               if zero else "."))
+
+
+def _05_random(m: dict) -> str:
+    means = get(m, f"class_means.{_05_scorer(m)}")
+    above = [k for k in means if "random" not in k and means[k]["mean"] < max(
+        v["mean"] for r, v in means.items() if "random" in r)]
+    return (f"random directions score {' / '.join(fmt(v['mean']) for k, v in means.items() if 'random' in k)}: "
+            + (f"above {', '.join(above)} in this run: a token-statistics explanation describes a random direction "
+               "about as well as those units, so read every class against its random control" if above
+               else "below every unit class"))
+
+
+def _05_activity(m: dict) -> str:
+    diffs = get(m, "activity_differences.active_fraction")
+    return "; ".join(f"{k} {v['all']['diff']:+.3f} {interval(*v['all']['ci95'])}" for k, v in diffs.items()) + (
+        " (share of tokens on which a unit is active): where the classes differ in how often they fire, keep it in "
+        "mind when comparing their scores")
+
+
+def _05_circuits(m: dict) -> str:
+    c = get(m, "circuit_summary")
+    return "; ".join(f"{side}: {v['circuits']} circuits, {fmt(v['units'])} units on average, {pct(v['share'])} of them "
+                     "explained" for side, v in c.items())
+
+
+SHEET_05 = NotebookSheet(
+    numbers=(
+        Reading("matched pairs", _05_pairs),
+        Reading("explanation score by class", _05_class_means),
+        Reading("the gate on the primary scorer", lambda m: "passed" if get(m, f"gates.{_05_scorer(m)}.pass")
+                else "failed: the scores are not read"),
+        Reading("SAE on each dense model", lambda m: "; ".join(
+            f"NMSE {fmt(v['nmse'])}, L0 {fmt(v['l0'])}, {fmt(v['n_latents'])} latents" for v in
+            list(get(m, "sae").values())[:1]) + f" (first of {len(get(m, 'sae'))})"),
+    ),
+    anomalies=(
+        Reading("sparse - dense differences and their intervals", _05_differences),
+        Reading("random directions against the units", _05_random),
+        Reading("how often units fire", _05_activity),
+        Reading("circuits: explained share of units", _05_circuits),
+    ),
+)
+
 SHEETS: dict[str, NotebookSheet | Callable[[dict], NotebookSheet]] = {
-    "00": SHEET_00, "01": SHEET_01, "02": _sheet_02, "03": SHEET_03, "04": SHEET_04}
+    "00": SHEET_00, "01": SHEET_01, "02": _sheet_02, "03": SHEET_03, "04": SHEET_04, "05": SHEET_05}
 
 
 def sheet_for(stem: str, metrics: dict) -> NotebookSheet | None:

@@ -48,7 +48,7 @@ METRICS = {
         "headline": [{"claim": "NMSE power-law exponent", "paper": "negative", "value": "-0.382",
                       "interval": "95% CI [-0.454, -0.31]", "gates_passed": True, "note": ""}],
     },
-    "05_capstone": COMMON | {"units_compared": 3, "headline": [
+    "06_extension": COMMON | {"units_compared": 3, "headline": [
         {"claim": "a claim | with a bar", "paper": "p", "value": None, "interval": None, "gates_passed": False,
          "note": "gate failed"}]},
 }
@@ -86,14 +86,14 @@ def run_dir(tmp_path: Path) -> Path:
 
 def test_find_runs_takes_every_notebook_with_outputs_and_the_last_folder_wins(run_dir: Path, tmp_path: Path):
     runs = teaching.find_runs([run_dir])
-    assert list(runs) == ["02_weight_sparse_transformers", "03_sparse_autoencoders", "05_capstone"]
+    assert list(runs) == ["02_weight_sparse_transformers", "03_sparse_autoencoders", "06_extension"]
     newer = _write_run(tmp_path / "newer", {"03_sparse_autoencoders": COMMON | {"nmse": 0.5}}, executed=False)
     both = teaching.find_runs([run_dir, newer])
     assert both["03_sparse_autoencoders"].metrics["nmse"] == 0.5
     assert both["03_sparse_autoencoders"].executed is None
     assert both["02_weight_sparse_transformers"].record["run_id"] == "abcdef0123456789"
     # one notebook's own folder works too
-    assert list(teaching.find_runs([run_dir / "05_capstone"])) == ["05_capstone"]
+    assert list(teaching.find_runs([run_dir / "06_extension"])) == ["06_extension"]
 
 
 def test_sheet_states_numbers_anomalies_and_provenance(run_dir: Path):
@@ -118,6 +118,24 @@ def test_sheet_states_numbers_anomalies_and_provenance(run_dir: Path):
     assert "(rejected: gate failed)" in text and "a claim / with a bar" in text
     # the time budget: 400 + 7 words ("# 03 · A title" is 3 words, the reading 3, the title cell's) and 4 figures
     assert "## Time budget" in text and "| 03 |" in text
+
+
+def test_capstone_readings(tmp_path: Path):
+    def d(diff: float, lo: float, hi: float) -> dict:
+        return {"all": {"diff": diff, "ci95": [lo, hi]}}
+    m = COMMON | {"primary_scorer": "keyword_r", "n_units": {"dense neuron": 16, "sparse neuron": 16},
+                  "pairs": [{"fraction": 0.4}, {"fraction": 0.1}],
+                  "class_means": {"keyword_r": {"dense neuron": {"mean": 0.29, "ci95": [0.25, 0.33]},
+                                                "sparse neuron": {"mean": 0.32, "ci95": [0.29, 0.35]},
+                                                "dense random": {"mean": 0.30, "ci95": [0.26, 0.34]}}},
+                  "differences": {"keyword_r": {"sparse neuron - dense neuron": d(0.03, -0.02, 0.08),
+                                                "sparse channel - sae latent": d(-0.08, -0.14, -0.03)}}}
+    runs = teaching.find_runs([_write_run(tmp_path / "o", {"05_capstone_sparse_vs_dense_units": m}, executed=False)])
+    text = teaching.render_sheet(runs)
+    assert "2 matched (sparse, dense) pairs at kept fractions 0.4, 0.1; 16 units per class" in text
+    assert "1 of 2 intervals contain 0 (sparse neuron - dense neuron)" in text
+    assert "above dense neuron in this run" in text
+    assert "**how often units fire**: " + teaching.MISSING in text
 
 
 def test_a_missing_key_says_so_instead_of_failing(run_dir: Path, tmp_path: Path):
