@@ -172,6 +172,8 @@ def fmt(value: Any, digits: int = 3) -> str:
         return f"{int(value):,}"
     if not math.isfinite(value):
         return str(value)
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
 
