@@ -197,28 +197,33 @@ def records_html(ur: UnitRecords, simulated: Sequence[Sequence[float]] | None = 
 
 
 def plot_r_against_k(table: dict[str, Any]) -> Figure:
-    """Mean pooled r of the k-token explanation against k (log axis), one line per unit kind with its 95%
-    bootstrap band; one panel per simulator (binary, weighted keyword). ``table``: :func:`~.lengths.r_against_k`."""
+    """Mean pooled r of the k-token explanation against k (log axis), one colour per unit kind with its 95%
+    bootstrap band, solid for the unigram explanation and dashed for the bigram one; one panel per simulator
+    (binary, weighted keyword). ``table``: :func:`~.lengths.r_against_k`."""
     fig, axes = plt.subplots(1, len(table), figsize=(5.2 * len(table), 3.6), sharey=True, squeeze=False)
     colours = {"sae": "tab:blue", "neuron": "tab:orange", "random": "tab:grey", "token": "tab:green"}
-    for ax, (name, per_kind) in zip(axes[0], table.items()):
-        for kind, row in per_kind.items():
-            ks = [k for k in sorted(row) if row[k]["mean"] is not None]
-            if not ks:
-                continue
-            m = [row[k]["mean"] for k in ks]
-            ax.plot(ks, m, marker="o", color=colours.get(kind), label=f"{kind} (n={row[ks[0]]['n']})")
-            lo = [row[k]["ci95"][0] if row[k]["ci95"] else row[k]["mean"] for k in ks]
-            hi = [row[k]["ci95"][1] if row[k]["ci95"] else row[k]["mean"] for k in ks]
-            ax.fill_between(ks, lo, hi, color=colours.get(kind), alpha=0.15)
+    styles = {"unigram": "-", "bigram": "--"}
+    for ax, (name, per_vocab) in zip(axes[0], table.items()):
+        all_ks: set[int] = set()
+        for vocab, per_kind in per_vocab.items():
+            for kind, row in per_kind.items():
+                all_ks |= set(row)
+                ks = [k for k in sorted(row) if row[k]["mean"] is not None]
+                if not ks:
+                    continue
+                m = [row[k]["mean"] for k in ks]
+                ax.plot(ks, m, marker="o" if vocab == "unigram" else "s", ls=styles.get(vocab, ":"),
+                        color=colours.get(kind), label=f"{kind}, {vocab} (n={row[ks[0]]['n']})")
+                lo = [row[k]["ci95"][0] if row[k]["ci95"] else row[k]["mean"] for k in ks]
+                hi = [row[k]["ci95"][1] if row[k]["ci95"] else row[k]["mean"] for k in ks]
+                ax.fill_between(ks, lo, hi, color=colours.get(kind), alpha=0.12 if vocab == "unigram" else 0.06)
         ax.set_xscale("log")
-        all_ks = sorted({k for row in per_kind.values() for k in row})
-        ax.set_xticks(all_ks, [str(k) for k in all_ks])
+        ax.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
         ax.minorticks_off()
-        ax.set_xlabel("tokens in the explanation (k)")
+        ax.set_xlabel("description length k (tokens; a bigram counts 2)")
         ax.set_title(f"{name} keyword simulator")
-        ax.axhline(0.0, color="k", lw=0.8, ls="--")
-        ax.legend(fontsize=8)
+        ax.axhline(0.0, color="k", lw=0.8, ls=":")
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("pooled r on test records")
     fig.tight_layout()
     return fig

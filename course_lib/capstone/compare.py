@@ -31,6 +31,23 @@ def _groups(rows: Sequence[Row], value: ValueFn, cls: str) -> dict[str, np.ndarr
     return {p: np.asarray(v) for p, v in out.items()}
 
 
+def _resampled_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot]``: the mean of ``x`` resampled with replacement, once per draw."""
+    return x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
+
+
+def _pair_resampled(unit_draws: np.ndarray, fractions: list[float], rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot]``: per draw, the pairs resampled with replacement within each kept fraction, then the mean of
+    their (unit-resampled) values ``unit_draws [pairs, n_boot]``."""
+    n_boot = unit_draws.shape[1]
+    total = np.zeros(n_boot)
+    for f in dict.fromkeys(fractions):
+        members = np.array([i for i, x in enumerate(fractions) if x == f])
+        pick = members[rng.integers(0, members.size, (n_boot, members.size))]  # [n_boot, members]
+        total += unit_draws[pick, np.arange(n_boot)[:, None]].sum(axis=1)
+    return total / len(fractions)
+
+
 def paired_difference(rows: Sequence[Row], value: ValueFn, a: str, b: str, fraction: float | None = None,
                       n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``D`` of classes ``a`` minus ``b`` (module docstring) over the pairs of ``fraction`` (None: every fraction,
@@ -46,19 +63,10 @@ def paired_difference(rows: Sequence[Row], value: ValueFn, a: str, b: str, fract
         return out
     per_pair = {p: float(ga[p].mean() - gb[p].mean()) for p in pairs}
     out["diff"], out["per_pair"] = float(np.mean(list(per_pair.values()))), per_pair
-    strata: dict[float, list[str]] = {}
-    for p in pairs:
-        strata.setdefault(frac_of[p], []).append(p)
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        ds = []
-        for members in strata.values():
-            for p in rng.choice(members, size=len(members), replace=True):
-                x, y = ga[p], gb[p]
-                ds.append(x[rng.integers(0, x.size, x.size)].mean() - y[rng.integers(0, y.size, y.size)].mean())
-        draws.append(float(np.mean(ds)))
-    lo, hi = np.quantile(draws, [0.025, 0.975])
+    unit_draws = np.stack([_resampled_means(ga[p], n_boot, rng) - _resampled_means(gb[p], n_boot, rng)
+                           for p in pairs])  # [pairs, n_boot]
+    lo, hi = np.quantile(_pair_resampled(unit_draws, [frac_of[p] for p in pairs], rng), [0.025, 0.975])
     out["ci95"] = [float(lo), float(hi)]
     return out
 
@@ -75,15 +83,9 @@ def class_means(rows: Sequence[Row], value: ValueFn, classes: Sequence[str], n_b
             out[cls] = {"mean": None, "ci95": None, "per_pair": {}, "n": 0}
             continue
         frac_of = {r.pair: r.fraction for r in rows}
-        strata: dict[float, list[str]] = {}
-        for p in g:
-            strata.setdefault(frac_of[p], []).append(p)
-        draws = []
-        for _ in range(n_boot):
-            ms = [g[p][rng.integers(0, g[p].size, g[p].size)].mean() for members in strata.values()
-                  for p in rng.choice(members, size=len(members), replace=True)]
-            draws.append(float(np.mean(ms)))
-        lo, hi = np.quantile(draws, [0.025, 0.975])
+        names = list(g)
+        unit_draws = np.stack([_resampled_means(g[p], n_boot, rng) for p in names])
+        lo, hi = np.quantile(_pair_resampled(unit_draws, [frac_of[p] for p in names], rng), [0.025, 0.975])
         per_pair = {p: float(v.mean()) for p, v in g.items()}
         out[cls] = {"mean": float(np.mean(list(per_pair.values()))), "ci95": [float(lo), float(hi)],
                     "per_pair": per_pair, "n": int(sum(v.size for v in g.values()))}

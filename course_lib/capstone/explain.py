@@ -6,8 +6,8 @@ non-activating negatives, :func:`course_lib.autointerp.records.build_unit_record
 
 **Explainer**: notebook 04's statistics explainer (:class:`~course_lib.autointerp.explainers.TokenStatsExplainer`:
 the tokens carrying most activation mass, at most 3, until 60% of the mass is named) and, for the description
-length, the **k-token explanation** (:func:`course_lib.autointerp.lengths.token_weights`: the ``k`` heaviest
-tokens with their mean activation ``w_t``).
+length, the **k-token explanation** (:func:`token_weights`): the ``k`` token strings carrying the most activation
+mass ``m_t = sum relu(a)`` in the train records, each with its mean activation there ``w_t = m_t / count_t``.
 
 **Scorers** (no language model; each must pass its gate before a conclusion uses it):
 
@@ -16,7 +16,8 @@ tokens with their mean activation ``w_t``).
   with the :class:`~course_lib.autointerp.simulator.KeywordSimulator`) on the statistics explanation, pooled
   Pearson ``r`` over the scored records;
 * ``weighted_r``: the k-token explanation read by the weighted keyword simulator (``s_i = w_t`` on a listed
-  token), pooled ``r`` (:mod:`course_lib.autointerp.lengths`);
+  token, else 0), pooled ``r`` (its binary reading, ``s_i = 1`` on a listed token, gives the r-against-k
+  curve's other panel, :func:`r_against_k`);
 * ``detection_auroc``: a detection-style scorer with delphi's negatives: each record (activating: top and
   quantile; non-activating: the negatives) gets ``max_i s_i`` of the weighted simulation, and the score is the
   AUROC of activating against non-activating records.
@@ -35,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.autointerp import lengths
 from course_lib.autointerp.explainers import TokenStatsExplainer
 from course_lib.autointerp.records import RecordConfig, UnitRecords, build_unit_records
 from course_lib.autointerp.results import bootstrap_ci
@@ -48,6 +48,21 @@ LABELS = {"keyword_r": "keyword simulator r (statistics explanation)",
           "weighted_r": "weighted simulator r (k-token explanation)",
           "detection_auroc": "keyword detection AUROC (vs non-activating)"}
 EXPLAINER = TokenStatsExplainer()
+KS: tuple[int, ...] = (1, 2, 3, 5, 8, 13, 21)  # description lengths of the r-against-k curve, in tokens
+
+
+def token_weights(ur: UnitRecords, k: int) -> dict[str, float]:
+    """The k-token explanation: the ``k`` heaviest token strings of ``ur.train`` (by activation mass) -> their
+    mean activation over their occurrences there."""
+    mass: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for r in ur.train:
+        for s, a in zip(r.strings, r.acts):
+            count[s] = count.get(s, 0) + 1
+            if a > 0:
+                mass[s] = mass.get(s, 0.0) + float(a)
+    ranked = sorted((kv for kv in mass.items() if kv[1] > 0), key=lambda kv: -kv[1])[:k]
+    return {s: m / count[s] for s, m in ranked}
 
 
 def split_records(unit: str, cls: str, acts_select: torch.Tensor, acts_score: torch.Tensor,
@@ -105,7 +120,7 @@ def score_units(urs: Sequence[UnitRecords], pair: str, fraction: float, k: int =
     explanation of the next unit of its class (cyclic within the class)."""
     simulator = KeywordSimulator()
     expl = {u.unit: EXPLAINER.explain(u) for u in urs}
-    weights = {u.unit: lengths.token_weights(u, k) for u in urs}
+    weights = {u.unit: token_weights(u, k) for u in urs}
     out = []
     for cls in dict.fromkeys(u.kind for u in urs):
         group = [u for u in urs if u.kind == cls]
@@ -170,3 +185,26 @@ def explained(score: UnitScore, scorer: str, thresholds: Mapping[str, float]) ->
     """Whether a unit's own explanation beats its class's null threshold on ``scorer``."""
     v, t = score.own.get(scorer), thresholds.get(score.cls)
     return v is not None and t is not None and v > t
+
+
+def r_against_k(urs: Sequence[UnitRecords], ks: Sequence[int] = KS, seed: int = 0) -> dict[str, Any]:
+    """``{simulator: {class: {k: {"mean", "ci95", "n"}}}}``: the mean pooled ``r`` over units of the k-token
+    explanation read by the ``"binary"`` (``s_i = 1`` on a listed token) and ``"weighted"`` simulators, with its
+    95% bootstrap interval over units (units whose test activations are constant or that never fire left out)."""
+    out: dict[str, Any] = {"binary": {}, "weighted": {}}
+    for cls in dict.fromkeys(u.kind for u in urs):
+        group = [u for u in urs if u.kind == cls]
+        for name in out:
+            row = {}
+            for k in ks:
+                v = []
+                for u in group:
+                    w = token_weights(u, k)
+                    x = weighted_r(u, w if name == "weighted" else dict.fromkeys(w, 1.0)) if w else None
+                    if x is not None:
+                        v.append(x)
+                ci = bootstrap_ci(v, seed=seed)
+                row[k] = {"mean": float(np.mean(v)) if v else None, "ci95": None if ci is None else list(ci),
+                          "n": len(v)}
+            out[name][cls] = row
+    return out

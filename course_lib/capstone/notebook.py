@@ -28,10 +28,13 @@ from course_lib.runtime import Headline
 REFERENCE_FRACTIONS: tuple[float, ...] = (0.4, 0.2, 0.1, 0.05, 0.04, 0.02)  # the sparse groups of 02's shipped set
 UNITS_MAX = 256  # the largest UNITS_PER_CLASS accepted (a width-16 model has 16 channels: fewer are used there)
 TASKS_MAX = 7  # 02's suite
-# the comparisons, each (a, b) read as a - b; the last is the null beside them (random directions)
+# the comparisons, each (a, b) read as a - b; the last three are the nulls beside them: random directions of the
+# two models against each other, and each model's channels against random directions of the same stream (is the
+# basis privileged?)
 COMPARISONS: tuple[tuple[str, str], ...] = (("sparse neuron", "dense neuron"), ("sparse channel", "dense channel"),
                                             ("sparse neuron", "sae latent"), ("sparse channel", "sae latent"),
-                                            ("sae latent", "dense neuron"), ("sparse random", "dense random"))
+                                            ("sae latent", "dense neuron"), ("sparse random", "dense random"),
+                                            ("sparse channel", "sparse random"), ("dense channel", "dense random"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,7 @@ def settings(run: runtime.Run, use_reference_solutions: object, fractions: objec
     runtime.check_range("CIRCUIT_TASKS", circuit_tasks, -1, TASKS_MAX)  # type: ignore[arg-type]
     n_units = int(units_per_class) or run.pick(smoke=6, workshop=16, full=64)  # type: ignore[call-overload]
     tasks = int(circuit_tasks) if int(circuit_tasks) >= 0 else run.pick(smoke=1, workshop=2, full=7)  # type: ignore[call-overload]
-    sae = DictionaryConfig(n_tokens=run.pick(smoke=20_000, workshop=150_000, full=600_000), seed=run.seed)
+    sae = DictionaryConfig(n_tokens=run.pick(smoke=20_000, workshop=100_000, full=600_000), seed=run.seed)
     study = StudyConfig(n_units=n_units, sae=sae,
                         rec=RecordConfig(n_train=6, n_test_top=5, n_test_random=5, n_test_quantile=5))
     return Settings(bool(use_reference_solutions), fr, run.pick(smoke=(0,), workshop=(0, 1, 2), full=(0, 1, 2)),
@@ -271,7 +274,10 @@ def conclusion_markdown(key: str | None, diffs: Mapping[str, Mapping[str, Any]],
              "difference here is the residual stream's, not the basis's: subtract it before crediting the basis); "
              f"random directions score {_ci(means['sparse random'])} in sparse and {_ci(means['dense random'])} in "
              "dense models, against the chance level "
-             f"{CHANCE[key]:g}; another unit's explanation is the per-class null in the figure and the table above."]
+             f"{CHANCE[key]:g}; another unit's explanation is the per-class null in the figure and the table above;",
+             "* is the residual basis privileged? channels minus random directions of the same stream: sparse "
+             f"{compare.verdict(diffs['sparse channel - sparse random']['all'])}; dense "
+             f"{compare.verdict(diffs['dense channel - dense random']['all'])}."]
     tt = act_diffs["top_token_share"]
     lines.append(f"* without language, the share of a unit's mass on its top token: sparse - dense neurons "
                  f"{compare.verdict(tt['sparse neuron - dense neuron']['all'])}; channels "

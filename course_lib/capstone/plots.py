@@ -73,7 +73,7 @@ def plot_class_scores(scores: Sequence[UnitScore], means: Mapping[str, Mapping[s
 def plot_r_against_k(table: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Any]]]],
                      classes: Sequence[str] = CLASSES) -> Figure:
     """Mean pooled r of the k-token explanation against k (log axis), one line per class with its 95% band;
-    binary and weighted keyword simulators side by side (:func:`course_lib.autointerp.lengths.r_against_k`)."""
+    binary and weighted keyword simulators side by side (:func:`course_lib.capstone.explain.r_against_k`)."""
     fig, axes = plt.subplots(1, len(table), figsize=(6 * len(table), 4), sharey=True)
     for ax, (sim, per_kind) in zip(np.atleast_1d(axes), table.items()):
         for cls in classes:
@@ -111,10 +111,10 @@ def plot_differences(diffs: Mapping[str, Mapping[str, Mapping[str, Any]]], title
         ax.errorbar([d["diff"]], [y], xerr=[[d["diff"] - lo], [hi - d["diff"]]], fmt="o" if g == "all" else "s",
                     color=color, capsize=3, ms=5 if g == "all" else 3.5)
         for v in d.get("per_pair", {}).values():
-            ax.scatter([v], [y], marker="|", color="k", s=30, alpha=0.5)
+            ax.scatter([v], [y + 0.25], marker="v", color="k", s=9, alpha=0.6)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks([len(rows) - i for i in range(len(rows))], [f"{c}  ({g})" for c, g, _ in rows], fontsize=7.5)
-    ax.set_xlabel("difference of class means (ticks: each seed's pair)")
+    ax.set_xlabel("difference of class means (small triangles: each pair, i.e. each seed)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -134,8 +134,7 @@ def plot_activity(rows: Sequence[UnitActivity], classes: Sequence[str] = CLASSES
             patch.set_alpha(0.6)
         ax.set_xticks(range(1, len(keep) + 1), [classes[i].replace(" ", "\n") for i in keep], fontsize=7)
         ax.set_title(titles[key], fontsize=9)
-        if key != "active_fraction":
-            ax.set_ylim(0, 1)
+        ax.set_ylim(0, None)
     fig.suptitle("Without language: where each class's activation mass sits (scoring split)", fontsize=9)
     fig.tight_layout()
     return fig
