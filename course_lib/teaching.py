@@ -32,7 +32,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -782,8 +782,10 @@ def checkout_commit(root: Path | None = None) -> str | None:
     return head + ("+changes" if dirty else "") if head else None
 
 
-def _provenance(nb: NotebookRun, commit: str | None, machine: str | None) -> str:
+def _provenance(nb: NotebookRun, commit: str | Mapping[str, str] | None, machine: str | None) -> str:
     m, r = nb.metrics, nb.record
+    if isinstance(commit, Mapping):
+        commit = commit.get(nb.stem[:2], commit.get(""))
     run_commit = r.get("commit") or m.get("commit")
     run_machine = r.get("machine") or m.get("machine")
     run_commit = f"{run_commit} (recorded by the run)" if run_commit else commit or MISSING
@@ -844,8 +846,10 @@ def budget_table(budgets: dict[str, TimeBudget]) -> str:
     return "\n".join(lines)
 
 
-def render_sheet(runs: dict[str, NotebookRun], commit: str | None = None, machine: str | None = None) -> str:
-    """The whole sheet as Markdown. ``commit``/``machine`` (descriptions) fill in what a run's own record lacks."""
+def render_sheet(runs: dict[str, NotebookRun], commit: str | Mapping[str, str] | None = None,
+                 machine: str | None = None) -> str:
+    """The whole sheet as Markdown. ``commit``/``machine`` (descriptions) fill in what a run's own record lacks;
+    ``commit`` may map notebook numbers ("03") to their own, with "" for the rest."""
     source_dir = runtime.project_root() / "notebooks"
     out = [
         "# Expected results and known anomalies",
@@ -894,7 +898,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", type=Path, default=[Path("outputs")],
                         help="run folders of `python -m course_lib.cli run` (default: outputs); the last one wins")
     parser.add_argument("--out", type=Path, default=Path("docs/expected_results.md"))
-    parser.add_argument("--commit", default=None, help="the commit the runs came from (default: the checkout's)")
+    parser.add_argument("--commit", action="append", default=[], metavar="[NN=]COMMIT",
+                        help="the commit the runs came from (default: the checkout's); NN=COMMIT for notebook NN only")
     parser.add_argument("--machine", default=None, help="the machine the runs came from (default: this one)")
     args = parser.parse_args(argv)
     runs = find_runs(args.runs)
@@ -902,9 +907,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no notebook outputs (NN_*/metrics.json) in {', '.join(map(str, args.runs))}; run `make run` first",
               file=sys.stderr)
         return 2
-    commit = args.commit or (f"{c}: the checkout the sheet was rendered from" if (c := checkout_commit()) else None)
+    commits = dict(c.split("=", 1) if re.match(r"^\d\d=", c) else ("", c) for c in args.commit)
+    if "" not in commits and (c := checkout_commit()):
+        commits[""] = f"{c}: the checkout the sheet was rendered from"
     machine = args.machine or f"{host_description()}: the machine the sheet was rendered on"
-    text = render_sheet(runs, commit=commit, machine=machine)
+    text = render_sheet(runs, commit=commits, machine=machine)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runtime.atomic_write_text(args.out, text)
     print(f"wrote {args.out}: {', '.join(runs)}")

@@ -185,6 +185,9 @@ def test_main_writes_the_sheet_and_refuses_an_empty_folder(run_dir: Path, tmp_pa
     assert teaching.main([str(run_dir), "--out", str(out), "--commit", "c0ffee", "--machine", "m"]) == 0
     text = out.read_text()
     assert text.startswith("# Expected results and known anomalies") and "c0ffee" in text
+    assert teaching.main([str(run_dir), "--out", str(out), "--commit", "03=abc", "--commit", "def"]) == 0
+    text = out.read_text()
+    assert "| commit | abc |" in text and text.count("| commit | def |") == 2  # 03's own; 02 and 06 the general one
     empty = tmp_path / "empty"
     empty.mkdir()
     assert teaching.main([str(empty), "--out", str(tmp_path / "x.md")]) == 2
