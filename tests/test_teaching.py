@@ -261,6 +261,6 @@ def test_teaching_day_before_check_uses_parameters_the_notebook_has():
     notebook = ROOT / re.search(r"(exercises/\S+\.ipynb)", command).group(1)
     cells = json.loads(notebook.read_text())["cells"]
     params = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    for name in re.findall(r"-p (\w+) ", command):
+    for name in re.findall(r"-p (\w+) ", command[command.index("papermill"):]):
         assert re.search(rf"^{name} = ", params, re.M), f"{name} is not a parameter of {notebook.name}"
     assert "--profile smoke" in step and "must **fail** at exercise 1" in step
