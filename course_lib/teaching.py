@@ -55,6 +55,7 @@ class NotebookRun:
     metrics: dict  # metrics.json
     record: dict  # run.json ({} when absent)
     executed: Path | None  # the executed notebook, when present
+    last_failure: dict = dataclasses.field(default_factory=dict)  # last_failure.json: a later run that failed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +131,8 @@ def _notebook_run(folder: Path) -> NotebookRun | None:
         return None
     executed = folder / f"{folder.name}.ipynb"
     return NotebookRun(stem=folder.name, metrics=_read_json(metrics_path), record=_read_json(folder / "run.json"),
-                       executed=executed if executed.is_file() else None)
+                       executed=executed if executed.is_file() else None,
+                       last_failure=_read_json(folder / "last_failure.json"))
 
 
 def find_runs(folders: Sequence[Path]) -> dict[str, NotebookRun]:
@@ -558,7 +560,7 @@ def _04_gates(m: dict) -> str:
     passed = [s for s, g in gates.items() if g.get("pass")]
     worst = "; ".join(f"{s} {fmt(g['known'])} (needs {fmt(g['known_min'])})" for s, g in gates.items()
                       if not g.get("known_pass", True) and g.get("known") is not None)
-    return (f"{len(passed)} of {len(gates)} scorers pass their gates ({', '.join(passed) or 'none'}). On the planted "
+    return (f"{len(passed)} of {len(gates)} scorers passed their gates ({', '.join(passed) or 'none'}). On the planted "
             f"units, whose explanation is exactly right, the lowest scores are: {worst or 'all above their minimum'}. "
             "A failed scorer is struck through and left out of the conclusions: its numbers measure the 135M "
             "simulator or scorer, not the units.")
@@ -799,6 +801,9 @@ def _provenance(nb: NotebookRun, commit: str | Mapping[str, str] | None, machine
         ("run", f"id {r['run_id'][:12]}, finished {r.get('finished', MISSING)}" if r.get("run_id") else MISSING),
         ("wall time", f"{fmt(m['wall_time_s'])} s" if "wall_time_s" in m else MISSING),
     ]
+    if nb.last_failure:
+        rows.append(("warning", f"a later run failed (finished {nb.last_failure.get('finished', '?')}): these are the "
+                                "numbers of the last good run"))
     return "| run | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 

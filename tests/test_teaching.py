@@ -138,6 +138,12 @@ def test_capstone_readings(tmp_path: Path):
     assert "**how often units fire**: " + teaching.MISSING in text
 
 
+def test_a_later_failed_run_is_flagged(run_dir: Path):
+    (run_dir / "03_sparse_autoencoders" / "last_failure.json").write_text(json.dumps({"finished": "2026-01-02 09:00:00"}))
+    text = teaching.render_sheet(teaching.find_runs([run_dir]))
+    assert text.count("a later run failed (finished 2026-01-02 09:00:00)") == 1
+
+
 def test_a_missing_key_says_so_instead_of_failing(run_dir: Path, tmp_path: Path):
     m = dict(METRICS["03_sparse_autoencoders"])
     for key in ("steering_rate_after", "fix_effects", "power_law_exponent_ci95"):
