@@ -17,8 +17,13 @@ about, each stated with the run's own numbers, and the time budget of a session:
     exercises = EXERCISE_FACTOR * sum of the printed exercise times ("about N min")
     slot      = reading + exercises + compute (the run's wall time) + DISCUSSION_MINUTES
 
-A reading whose metric key this run lacks says :data:`MISSING` instead of failing: runs of older or newer
-notebooks still render.
+and the same per ``##`` section (:func:`section_budgets`, with papermill's cell durations as compute), which is
+what cutting a section saves.
+
+The commit and machine are the run's own when ``run.json`` records them (``commit``, ``machine``); otherwise
+``--commit`` / ``--machine`` describe them, else the checkout's commit and this machine, labelled as such. A
+reading whose metric key this run lacks says :data:`MISSING` instead of failing: runs of older or newer notebooks
+still render.
 """
 
 from __future__ import annotations
