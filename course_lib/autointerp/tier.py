@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from course_lib import cache, corpus, lm, runtime
-from course_lib import sae as sae_pkg
+from course_lib.sae.default import load_or_train_default_sae
 from course_lib.autointerp import chooser, explainers, gates, localmodel, pipeline, records, scoring, units
 from course_lib.autointerp.chooser import Choice
 from course_lib.autointerp.notebook import Settings, check_parameters
@@ -171,7 +171,7 @@ def build(cfg: TierConfig, out: Path, device: str = "auto", progress: bool = Tru
                                 model="", api_key_env="", score_on="local", sampling=cfg.sampling,
                                 units_per_kind=cfg.units_per_kind)
     bridge = lm.load_lm("smollm2", dtype=dtype, device=dev)
-    default_sae = sae_pkg.load_or_train_default_sae(cfg.profile, seed=cfg.seed, device=dev, model=bridge)
+    default_sae = load_or_train_default_sae(cfg.profile, seed=cfg.seed, device=dev, model=bridge)
     urs = unit_records(bridge, default_sae, settings, cfg.seed)
     local = localmodel.load_local_lm("smollm2", dtype=dtype, device=dev)
     scorer_lm = local if dtype == "float32" else localmodel.load_local_lm("smollm2", dtype="float32", device=dev)
