@@ -42,12 +42,12 @@ import numpy as np
 import torch
 
 from course_lib import cache, corpus, lm, runtime
-from course_lib.sae.default import load_or_train_default_sae
 from course_lib.autointerp import chooser, explainers, gates, localmodel, pipeline, records, scoring, units
 from course_lib.autointerp.chooser import Choice
 from course_lib.autointerp.notebook import Settings, check_parameters
 from course_lib.autointerp.records import UnitRecords
 from course_lib.autointerp.results import Result, append_jsonl, bootstrap_ci, read_jsonl_lines
+from course_lib.sae.default import load_or_train_default_sae
 
 TIER_VERSION = 1
 SHIPPED = Path(__file__).parent / "reference" / "lm_tier"  # the result set notebook 04 loads by default
