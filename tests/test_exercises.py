@@ -156,6 +156,7 @@ def _stubs(stem: str) -> dict[str, object]:
                                        "pooled_correlation": autointerp_exercises.check_pooled_correlation,
                                        "auroc": autointerp_exercises.check_auroc,
                                        "balanced_accuracy": autointerp_exercises.check_balanced_accuracy,
+                                       "expected_activation": autointerp_exercises.check_expected_activation,
                                        "detection_questions": autointerp_exercises.check_detection_questions}),
 ])
 def test_every_learner_stub_is_reported_not_attempted_with_its_hint(stem, checks):

@@ -13,6 +13,9 @@ are plain Python lists, as the notebook passes them (a record's ``acts``, a resu
   (reference :func:`course_lib.autointerp.scoring.auroc`).
 - :func:`check_balanced_accuracy`: ``(TPR + TNR) / 2`` of ``score > threshold``
   (reference :func:`course_lib.autointerp.scoring.balanced_accuracy`).
+- :func:`check_expected_activation`: the all-at-once simulator's prediction, the expected value of the softmax of
+  the value tokens' log-probabilities renormalised over the values ``0 .. S``
+  (reference :func:`course_lib.autointerp.simulator.expected_values`).
 - :func:`check_detection_questions`: the detection scorer's questions and labels for a unit's test records
   (reference :func:`course_lib.autointerp.scoring.detection_questions`).
 """
@@ -27,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from course_lib.autointerp import records, scoring
+from course_lib.autointerp import records, scoring, simulator
 from course_lib.exercises import NOT_ATTEMPTED, ExerciseError
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_auroc", "check_balanced_accuracy", "check_detection_questions",
-           "check_discretise", "check_pooled_correlation"]
+           "check_discretise", "check_expected_activation", "check_pooled_correlation"]
 
 
 def _quiet(fn: Callable[..., Any], *args: Any) -> Any:
@@ -377,7 +380,95 @@ def check_balanced_accuracy(fn: Callable[[list[int], list[float], float], Any]) 
     return "balanced_accuracy: correct ((TPR + TNR) / 2 of score > threshold; NaN with one class)"
 
 
-# --------------------------------------------------------------------------- exercise 5: detection questions
+# --------------------------------------------------------------------------- exercise 5: the simulator's expected value
+
+
+def _expected_cases() -> list[tuple[np.ndarray, list[int]]]:
+    """(logprobs [n_tokens, vocab], value_ids): a vocabulary of 16 tokens with the values "0".."10" at shuffled ids;
+    normalised log-probabilities with 25-90% of the mass on the values, the same shifted by a constant per token
+    (logits), and a tokenizer with values "0".."9" only."""
+    rng = np.random.default_rng(4)
+    ids11 = [int(i) for i in rng.permutation(16)[:11]]
+    logits = rng.normal(0.0, 1.5, (4, 16))
+    logits[:, [i for i in range(16) if i not in ids11]] += np.array([[2.5], [0.5], [1.5], [-1.0]])  # mass elsewhere
+    lp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    shifted = lp[:3] + np.array([[4.0], [-3.0], [1.5]])
+    ids10 = [int(i) for i in rng.permutation(16)[:10]]
+    lp10 = rng.normal(0.0, 1.0, (2, 16))
+    lp10 -= np.log(np.exp(lp10).sum(1, keepdims=True))
+    return [(lp, ids11), (shifted, ids11), (lp10, ids10)]
+
+
+def _expectations(variant: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> list[float]:
+    """``variant(logprobs, value_ids)`` on every case, concatenated."""
+    return np.concatenate([variant(lp, np.asarray(ids)) for lp, ids in _expected_cases()]).tolist()
+
+
+def _softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def check_expected_activation(fn: Callable[[np.ndarray, list[int]], Any]) -> str:
+    """``fn(logprobs [n_tokens, vocab], value_ids) -> [n_tokens]`` expected values on the scale 0..S."""
+    got = []
+    cases = _expected_cases()
+    for c, (lp, ids) in enumerate(cases):
+        try:
+            out = _quiet(fn, lp.copy(), list(ids))
+        except NotImplementedError:
+            return NOT_ATTEMPTED
+        except (ValueError, IndexError) as e:
+            hint = ("the values are 0, 1, ..., S, one per value token: np.arange(len(value_ids)), not a fixed 11 "
+                    "(a tokenizer that splits \"10\" has the 10 values 0..9)" if c == 2 else
+                    "one value per value token, 0 for value_ids[0] up to S for the last: np.arange(len(value_ids))")
+            raise ExerciseError(f"expected_activation raised {type(e).__name__} ({e}): {hint}") from None
+        if out is None:
+            raise ExerciseError("expected_activation returned None: return one expected value per token "
+                                "(a missing `return`?)")
+        try:
+            v = np.asarray(out.tolist() if hasattr(out, "tolist") else list(out), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ExerciseError(f"expected_activation should return one number per token, got {type(out).__name__}") from None
+        if v.shape != (lp.shape[0],):
+            raise ExerciseError(f"expected_activation returned shape {v.shape} for {lp.shape[0]} tokens: one expected "
+                                "value per token (sum over the values, not a distribution per token)")
+        got += v.tolist()
+    ref = _expectations(lambda lp, ids: simulator.expected_values(lp, ids))
+    flags = [c == 1 for c, (lp, _) in enumerate(cases) for _ in range(lp.shape[0])]
+
+    def vals(ids: np.ndarray) -> np.ndarray:
+        return np.arange(len(ids), dtype=np.float64)
+
+    _diagnose("expected_activation", got, ref, {
+        "a softmax over the whole vocabulary, then the values' probabilities: they sum to less than 1 (the other "
+        "tokens hold the rest), so the expectation shrinks; renormalise over the S + 1 values only, "
+        "softmax(logprobs[:, value_ids])": _expectations(lambda lp, ids: _softmax(lp)[:, ids] @ vals(ids)),
+        "you forgot to renormalise: exp(log-probability) of the values does not sum to 1; divide by its sum over the "
+        "S + 1 values (a softmax over logprobs[:, value_ids])": _expectations(lambda lp, ids: np.exp(lp[:, ids]) @ vals(ids)),
+        "you used the log-probabilities as if they were probabilities: exponentiate first, p = softmax(logprobs[:, "
+        "value_ids])": _expectations(lambda lp, ids: (lp[:, ids] / lp[:, ids].sum(1, keepdims=True)) @ vals(ids)),
+        "you weighted the values by the log-probabilities themselves: they are logs, exponentiate and renormalise, "
+        "p = softmax(logprobs[:, value_ids])": _expectations(lambda lp, ids: lp[:, ids] @ vals(ids)),
+        "off by one: the values run from 0 (value_ids[0] is the token \"0\") to S, np.arange(len(value_ids))":
+            _expectations(lambda lp, ids: _softmax(lp[:, ids]) @ (vals(ids) + 1)),
+        "the values are 0..S, and value_ids[v] is the token of value v: you reversed them":
+            _expectations(lambda lp, ids: _softmax(lp[:, ids]) @ vals(ids)[::-1]),
+        "the argmax (the most likely value) instead of the expectation sum_v v p(v): the expectation keeps the "
+        "simulator's uncertainty, and a correlation needs graded predictions":
+            _expectations(lambda lp, ids: np.argmax(lp[:, ids], axis=1).astype(np.float64)),
+        "you rescaled to 0-10: return the expectation on the 0..S scale of the value tokens (the simulator "
+        "rescales by 10 / S itself)": _expectations(lambda lp, ids: _softmax(lp[:, ids]) @ vals(ids) * 10.0 / (len(ids) - 1)),
+        "the softmax ran over the tokens (axis 0) instead of over the values of each token (axis 1)":
+            _expectations(lambda lp, ids: _softmax(lp[:, ids], axis=0) @ vals(ids)),
+    }, lambda i: f"token {i} of the check's cases", wrong_where=(flags, (
+        "right on normalised log-probabilities, wrong on logits (the same shifted by a constant per token): the "
+        "softmax over the values removes any shift, a plain exp() does not; p = softmax(logprobs[:, value_ids])")))
+    return ("expected_activation: correct (the value tokens' log-probabilities, softmax over the S + 1 values only, "
+            "expectation of 0..S)")
+
+
+# --------------------------------------------------------------------------- exercise 6: detection questions
 
 
 def _detection_unit() -> records.UnitRecords:

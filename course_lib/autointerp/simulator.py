@@ -11,10 +11,12 @@ a placeholder where the activation would go::
     token_2<TAB>unknown
     ...
 
-At the position of each ``<TAB>`` the model's next-token distribution is read for the value tokens
-``"0" .. "S"``, renormalised over them, and the expected value ``E[v] = sum_v v p(v)`` is the
-predicted activation (rescaled to 0-10). All records of a unit go in one right-padded batch: **one
-forward pass per unit**. Only the value rows of the unembedding are multiplied.
+At the position of each ``<TAB>`` the model's next-token log-probabilities ``lp [vocab]`` are read, and
+:func:`expected_values` turns them into the predicted activation: the distribution over the values
+``v = 0 .. S`` is the softmax of the value tokens' log-probabilities, renormalised over those ``S + 1``
+values only, ``p(v) = exp(lp[id_v]) / sum_u exp(lp[id_u])``, and the prediction is its expectation
+``E[v] = sum_v v p(v)`` (rescaled to 0-10). All records of a unit go in one right-padded batch: **one
+forward pass per unit**; the unembedding is applied record by record at the read positions only.
 
 Scale: ``S = 10`` when every ``"0".."10"`` is a single token of the simulator's tokenizer (GPT-4's,
 Llama-3's). SmolLM2's tokenizer splits ``"10"`` into ``"1", "0"``, so its first token cannot tell 1
@@ -28,9 +30,11 @@ each token stays on one line; all other tokens are used as their own ids (no re-
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
 from course_lib.autointerp.localmodel import LocalLM
 from course_lib.autointerp.records import Record, escape_token
@@ -50,11 +54,28 @@ TARGET = (
 PLACEHOLDER = "unknown"
 
 
+def expected_values(logprobs: Any, value_ids: Sequence[int]) -> np.ndarray:
+    """Expected value of the simulator's distribution over the values ``0 .. S`` at each token.
+
+    ``logprobs [n_tokens, vocab]``: the LM's next-token log-probabilities at each read position (logits, i.e.
+    log-probabilities shifted by a constant per token, give the same result); ``value_ids [S + 1]``: the token
+    ids of ``"0" .. "S"``. ``p = softmax(logprobs[:, value_ids])`` (renormalised over the ``S + 1`` values)
+    and ``E = p @ [0, 1, ..., S]``: ``[n_tokens]`` float64.
+    """
+    lp = np.asarray(logprobs, dtype=np.float64)[:, list(value_ids)]
+    lp = lp - lp.max(axis=1, keepdims=True)
+    p = np.exp(lp)
+    p /= p.sum(axis=1, keepdims=True)
+    return p @ np.arange(len(value_ids), dtype=np.float64)
+
+
 @dataclasses.dataclass
 class AllAtOnceSimulator:
     """Simulate activations of a unit from its explanation with a local LM (see module docstring)."""
 
     lm: LocalLM  # the local model whose probabilities are read
+    expected_fn: Callable[[np.ndarray, Sequence[int]], Any] = expected_values  # (logprobs [n, vocab], value ids)
+    #   -> expected value on 0..S per token: :func:`expected_values`, or notebook 04's learner's version of it
 
     def __post_init__(self) -> None:
         ten = [self.lm.single_token_id(str(v)) for v in range(11)]
@@ -92,12 +113,27 @@ class AllAtOnceSimulator:
         built = [self.prompt(explanation, r.tokens) for r in records]
         return [b[0] for b in built], [b[1] for b in built]
 
-    def simulate(self, explanation: str, records: Sequence[Record]) -> list[np.ndarray]:
-        """Predicted activations on the 0-10 scale, one ``[len(record)]`` array per record."""
+    @torch.no_grad()
+    def vocab_logprobs(self, explanation: str, records: Sequence[Record]) -> Iterator[np.ndarray]:
+        """Per record, the next-token log-probabilities over the whole vocabulary at its read positions,
+        ``[len(record), vocab]`` float32: one batched forward for all records, the unembedding record by record."""
         seqs, reads = self.prompts(explanation, records)
-        probs = self.lm.candidate_probs(seqs, reads, self.value_ids)
-        values = np.arange(self.scale + 1, dtype=np.float64) * (10.0 / self.scale)
-        return [p.double().numpy() @ values for p in probs]
+        h, _ = self.lm.hidden(seqs)
+        w = self.lm.model.lm_head.weight
+        for i, pos in enumerate(reads):
+            hp = h[i, torch.tensor(list(pos), dtype=torch.long, device=h.device)].float()  # [n, d]
+            yield torch.log_softmax(hp @ w.float().T, dim=-1).cpu().numpy()
+
+    def simulate(self, explanation: str, records: Sequence[Record]) -> list[np.ndarray]:
+        """Predicted activations on the 0-10 scale, one ``[len(record)]`` array per record: ``expected_fn`` of
+        each record's log-probabilities (:meth:`vocab_logprobs`), times ``10 / S``."""
+        out = []
+        for r, lp in zip(records, self.vocab_logprobs(explanation, records)):
+            e = np.asarray(self.expected_fn(lp, self.value_ids), dtype=np.float64).reshape(-1)
+            if e.shape != (len(r.tokens),):
+                raise ValueError(f"expected_fn returned {e.size} values for a record of {len(r.tokens)} tokens")
+            out.append(e * (10.0 / self.scale))
+        return out
 
     def simulate_with_probs(self, explanation: str, records: Sequence[Record]) -> list[np.ndarray]:
         """The renormalised value distributions ``[len(record), S + 1]`` per record."""

@@ -11,13 +11,14 @@ import scipy.stats
 import torch
 
 from course_lib.autointerp import exercises as ex
-from course_lib.autointerp import records, scoring
+from course_lib.autointerp import records, scoring, simulator
 
 CHECKS = {
     "discretise": (ex.check_discretise, records.discretise),
     "pooled_correlation": (ex.check_pooled_correlation, scoring.pooled_correlation),
     "auroc": (ex.check_auroc, scoring.auroc),
     "balanced_accuracy": (ex.check_balanced_accuracy, scoring.balanced_accuracy),
+    "expected_activation": (ex.check_expected_activation, simulator.expected_values),
     "detection_questions": (ex.check_detection_questions, scoring.detection_questions),
 }
 
@@ -262,6 +263,51 @@ def _bacc(labels, pred):
 def test_balanced_accuracy_mistakes(wrong, hint):
     with pytest.raises(ex.ExerciseError, match=hint):
         ex.check_balanced_accuracy(wrong)
+
+
+# --------------------------------------------------------------------------- expected_activation
+
+
+def _soft(x, axis=1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _values(ids):
+    return np.arange(len(ids))
+
+
+def test_other_correct_expected_values_pass():
+    def torch_version(lp, ids):
+        return (torch.softmax(torch.tensor(lp)[:, ids], dim=1) * torch.arange(len(ids))).sum(1)
+
+    def loop_version(lp, ids):
+        out = []
+        for row in lp:
+            e = [math.exp(row[i]) for i in ids]
+            out.append(sum(v * x for v, x in enumerate(e)) / sum(e))
+        return out
+
+    for fn in (torch_version, loop_version):
+        assert ex.check_expected_activation(fn).startswith("expected_activation: correct")
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda lp, ids: _soft(np.asarray(lp))[:, ids] @ _values(ids), "softmax over the whole vocabulary"),
+    (lambda lp, ids: np.exp(np.asarray(lp)[:, ids]) @ _values(ids), "forgot to renormalise"),
+    (lambda lp, ids: (np.asarray(lp)[:, ids] / np.asarray(lp)[:, ids].sum(1, keepdims=True)) @ _values(ids),
+     "as if they were probabilities"),
+    (lambda lp, ids: np.asarray(lp)[:, ids] @ _values(ids), "by the log-probabilities themselves"),
+    (lambda lp, ids: _soft(np.asarray(lp)[:, ids]) @ (_values(ids) + 1), "off by one"),
+    (lambda lp, ids: np.argmax(np.asarray(lp)[:, ids], axis=1), "argmax"),
+    (lambda lp, ids: _soft(np.asarray(lp)[:, ids]) @ np.arange(11), "not a fixed 11"),
+    (lambda lp, ids: _soft(np.asarray(lp)[:, ids]) @ _values(ids) * 10 / (len(ids) - 1), "rescaled to 0-10"),
+    (lambda lp, ids: _soft(np.asarray(lp)[:, ids], axis=0) @ _values(ids), "over the tokens"),
+    (lambda lp, ids: _soft(np.asarray(lp)[:, ids]), "one expected value per token"),
+])
+def test_expected_activation_mistakes(wrong, hint):
+    with pytest.raises(ex.ExerciseError, match=hint):
+        ex.check_expected_activation(wrong)
 
 
 # --------------------------------------------------------------------------- detection_questions

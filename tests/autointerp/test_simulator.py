@@ -53,3 +53,23 @@ def test_keyword_simulator_matches_quoted_strings_only():
     assert v.tolist() == [10.0, 0.0, 10.0, 0.0]  # case and surrounding spaces ignored, no substring match
     (none,) = simulator.KeywordSimulator().simulate("no quotes at all", [rec])
     assert not none.any()
+
+
+def test_expected_values_renormalise_over_the_values_and_ignore_a_shift():
+    lp = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.0 + 1e-12, 0.25, 0.25]]))  # vocab of 4, values at ids 2, 0
+    e = simulator.expected_values(lp, [2, 0])  # "0" is id 2, "1" is id 0
+    np.testing.assert_allclose(e, [0.1 / 0.4, 0.5 / 0.75])
+    np.testing.assert_allclose(simulator.expected_values(lp + np.array([[3.0], [-7.0]]), [2, 0]), e)
+
+
+def test_the_simulator_calls_its_expected_value_function(sim):
+    calls = []
+
+    def spy(logprobs, value_ids):
+        calls.append((logprobs.shape, list(value_ids)))
+        return simulator.expected_values(logprobs, value_ids)
+
+    rec = _record(sim.lm, "x = 1")
+    spied = simulator.AllAtOnceSimulator(sim.lm, expected_fn=spy)
+    np.testing.assert_allclose(spied.simulate("digits.", [rec])[0], sim.simulate("digits.", [rec])[0])
+    assert calls == [((len(rec.tokens), sim.lm.model.lm_head.weight.shape[0]), sim.value_ids)]
