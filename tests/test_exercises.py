@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import circuits, exercises, lens, sae, toy, workshop
+from course_lib import capstone, circuits, exercises, lens, sae, toy, workshop
 from course_lib.autointerp import exercises as autointerp_exercises
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +158,10 @@ def _stubs(stem: str) -> dict[str, object]:
                                        "balanced_accuracy": autointerp_exercises.check_balanced_accuracy,
                                        "expected_activation": autointerp_exercises.check_expected_activation,
                                        "detection_questions": autointerp_exercises.check_detection_questions}),
+    ("05_capstone_sparse_vs_dense_units", {"matched_width": capstone.exercises.check_matched_width,
+                                           "orient": capstone.exercises.check_orient,
+                                           "top_token_share": capstone.exercises.check_top_token_share,
+                                           "token_weights": capstone.exercises.check_token_weights}),
 ])
 def test_every_learner_stub_is_reported_not_attempted_with_its_hint(stem, checks):
     stubs = _stubs(stem)

@@ -49,7 +49,7 @@ def run_validation(nb: str, tmp_path: Path, **overrides) -> dict:
 
 # (notebook, parameter, accepted values, rejected values, extra overrides)
 CASES = [
-    *[(nb, "SEED", [0, 2**32 - 1], [-1, 2**32, 10**23], {}) for nb in ("00", "01", "02", "03", "04")],
+    *[(nb, "SEED", [0, 2**32 - 1], [-1, 2**32, 10**23], {}) for nb in ("00", "01", "02", "03", "04", "05")],
     ("00", "ATTENTION_LAYER", [0, 29], [-1, 30], {}),
     ("00", "PROMPT", ["x"], ["", "   "], {}),
     ("01", "BIG_SWEEP_FEATURES", [100, 200], [99, 150, 201], {}),
@@ -66,6 +66,9 @@ CASES = [
     ("04", "SAMPLING", ["top", "quantiles"], ["random"], {}),
     ("04", "BACKEND", ["local", "baseline"], ["openai"], {}),
     ("04", "SCORE_ON", ["local"], ["remote", "server"], {}),  # "server" needs BACKEND="openai_compatible"
+    ("05", "FRACTIONS", ["auto", [0.4], [0.02, 0.4]], ["all", [], [0.3], 0.4], {}),
+    ("05", "UNITS_PER_CLASS", [0, 256], [-1, 257], {}),
+    ("05", "CIRCUIT_TASKS", [-1, 7], [-2, 8], {}),
 ]
 ACCEPT = [(nb, name, v, extra) for nb, name, ok, _, extra in CASES for v in ok]
 REJECT = [(nb, name, v, extra) for nb, name, _, bad, extra in CASES for v in bad]

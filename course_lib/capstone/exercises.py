@@ -9,6 +9,8 @@ with the likely mistake (a known wrong variant it matches) or the first input wh
 - :func:`check_orient`: the polarity of a signed unit (reference :func:`course_lib.capstone.units.orient`).
 - :func:`check_top_token_share`: the share of a unit's activation mass on its top token
   (reference :func:`course_lib.capstone.activity.top_token_share`).
+- :func:`check_token_weights`: the k-token explanation of a unit from its train records
+  (reference :func:`course_lib.capstone.explain.token_weights`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 import torch
 
-from course_lib.capstone import activity, matching, units
+from course_lib.autointerp.records import Record, UnitRecords
+from course_lib.capstone import activity, explain, matching, units
 from course_lib.exercises import NOT_ATTEMPTED, ExerciseError
 
-__all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_matched_width", "check_orient", "check_top_token_share"]
+__all__ = ["NOT_ATTEMPTED", "ExerciseError", "check_matched_width", "check_orient", "check_token_weights",
+           "check_top_token_share"]
 
 
 def _call(name: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -203,3 +207,73 @@ def check_top_token_share(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> 
         "divide the top token's mass by the unit's total mass (a share, at most 1)": unnormalised,
     }, lambda c: f"acts={c[0].tolist()}, ids={c[1].tolist()}", lambda a, b: abs(a - b) < 1e-5)
     return "top_token_share: correct (relu mass summed per token, the top token's share of the total)"
+
+
+# --------------------------------------------------------------------------- exercise 4: the k-token explanation
+
+
+def _unit(rows: list[list[tuple[str, float]]]) -> UnitRecords:
+    recs = [Record(i, "top", list(range(len(r))), [s for s, _ in r], [a for _, a in r]) for i, r in enumerate(rows)]
+    return UnitRecords("u", "neuron", max((a for r in rows for _, a in r), default=0.0), recs, [], [])
+
+
+TOKEN_CASES = [
+    # "(" carries most mass (3.0 over 4 occurrences: mean 0.75); " def" 2.0 over 1 (mean 2.0); "x" 1.0 over 5
+    (_unit([[("(", 1.0), ("x", 0.2), (" def", 2.0), ("(", 0.0)], [("(", 1.0), ("x", 0.2), ("x", 0.2), ("(", 1.0)],
+            [("x", 0.2), ("x", 0.2), ("y", 0.0)]]), 2),
+    (_unit([[("a", 0.5), ("b", 0.4), ("c", 0.3)], [("a", 0.5), ("d", 0.0)]]), 1),
+    (_unit([[("a", 0.5), ("b", 0.4), ("c", 0.3)], [("a", 0.5), ("d", 0.0)]]), 5),  # only 3 tokens ever fire
+    (_unit([[("a", 0.3)] * 5 + [("b", 0.9)]]), 1),  # a: mass 1.5, mean 0.3; b: mass 0.9, mean 0.9 -> a
+    (_unit([[("a", 0.0), ("b", 0.0)]]), 3),  # never fires: the empty explanation
+]
+
+
+def check_token_weights(fn: Callable[[UnitRecords, int], dict[str, float]]) -> str:
+    """``fn(ur, k) -> {token string: weight}``: the ``k`` heaviest tokens by mass, each with its mean activation."""
+    got = []
+    for ur, k in TOKEN_CASES:
+        try:
+            out = _call("token_weights", fn, ur, k)
+        except NotImplementedError:
+            return NOT_ATTEMPTED
+        if not isinstance(out, dict):
+            raise ExerciseError(f"token_weights should return a dict {{token string: weight}}, got {type(out).__name__}")
+        got.append({str(s): round(float(v), 6) for s, v in out.items()})
+
+    def variant(rank: str = "mass", weight: str = "mean", k_shift: int = 0, zeros: bool = False
+                ) -> Callable[[UnitRecords, int], dict[str, float]]:
+        def f(ur: UnitRecords, k: int) -> dict[str, float]:
+            mass: dict[str, float] = {}
+            count: dict[str, int] = {}
+            active: dict[str, int] = {}
+            for r in ur.train:
+                for s, a in zip(r.strings, r.acts):
+                    count[s] = count.get(s, 0) + 1
+                    mass[s] = mass.get(s, 0.0) + float(a)
+                    active[s] = active.get(s, 0) + int(a > 0)
+            key = {"mass": lambda s: mass[s], "mean": lambda s: mass[s] / count[s], "count": lambda s: count[s]}[rank]
+            names = [s for s in mass if zeros or mass[s] > 0]
+            top = sorted(names, key=lambda s: -key(s))[:max(0, k + k_shift)]
+            val = {"mean": lambda s: mass[s] / count[s], "sum": lambda s: mass[s],
+                   "active": lambda s: mass[s] / max(active[s], 1)}[weight]
+            return {s: round(val(s), 6) for s in top}
+        return f
+
+    def same(a: dict[str, float], b: dict[str, float]) -> bool:
+        return a.keys() == b.keys() and all(abs(a[s] - b[s]) < 1e-5 for s in a)
+
+    ref = lambda ur, k: {s: round(v, 6) for s, v in explain.token_weights(ur, k).items()}  # noqa: E731
+    _diagnose("token_weights", got, TOKEN_CASES, ref, {
+        "you ranked the tokens by their mean activation; rank them by their activation mass (the sum), which is what "
+        "the explainer names, then give each its mean": variant(rank="mean"),
+        "you ranked the tokens by how often they occur; rank them by activation mass": variant(rank="count"),
+        "the weights are sums of activation; each listed token's weight is its mean over all its occurrences "
+        "(mass / count)": variant(weight="sum"),
+        "you averaged only over the occurrences where the unit fires; divide the mass by every occurrence of the "
+        "token, silent ones included (the simulator predicts w_t at every occurrence)": variant(weight="active"),
+        "a token that never fires (mass 0) is not part of an explanation: keep only tokens with positive mass":
+            variant(zeros=True),
+        "you kept k + 1 tokens": variant(k_shift=1),
+        "you kept k - 1 tokens": variant(k_shift=-1),
+    }, lambda c: f"a unit with train records {[list(zip(r.strings, r.acts)) for r in c[0].train]}, k={c[1]}", same)
+    return "token_weights: correct (the k tokens of largest activation mass, each with its mean activation)"

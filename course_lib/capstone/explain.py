@@ -30,7 +30,7 @@ when the lower end of the 95% bootstrap interval of ``mean_u d_u`` is above 0.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ LABELS = {"keyword_r": "keyword simulator r (statistics explanation)",
           "detection_auroc": "keyword detection AUROC (vs non-activating)"}
 EXPLAINER = TokenStatsExplainer()
 KS: tuple[int, ...] = (1, 2, 3, 5, 8, 13, 21)  # description lengths of the r-against-k curve, in tokens
+K_FOCUS = 3  # tokens of the k-token explanation the weighted and detection scorers read
+WeightsFn = Callable[[UnitRecords, int], dict[str, float]]  # (unit's records, k) -> {token string: weight}
 
 
 def token_weights(ur: UnitRecords, k: int) -> dict[str, float]:
@@ -115,12 +117,14 @@ class UnitScore:
     other_unit: str  # whose explanation ``other`` used
 
 
-def score_units(urs: Sequence[UnitRecords], pair: str, fraction: float, k: int = 3) -> list[UnitScore]:
+def score_units(urs: Sequence[UnitRecords], pair: str, fraction: float, k: int = K_FOCUS,
+                weights_fn: WeightsFn = token_weights) -> list[UnitScore]:
     """Explain and score every unit of ``urs`` (one pair's units, any classes) and score it again with the
-    explanation of the next unit of its class (cyclic within the class)."""
+    explanation of the next unit of its class (cyclic within the class); ``weights_fn`` gives the k-token
+    explanation."""
     simulator = KeywordSimulator()
     expl = {u.unit: EXPLAINER.explain(u) for u in urs}
-    weights = {u.unit: token_weights(u, k) for u in urs}
+    weights = {u.unit: weights_fn(u, k) for u in urs}
     out = []
     for cls in dict.fromkeys(u.kind for u in urs):
         group = [u for u in urs if u.kind == cls]
@@ -187,7 +191,8 @@ def explained(score: UnitScore, scorer: str, thresholds: Mapping[str, float]) ->
     return v is not None and t is not None and v > t
 
 
-def r_against_k(urs: Sequence[UnitRecords], ks: Sequence[int] = KS, seed: int = 0) -> dict[str, Any]:
+def r_against_k(urs: Sequence[UnitRecords], ks: Sequence[int] = KS, seed: int = 0,
+                weights_fn: WeightsFn = token_weights) -> dict[str, Any]:
     """``{simulator: {class: {k: {"mean", "ci95", "n"}}}}``: the mean pooled ``r`` over units of the k-token
     explanation read by the ``"binary"`` (``s_i = 1`` on a listed token) and ``"weighted"`` simulators, with its
     95% bootstrap interval over units (units whose test activations are constant or that never fire left out)."""
@@ -199,7 +204,7 @@ def r_against_k(urs: Sequence[UnitRecords], ks: Sequence[int] = KS, seed: int = 
             for k in ks:
                 v = []
                 for u in group:
-                    w = token_weights(u, k)
+                    w = weights_fn(u, k)
                     x = weighted_r(u, w if name == "weighted" else dict.fromkeys(w, 1.0)) if w else None
                     if x is not None:
                         v.append(x)

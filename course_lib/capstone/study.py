@@ -1,4 +1,4 @@
-"""One matched pair, end to end: harvest, the SAE, the unit sets, records, scores and activation statistics.
+"""One matched pair, end to end: harvest, the SAE, the unit sets, their records and activation statistics.
 
 For a :class:`~course_lib.capstone.matching.MatchedPair` (dense model ``d``, sparse model ``s``) and three
 disjoint sets of windows of 02's corpus (``train``: the SAE's data; ``select``: units chosen, polarity fixed,
@@ -8,7 +8,8 @@ explainer's records; ``score``: every scored record and every activation statist
     sparse neuron, sparse channel, sparse random <- s's last-block sites
     sae latent                                   <- TopK SAE on d's channels (trained on ``train``)
 
-each class with ``n_units`` units drawn at random among the alive ones.
+each class with ``n_units`` units drawn at random among the alive ones. The records are then explained and scored
+by :func:`course_lib.capstone.explain.score_units` (in the notebook, with the learner's k-token explanation).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from course_lib.circuits import SparseTransformer
 class StudyConfig:
     n_units: int = 24  # units per class and model
     rec: RecordConfig = RecordConfig(n_train=6, n_test_top=5, n_test_random=5, n_test_quantile=5)  # per unit
-    k: int = 3  # tokens of the k-token explanation the weighted and detection scorers read
     sae: dictionary.DictionaryConfig = dictionary.DictionaryConfig()  # the SAE on the dense model's channels
     batch_size: int = 64  # windows per forward pass
 
@@ -41,7 +41,6 @@ class PairStudy:
     pair: MatchedPair
     sets: list[units.UnitSet]  # one per class (without the SAE's encoder, so that a study pickles)
     records: list[UnitRecords]  # every unit's records
-    scores: list[explain.UnitScore]  # every unit's scores (own and another unit's explanation)
     activity: list[activity.UnitActivity]  # every unit's activation statistics (scoring split)
     sae_stats: dict[str, Any]  # the SAE's held-out NMSE, L0, dead fraction...
 
@@ -90,6 +89,5 @@ def study_pair(pair: MatchedPair, dense: SparseTransformer, sparse: SparseTransf
             recs.append(explain.split_records(n, s.cls, a_sel[:, :, j], a_sco[:, :, j], windows["select"],
                                               windows["score"], tokenizer, cfg.rec, gen))
         acts += activity.unit_activity(names, s.cls, pair.label, pair.fraction, a_sco, windows["score"], vocab, share_fn)
-    scores = explain.score_units(recs, pair.label, pair.fraction, cfg.k)
     kept = [dataclasses.replace(s, encoder=None) for s in sets]  # picklable: the SAE's closure left out
-    return PairStudy(pair, kept, recs, scores, acts, sae_stats)
+    return PairStudy(pair, kept, recs, acts, sae_stats)

@@ -23,8 +23,9 @@ class UnitsExplorer(Explorer):
     the statistics explanation, and each scorer that passed its gate with the unit's own explanation and with
     another unit's; the scored top records (scoring split) below."""
 
-    def __init__(self, studies: Sequence[PairStudy], gates: Mapping[str, Mapping[str, Any]]):
+    def __init__(self, studies: Sequence[PairStudy], scores: Sequence[UnitScore], gates: Mapping[str, Mapping[str, Any]]):
         self.studies = {s.pair.label: s for s in studies}
+        self.scores = scores
         self.keys = [k for k in SCORERS if gates.get(k, {}).get("pass")]
         self.failed = [k for k in SCORERS if not gates.get(k, {}).get("pass")]
         self.pair, self.sparse_cls, self.rank = next(iter(self.studies)), SPARSE_CLASSES[0], RANKS[0]
@@ -32,7 +33,7 @@ class UnitsExplorer(Explorer):
 
     def pick(self, study: PairStudy, cls: str, rank: str) -> tuple[UnitScore, UnitRecords] | None:
         """The unit of ``cls`` at ``rank`` in ``study`` (by own keyword r; units without one last)."""
-        rows = sorted((r for r in study.scores if r.cls == cls),
+        rows = sorted((r for r in self.scores if r.cls == cls and r.pair == study.pair.label),
                       key=lambda r: -(r.own.get("keyword_r") if r.own.get("keyword_r") is not None else -9.0))
         if not rows:
             return None
@@ -94,6 +95,8 @@ class UnitRecordsView:
         return UnitRecords(ur.unit, ur.kind, ur.max_act, ur.train, ur.test_top, [])
 
 
-def units_explorer(studies: Sequence[PairStudy], gates: Mapping[str, Mapping[str, Any]]) -> UnitsExplorer:
-    """Notebook 05's side-by-side explorer (:class:`UnitsExplorer`)."""
-    return UnitsExplorer(studies, gates)
+def units_explorer(studies: Sequence[PairStudy], scores: Sequence[UnitScore], gates: Mapping[str, Mapping[str, Any]]
+                   ) -> UnitsExplorer:
+    """Notebook 05's side-by-side explorer (:class:`UnitsExplorer`): ``scores`` from
+    :func:`course_lib.capstone.explain.score_units` over the studies' records."""
+    return UnitsExplorer(studies, scores, gates)

@@ -8,7 +8,7 @@ import torch
 
 from course_lib import corpus
 from course_lib.autointerp.records import RecordConfig
-from course_lib.capstone import dictionary, matching, study
+from course_lib.capstone import dictionary, explain, matching, study
 from course_lib.circuits import notebook as nb02
 from course_lib.circuits import reference_training as rt
 
@@ -43,6 +43,7 @@ CFG = study.StudyConfig(n_units=3, rec=RecordConfig(n_train=4, n_test_top=3, n_t
 def pair_study(reference):
     entries, models, tok, match_loss, windows = reference
     p = matching.matched_pairs(entries, match_loss, [0.4], [0])[0]
-    return p, study.study_pair(p, models[p.dense], models[p.sparse], windows, tok, CFG, seed=0)
+    st = study.study_pair(p, models[p.dense], models[p.sparse], windows, tok, CFG, seed=0)
+    return p, st, explain.score_units(st.records, p.label, p.fraction)
 
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.capstone import activity, exercises, matching, units
+from course_lib.capstone import activity, exercises, explain, matching, units
 
 
 def test_references_pass():
     assert "correct" in exercises.check_matched_width(matching.matched_width)
     assert "correct" in exercises.check_orient(units.orient)
     assert "correct" in exercises.check_top_token_share(activity.top_token_share)
+    assert "correct" in exercises.check_token_weights(explain.token_weights)
 
 
 def test_stubs_are_not_attempted():
     def stub(*args):
         raise NotImplementedError("hint: ...")
 
-    for check in (exercises.check_matched_width, exercises.check_orient, exercises.check_top_token_share):
+    for check in (exercises.check_matched_width, exercises.check_orient, exercises.check_top_token_share,
+                  exercises.check_token_weights):
         assert check(stub) == exercises.NOT_ATTEMPTED
 
 
@@ -54,3 +56,22 @@ def test_orient_mistakes(wrong, words):
 def test_top_token_share_mistakes(wrong, words):
     with pytest.raises(exercises.ExerciseError, match=words):
         exercises.check_top_token_share(wrong)
+
+
+def _mass_sums(ur, k):
+    mass, count = {}, {}
+    for r in ur.train:
+        for s, a in zip(r.strings, r.acts):
+            mass[s] = mass.get(s, 0.0) + a
+            count[s] = count.get(s, 0) + 1
+    return {s: mass[s] for s in sorted((s for s in mass if mass[s] > 0), key=lambda s: -mass[s])[:k]}
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (_mass_sums, "sums of activation"),
+    (lambda ur, k: dict(list(explain.token_weights(ur, k + 1).items())), "k \\+ 1"),
+    (lambda ur, k: list(explain.token_weights(ur, k)), "a dict"),
+])
+def test_token_weights_mistakes(wrong, words):
+    with pytest.raises(exercises.ExerciseError, match=words):
+        exercises.check_token_weights(wrong)

@@ -13,18 +13,18 @@ from course_lib.capstone.circuit_view import CircuitUnits
 
 @pytest.fixture(scope="module")
 def measured(pair_study):
-    p, st = pair_study
-    gates = explain.gates(st.scores)
-    means = {k: compare.class_means(st.scores, lambda r, k=k: r.own.get(k), units.CLASSES, 50)
+    p, st, scores = pair_study
+    gates = explain.gates(scores)
+    means = {k: compare.class_means(scores, lambda r, k=k: r.own.get(k), units.CLASSES, 50)
              for k in explain.SCORERS}
-    diffs = notebook.differences(st.scores, "keyword_r", [p.fraction], 50, 0)
-    return p, st, gates, means, diffs
+    diffs = notebook.differences(scores, "keyword_r", [p.fraction], 50, 0)
+    return p, st, scores, gates, means, diffs
 
 
 def test_figures_are_figures(measured):
-    p, st, gates, means, diffs = measured
+    p, st, scores, gates, means, diffs = measured
     crow = CircuitUnits(p.label, p.fraction, "sparse", p.sparse, "quote_close", 40, 10, 3, ("a",), (0.1,) * 10)
-    figs = [plots.plot_pairs([p]), plots.plot_class_scores(st.scores, means, gates),
+    figs = [plots.plot_pairs([p]), plots.plot_class_scores(scores, means, gates),
             plots.plot_r_against_k(explain.r_against_k(st.records, ks=(1, 3))),
             plots.plot_differences(diffs, "t"), plots.plot_activity(st.activity), plots.plot_circuits([crow])]
     for f in figs:
@@ -33,9 +33,9 @@ def test_figures_are_figures(measured):
 
 
 def test_explorer_shows_three_columns_headless(measured, monkeypatch):
-    _, st, gates, _, _ = measured
+    _, st, scores, gates, _, _ = measured
     monkeypatch.setenv(runtime.HEADLESS_ENV, "1")
-    ex = widgets.units_explorer([st], gates)
+    ex = widgets.units_explorer([st], scores, gates)
     assert ex.html.count("<td style='vertical-align:top") == 3
     assert "dense neuron" in ex.html and "sae latent" in ex.html and "explanation:" in ex.html
     ex.render(st.pair.label, "sparse channel", "worst")
@@ -45,7 +45,7 @@ def test_explorer_shows_three_columns_headless(measured, monkeypatch):
 
 
 def test_prose_is_rendered_from_the_measurements(measured):
-    p, st, gates, means, diffs = measured
+    p, st, scores, gates, means, diffs = measured
     key = notebook.primary_scorer(gates) or "keyword_r"  # three units per class may pass no gate
     text = notebook.conclusion_markdown(key, diffs, means[key], {s: notebook.differences(
         st.activity, s, [p.fraction], 50, 0, attr=s) for s in ("active_fraction", "top_token_share",
