@@ -80,7 +80,7 @@ def settings(run: runtime.Run, use_reference_solutions: object, fractions: objec
     study = StudyConfig(n_units=n_units, sae=sae,
                         rec=RecordConfig(n_train=6, n_test_top=5, n_test_random=5, n_test_quantile=5))
     return Settings(bool(use_reference_solutions), fr, run.pick(smoke=(0,), workshop=(0, 1, 2), full=(0, 1, 2)),
-                    run.pick(smoke=96, workshop=320, full=1024), study, tasks,
+                    run.pick(smoke=96, workshop=256, full=1024), study, tasks,
                     run.pick(smoke=1, workshop=len(fr), full=len(fr)), run.pick(smoke=100, workshop=1000, full=2000))
 
 
@@ -108,7 +108,9 @@ def pairs_markdown(pairs: Sequence[MatchedPair]) -> str:
     gaps = [p.gap for p in pairs]
     flagged = [p.label for p in pairs if not p.at_least_as_capable]
     text = (f"\n\nEvery dense partner is at least as capable as its sparse model (gaps from {min(gaps):.3f} to "
-            f"{max(gaps):.3f} nats/token): the dense side never loses by being worse at the language modelling."
+            f"{max(gaps):.3f} nats/token): the dense side is never the less capable one. The set has no dense width "
+            "between the two, so the larger gaps are as close as 02's rule allows; read a pair with a large gap as "
+            "matched only loosely."
             if not flagged else f"\n\n{', '.join(flagged)}: no dense width reaches the sparse model's loss; paired "
             "with the most capable width.")
     widths = sorted({(p.fraction, p.dense_width, p.sparse_width) for p in pairs}, reverse=True)
@@ -255,7 +257,7 @@ def _word(d: Mapping[str, Any]) -> str:
 
 def conclusion_markdown(key: str | None, diffs: Mapping[str, Mapping[str, Any]], means: Mapping[str, Any],
                         act_diffs: Mapping[str, Mapping[str, Any]], circuit_summary: Mapping[str, Any] | None,
-                        toy: Mapping[str, float] | None, n_pairs: int) -> str:
+                        toy: Mapping[str, float] | None, pairs: Sequence[MatchedPair]) -> str:
     """The answer the run finds, with the nulls beside it, and how it compares with 01 and the papers."""
     if key is None:
         return ("**No answer in this run:** no offline scorer passed its gate (a unit's own explanation did not beat "
@@ -265,6 +267,9 @@ def conclusion_markdown(key: str | None, diffs: Mapping[str, Mapping[str, Any]],
     rnd = diffs["sparse random - dense random"]["all"]
     words = {"higher": "more explainable", "lower": "less explainable",
              "no difference resolved": "no difference resolved at this scale"}
+    n_pairs = len(pairs)
+    widths = sorted({w for p in pairs for w in (p.dense_width, p.sparse_width)})
+    fr = sorted({p.fraction for p in pairs})
     lines = [f"**The answer this run finds** ({LABELS[key]}, {n_pairs} matched pairs):",
              f"* sparse neurons vs dense neurons: {compare.verdict(n)} → **{words.get(_word(n), _word(n))}**;",
              f"* sparse channels vs dense channels: {compare.verdict(c)} → **{words.get(_word(c), _word(c))}**;",
@@ -296,9 +301,10 @@ def conclusion_markdown(key: str | None, diffs: Mapping[str, Mapping[str, Any]],
         "circuits, are often single concepts, at ~1/1000 of the weights kept, much wider and longer-trained models, "
         "and by hand inspection of circuits; Bills et al. (2023) and Gao et al. (2024) find SAE latents more "
         "explainable than neurons by simulation scores. This run asks the same question with one automatic, "
-        "offline explainer on two-layer models of width 16-128 keeping 2-40% of their weights: read each line "
-        "above against its interval and its null, and against the scale: a difference the papers find at 1/1000 "
-        "and width 2048 need not show at 1/10 and width 64.")
+        f"offline explainer on two-layer models of width {widths[0]} to {widths[-1]}, the sparse ones keeping "
+        f"{fr[0]:.0%} to {fr[-1]:.0%} of their weights: read each line above against its interval and its null, and "
+        "against the scale: a difference the papers find at 1/1000 of the weights and width 2048 need not show "
+        "here, and its absence here does not contradict them.")
     return "\n".join(lines)
 
 

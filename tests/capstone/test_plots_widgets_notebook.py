@@ -49,7 +49,7 @@ def test_prose_is_rendered_from_the_measurements(measured):
     key = notebook.primary_scorer(gates) or "keyword_r"  # three units per class may pass no gate
     text = notebook.conclusion_markdown(key, diffs, means[key], {s: notebook.differences(
         st.activity, s, [p.fraction], 50, 0, attr=s) for s in ("active_fraction", "top_token_share",
-                                                                "top_bigram_share")}, None, None, 1)
+                                                                "top_bigram_share")}, None, None, [p])
     d = diffs["sparse neuron - dense neuron"]["all"]
     assert f"{d['diff']:+.3g}" in text and "random directions" in text and "notebook 01" in text
     heads = notebook.headline(key, gates, diffs, means[key], 1)
