@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from course_lib import cache, runtime
-from course_lib.sae.harvest import HarvestConfig, load_or_harvest
+from course_lib.sae.harvest import STORE_VERSION, HarvestConfig, load_or_harvest
 from course_lib.sae.model import SAEConfig, SparseAutoencoder
 from course_lib.sae.training import SAE_VERSION, SAETrainConfig, load_or_train
 
@@ -60,10 +60,12 @@ def default_configs(profile: str, seed: int = 0) -> tuple[HarvestConfig, SAEConf
 
 
 def default_sae_key(profile: str, seed: int = 0) -> str:
-    """The key (:attr:`DefaultSAE.key`) of the profile's default SAE, from its configs alone: nothing is
-    harvested or trained. Equal to the key :func:`load_or_train_default_sae` reports."""
+    """The key (:attr:`DefaultSAE.key`) of the profile's default SAE, from its configs and the store's and the
+    SAE's format versions alone: nothing is harvested or trained. Equal to the key
+    :func:`load_or_train_default_sae` reports."""
     hc, sc, tc = default_configs(profile, seed)
-    return cache.config_hash({"store": dataclasses.asdict(hc), "sae": sc, "train": tc.cache_key()}, SAE_VERSION)
+    return cache.config_hash({"store": dataclasses.asdict(hc), "store_version": STORE_VERSION, "sae": sc,
+                              "train": tc.cache_key()}, SAE_VERSION)
 
 
 def load_or_train_default_sae(

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from course_lib import cache, corpus, hooks, lm, runtime
 from course_lib.sae.store import ActivationStore
 
-_STORE_VERSION = "act-store-v1"
+STORE_VERSION = "act-store-v1"  # bump when what a store holds changes (e.g. how corpus.mixed_texts interleaves)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +184,6 @@ def load_or_harvest(
     """
     cfg = dataclasses.replace(cfg, dtype=runtime.resolve_dtype(cfg.dtype, device))
     folder = cache.load_or_build(
-        "activations", cfg, _STORE_VERSION, lambda d: harvest(cfg, d, model, device, progress)
+        "activations", cfg, STORE_VERSION, lambda d: harvest(cfg, d, model, device, progress)
     )
     return ActivationStore(folder)
