@@ -292,13 +292,15 @@ def conclusion_markdown(key: str | None, diffs: Mapping[str, Mapping[str, Any]],
         if d["share"] is not None and s["share"] is not None:
             lines.append(f"* task circuits (scoped reading): {s['share']:.0%} of sparse circuits' units explained vs "
                          f"{d['share']:.0%} of dense circuits'.")
-    toy_line = ("notebook 01's toy model has not run beside this one (run it to see its number here)" if toy is None
-                else f"notebook 01's toy model went from {toy['dense']:g} features per neuron (kept fraction "
-                     f"{toy['dense_fraction']:g}) to {toy['sparse']:g} (kept fraction {toy['sparse_fraction']:g})")
+    toy_line = ("Notebook 01's toy model measures how many features each hidden dimension carries as weight sparsity "
+                "rises (it has not run beside this notebook: run it to see its numbers here)" if toy is None
+                else f"In notebook 01's toy model weight sparsity acted on superposition directly: features per neuron "
+                     f"went from {toy['dense']:g} (kept fraction {toy['dense_fraction']:g}) to {toy['sparse']:g} (kept "
+                     f"fraction {toy['sparse_fraction']:g})")
     lines.append(
-        f"\n**Against 01 and the papers.** In the toy model weight sparsity cut superposition directly: "
-        f"{toy_line}. Gao et al. (2025) report that weight-sparse transformers' units, read inside small task "
-        "circuits, are often single concepts, at ~1/1000 of the weights kept, much wider and longer-trained models, "
+        f"\n**Against 01 and the papers.** {toy_line}. Here, in transformers trained on real text, the question is "
+        "whether that reaches the units an explainer reads. Gao et al. (2025) report that weight-sparse "
+        "transformers' units, read inside small task circuits, are often single concepts, at ~1/1000 of the weights kept, much wider and longer-trained models, "
         "and by hand inspection of circuits; Bills et al. (2023) and Gao et al. (2024) find SAE latents more "
         "explainable than neurons by simulation scores. This run asks the same question with one automatic, "
         f"offline explainer on two-layer models of width {widths[0]} to {widths[-1]}, the sparse ones keeping "
@@ -329,7 +331,7 @@ def headline(key: str | None, gates: Mapping[str, Mapping[str, Any]], diffs: Map
              "SAE latents more explainable than neurons (Bills et al. 2023 style scores; Gao et al. 2024)")):
         d = diffs[name]["all"]
         ci = d.get("ci95")
-        out.append(Headline(claim, paper, None if d["diff"] is None else compare.verdict(d),
+        out.append(Headline(claim, paper, None if d["diff"] is None else f"{d['diff']:+.3f} ({_word(d)})",
                             None if not ci else f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}] over units and seeds",
                             bool(gates[key]["pass"]), note))
     return out

@@ -28,6 +28,7 @@ def plot_pairs(pairs: Sequence[MatchedPair]) -> Figure:
                    label="dense model it meets" if p is pairs[0] else None)
         ax.annotate(f"d{p.dense_width}", (x, p.dense_loss), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xticks(range(len(fr)), [f"kept {f:g}" for f in fr])
+    ax.margins(y=0.12)
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("Matched pairs: each sparse model and the least capable dense width at least as capable\n"
                  "(seeds side by side; d<width> names the dense model's width)", fontsize=9)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
@@ -51,12 +53,22 @@ def test_prose_is_rendered_from_the_measurements(measured):
         st.activity, s, [p.fraction], 50, 0, attr=s) for s in ("active_fraction", "top_token_share",
                                                                 "top_bigram_share")}, None, None, [p])
     d = diffs["sparse neuron - dense neuron"]["all"]
-    assert f"{d['diff']:+.3g}" in text and "random directions" in text and "notebook 01" in text
+    assert f"{d['diff']:+.3g}" in text and "random directions" in text and "Notebook 01" in text
     heads = notebook.headline(key, gates, diffs, means[key], 1)
     assert len(heads) == 3 and all(h.gates_passed == gates[key]["pass"] for h in heads)
     assert notebook.headline(None, gates, {}, {}, 1)[0].gates_passed is False
     assert "| f=0.4 seed 0 |" in notebook.pairs_markdown([p])
     assert "passed" in notebook.gates_markdown(gates) or "failed" in notebook.gates_markdown(gates)
+
+
+def test_toy_result_is_read_from_notebook_01s_metrics_beside(tmp_path):
+    out = tmp_path / "05_capstone"
+    assert notebook.toy_result(out) is None
+    (tmp_path / "01_superposition_toy_models").mkdir()
+    rows = [{"kept_fraction": 1.0, "features_per_neuron": 8.75}, {"kept_fraction": 0.05, "features_per_neuron": 1.35}]
+    (tmp_path / "01_superposition_toy_models" / "metrics.json").write_text(json.dumps({"weight_sparse_comparison": rows}))
+    toy = notebook.toy_result(out)
+    assert toy == {"dense_fraction": 1.0, "dense": 8.75, "sparse_fraction": 0.05, "sparse": 1.35}
 
 
 def test_parameters_fail_with_the_valid_values(tmp_path):
