@@ -15,6 +15,7 @@ from course_lib.explorer import Explorer, view_widgets
 
 SPARSE_CLASSES = ("sparse neuron", "sparse channel")  # which sparse unit the middle column shows
 RANKS = ("best", "median", "worst")  # which unit of each class, by its own keyword-simulator r
+N_SHOWN = 3  # records shown per list and column
 
 
 class UnitsExplorer(Explorer):
@@ -54,9 +55,10 @@ class UnitsExplorer(Explorer):
         return (f"<td style='vertical-align:top;width:33%'><b>{html.escape(cls)}</b><br><small>{html.escape(r.unit)}</small>"
                 f"<p>explanation: <i>{html.escape(r.explanation or '[none: no activating record]')}</i></p>"
                 f"<table><tr><th>score</th><th>own</th><th>another unit's</th></tr>{rows}</table>"
-                f"<p><small>top contexts (what the explainer read):</small></p>{records_html(ur)}"
-                f"<p><small>scored top records (held-out split):</small></p>"
-                f"{records_html(UnitRecordsView.top(ur), which='test')}</td>")
+                f"<p><small>top contexts (what the explainer read, the first {N_SHOWN}):</small></p>"
+                f"<div style='overflow-x:auto'>{records_html(UnitRecordsView.first(ur, N_SHOWN))}</div>"
+                f"<p><small>scored top records (held-out split, the first {N_SHOWN}):</small></p>"
+                f"<div style='overflow-x:auto'>{records_html(UnitRecordsView.top(ur, N_SHOWN), which='test')}</div></td>")
 
     def render(self, pair: str, sparse_cls: str, rank: str) -> None:
         self.pair, self.sparse_cls, self.rank = pair, sparse_cls, rank
@@ -67,7 +69,7 @@ class UnitsExplorer(Explorer):
         p = st.pair
         self.html = (f"<p><b>{html.escape(p.label)}</b>: {html.escape(p.sparse)} (loss {p.sparse_loss:.3f}) vs "
                      f"{html.escape(p.dense)} (loss {p.dense_loss:.3f}); the {rank} unit of each class by its own "
-                     f"keyword-simulator r</p><table style='width:100%'><tr>{cols}</tr></table>{note}")
+                     f"keyword-simulator r</p><table style='width:100%;table-layout:fixed'><tr>{cols}</tr></table>{note}")
 
     def build(self) -> Any:
         import ipywidgets as W
@@ -90,9 +92,14 @@ class UnitRecordsView:
     """Views of a unit's records for display."""
 
     @staticmethod
-    def top(ur: UnitRecords) -> UnitRecords:
-        """The same unit with only its top test records."""
-        return UnitRecords(ur.unit, ur.kind, ur.max_act, ur.train, ur.test_top, [])
+    def top(ur: UnitRecords, n: int) -> UnitRecords:
+        """The same unit with only its first ``n`` top test records."""
+        return UnitRecords(ur.unit, ur.kind, ur.max_act, ur.train, ur.test_top[:n], [])
+
+    @staticmethod
+    def first(ur: UnitRecords, n: int) -> UnitRecords:
+        """The same unit with only its first ``n`` train records (the strongest)."""
+        return UnitRecords(ur.unit, ur.kind, ur.max_act, ur.train[:n], ur.test_top, ur.test_random)
 
 
 def units_explorer(studies: Sequence[PairStudy], scores: Sequence[UnitScore], gates: Mapping[str, Mapping[str, Any]]
