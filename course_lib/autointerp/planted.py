@@ -428,12 +428,12 @@ def planted_markdown(true: Sequence[Result], cross: Sequence[Result], null: Sequ
                      ceiling: Sequence[Mapping[str, float | None]], keys: Sequence[str]) -> str:
     """A Markdown table of the planted units' scores: per scorer and planted unit, the score with its true
     explanation, the score a perfect reader of it would give (:func:`ceilings`: the correlation ceiling for the
-    correlation scorers, the AUROC ceiling for the AUROC scorers, none for intruder accuracy), with another
+    correlation scorers, the record-level AUROC ceiling for detection, n/a for the others), with another
     planted unit's explanation (cross) and with a content-free one (null)."""
     lines = ["| scorer | planted unit | true explanation | perfect reader | another planted unit's | content-free |",
              "| --- | --- | --- | --- | --- | --- |"]
     for key in keys:
-        kind = "correlation" if key.startswith("correlation") else "auroc" if key.endswith("auroc") else None
+        kind = "correlation" if key.startswith("correlation") else "auroc" if key == "detection_auroc" else None
         for t, c, n, ce in zip(true, cross, null, ceiling):
             lines.append(f"| {key} | `{t.unit}` | {_f(t.scores.get(key))} | {_f(ce.get(kind)) if kind else 'n/a'} | "
                          f"{_f(c.scores.get(key))} | {_f(n.scores.get(key))} |")
