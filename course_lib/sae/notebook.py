@@ -27,7 +27,14 @@ import torch.nn.functional as F
 
 from course_lib import corpus, runtime
 from course_lib.sae.controls import ALL_FIXES, AUXK_OFF, AUXK_ON, FIXES, NO_FIXES, effects, summarise, without
-from course_lib.sae.dashboards import Codes, next_token_hits, prose_share, theme_latent, token_purity
+from course_lib.sae.dashboards import (
+    Codes,
+    content_words,
+    next_token_hits,
+    prose_share,
+    theme_latent,
+    token_purity,
+)
 from course_lib.sae.default import default_configs
 from course_lib.sae.evaluation import (
     late_fall,
@@ -614,6 +621,18 @@ def downstream_markdown(s: DownstreamSummary) -> str:
         + "The score depends on its floor; ΔCE and KL do not, which is why papers report them beside it.")
 
 
+def by_source_markdown(by_source: Mapping[str, Mapping[str, Any]], mix: Mapping[str, float]) -> str:
+    """ΔCE and KL per source of the downstream windows (``{source: downstream_ce dict}``), and the prose share of
+    the SAE's training and held-out stores (``mix``: ``{"train": share, "held-out": share}``), as Markdown."""
+    parts = [f"{src} ΔCE {d['delta_ce']:.3f} nats (clean {d['ce_clean']:.3f}), KL {d['kl_sae']:.3f} on "
+             f"{d['n_predictions']:,} predictions" for src, d in by_source.items()]
+    shares = ", ".join(f"{name} {100 * v:.0f}%" for name, v in mix.items())
+    return (f"**By source** (the windows above alternate code and prose): {'; '.join(parts)}. The stores the SAE "
+            f"trained and was evaluated on are not balanced: prose is {shares} of their tokens (a code file is "
+            "much longer than a prose passage, and a store keeps the first windows of the interleaved text), so "
+            "the SAE saw mostly code.")
+
+
 # --------------------------------------------------------------------------- section 8: reading the dashboards
 
 PROMOTED_TOP = 50  # promoted tokens checked against what follows a latent's contexts
@@ -629,7 +648,8 @@ class LatentReading:
     n_contexts: int  # strongest contexts read (at most n_top)
     next_hits: float  # share of those contexts whose next token is among its PROMOTED_TOP promoted tokens
     n_next: int  # contexts with a next token
-    prose: float = float("nan")  # share of its strongest contexts that read as English prose (dashboards.prose_share)
+    prose: float = float("nan")  # share of its strongest contexts that read as prose (dashboards.prose_share)
+    words: tuple[str, ...] = ()  # the content words among its strongest contexts' tokens (dashboards.content_words)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -670,8 +690,8 @@ def dashboard_reading(codes: Codes, autoencoder: SparseAutoencoder, w_u: torch.T
         tok_id, purity, m = token_purity(codes, latent, n=n_top)
         share, n_ctx = next_token_hits(codes, autoencoder, w_u, latent, n=n_top, top=PROMOTED_TOP)
         word = repr(tokenizer.decode([tok_id])) if tok_id is not None else "-"
-        out.append(LatentReading(latent, word, purity, m, share, n_ctx,
-                                 prose_share(codes, tokenizer, latent, n=n_top)))
+        out.append(LatentReading(latent, word, purity, m, share, n_ctx, prose_share(codes, tokenizer, latent, n=n_top),
+                                 tuple(content_words(codes, tokenizer, latent, n=n_top))))
     return DashboardReading(latents=tuple(out), vocab=int(w_u.shape[1]), layers_after=n_layers - layer - 1,
                             layer=layer)
 
@@ -685,13 +705,17 @@ def dashboard_markdown(r: DashboardReading) -> str:
     for x in r.latents:
         kind = ("a clean single-token latent" if x.purity >= 0.8 else "mostly one token: check the weaker bands"
                 if x.purity >= 0.4 else "no single token: read its contexts for the common theme")
-        where = "" if not np.isfinite(x.prose) else f"; {round(x.prose * x.n_contexts)} of them English prose"
+        where = "" if not np.isfinite(x.prose) else f"; {round(x.prose * x.n_contexts)} of them read as prose"
+        if len(x.words) >= 3:
+            where += f"; they fire on {len(x.words)} different words, e.g. {', '.join(x.words[:6])}"
         lines.append(f"* latent {x.latent}: {x.token} in {round(x.purity * x.n_contexts)} of its {x.n_contexts} "
                      f"strongest contexts ({kind}{where}); the token that follows those contexts is among its "
                      f"{PROMOTED_TOP} most promoted tokens in {x.next_hits:.0%} of {x.n_next}.")
     chance = PROMOTED_TOP / r.vocab
     return (
         "**Reading the dashboards** (from this run):\n\n" + "\n".join(lines) + "\n\n"
+        "\"Read as prose\" means the activating token and the 8 tokens before it hold letters and prose punctuation "
+        "only: Bible passages, and also comments and docstrings in the code. "
         f"Chance for the last number is {chance:.2%} ({PROMOTED_TOP} of {r.vocab:,} tokens). The promoted and "
         f"suppressed lists read the decoder direction through the final norm and unembedding only, skipping the "
         f"{r.layers_after} layers after layer {r.layer}: for a mid-layer latent they describe a direct "
@@ -851,11 +875,18 @@ class CleanLossReading:
 
 @torch.no_grad()
 def orientation_windows(tokenizer: Any, profile: str, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
-    """Notebook 00's evaluation windows, built as it builds them: the validation split of the mixed corpus (first
-    20,000 characters, half code, half prose, :func:`course_lib.corpus.mixed_texts`) joined by newlines into one text, cut into BOS windows of ``seq_len``, the first ``n_tokens // seq_len``."""
-    text = "\n".join(corpus.mixed_texts(corpus.config_for(profile, max_chars=20_000), "val"))
+    """Notebook 00's evaluation windows, built as it builds them: ``n_tokens // seq_len`` windows of the validation
+    split alternating code and prose (:func:`course_lib.corpus.balanced_windows`, 20,000 characters read)."""
     seq = min(seq_len, n_tokens)
-    return corpus.bos_windows(tokenizer, [text], seq)[: max(1, n_tokens // seq)]
+    return corpus.balanced_windows(tokenizer, corpus.config_for(profile, max_chars=20_000), "val", seq,
+                                   max(1, n_tokens // seq))[0]
+
+
+def ce_windows(tokenizer: Any, profile: str, n: int, seq_len: int) -> tuple[torch.Tensor, list[str]]:
+    """The downstream-loss windows of section 7 and their sources: ``n`` held-out windows alternating code and
+    prose, built as notebook 00 builds its own (the first of them are 00's when ``seq_len`` matches)."""
+    return corpus.balanced_windows(tokenizer, corpus.config_for(profile, max_chars=max(20_000, n * seq_len * 8)),
+                                   "val", seq_len, n)
 
 
 def _window_nll(model: Any, windows: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -892,11 +923,11 @@ def clean_loss_markdown(r: CleanLossReading, ce_clean: float) -> str:
     bigger = "which windows are scored" if abs(sample) > abs(convention) else "the prediction made at BOS"
     return (
         f"**The clean loss, {ce_clean:.3f} here.** Same model and held-out split as notebook 00, but other tokens, "
-        "scored another way. Notebook 00 joins the validation files into one text and scores every prediction of its "
-        f"first {r.head_windows} window{'s' if r.head_windows > 1 else ''}"
+        "scored another way. Notebook 00 scores every prediction of its "
+        f"{r.head_windows} window{'s' if r.head_windows > 1 else ''} (code and prose in turn, as here)"
         + (f": rebuilt here that way, those windows give **{r.ce_orientation:.3f}**. " if math.isfinite(r.ce_orientation)
            else ". ")
-        + f"This section cuts {r.n_windows} windows of {r.seq_len} tokens file by file and leaves out the prediction "
+        + f"This section scores {r.n_windows} windows of {r.seq_len} tokens and leaves out the prediction "
         f"made at BOS (the first token of a window, guessed from nothing: loss {r.first_prediction:.2f} on average): "
         f"{r.ce_skip_first:.3f}, or {r.ce_all:.3f} with that prediction; its own first {r.head_windows} window(s) alone "
         f"give {r.ce_head:.3f}. So the convention moves the loss by {convention:+.3f} and scoring only "

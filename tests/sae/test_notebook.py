@@ -224,7 +224,7 @@ def test_dashboard_reading_on_hand_built_codes():
     assert (r.latents[0].token, r.latents[0].purity, r.latents[0].n_contexts) == ("'t7'", 2 / 3, 3)
     text = notebook.dashboard_markdown(r)
     assert text.startswith("**Reading the dashboards** (from this run):\n\n* latent 3: 't7' in 2 of its 3 strongest "
-                           "contexts (mostly one token: check the weaker bands; 0 of them English prose)")
+                           "contexts (mostly one token: check the weaker bands; 0 of them read as prose)")
     assert "Chance for the last number is 50.00% (50 of 100 tokens)." in text and "14 layers after layer 15" in text
     assert notebook.dashboard_markdown(dataclasses.replace(r, latents=())) == ""
 
