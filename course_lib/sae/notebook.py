@@ -1054,9 +1054,10 @@ def train_with_step_markdown(r: OwnStepRun) -> str:
 # --------------------------------------------------------------------------- section 9: steering
 
 
-def steering_markdown(pick: Any, effect: Any) -> str:
+def steering_markdown(pick: Any, effect: Any, control: Any = None) -> str:
     """The steering measurement's reading, as Markdown (``pick``: :class:`~course_lib.sae.steering.SteeringPick`,
-    ``effect``: :class:`~course_lib.sae.steering.SteeringEffect`)."""
+    ``effect``: :class:`~course_lib.sae.steering.SteeringEffect`; ``control``: the same with a random direction of
+    the same norm)."""
     rb, ra = np.mean(effect.rate_before), np.mean(effect.rate_after)
     up = sum(a > b for a, b in zip(effect.rate_after, effect.rate_before))
     verdict = ("the steered continuations use the latent's tokens more often on every prompt" if up == len(effect.prompts)
@@ -1072,4 +1073,18 @@ def steering_markdown(pick: Any, effect: Any) -> str:
         f"{effect.strength:g} on {len(effect.prompts)} prompts, the share of continuation tokens among them goes from "
         f"**{rb:.0%}** unsteered to **{ra:.0%}** steered: {verdict}.\n\n"
         "| prompt | before | after | continuation before | continuation after |\n|---|---|---|---|---|\n" + rows
+        + ("" if control is None else _steering_control_text(effect, control))
     )
+
+
+def _steering_control_text(effect: Any, control: Any) -> str:
+    rc, ra = float(np.mean(control.rate_after)), float(np.mean(effect.rate_after))
+    rb = float(np.mean(effect.rate_before))
+    if ra > rc and ra > rb:
+        verdict = f"the latent's direction raises the rate {ra / max(rc, 1e-9):.1f}x more than a random push does"
+    else:
+        verdict = "the latent's direction does no better than a random push: this is not evidence of steering"
+    return (f"\n\n**Control:** a random direction of the same norm, added the same way, gives **{rc:.0%}** "
+            f"(per prompt: {', '.join(f'{r:.0%}' for r in control.rate_after)}): {verdict}. The rate counts the "
+            "latent's tokens, not fluency: read the steered continuations, which at this strength are often broken "
+            "(repeated words). A smaller strength keeps the text readable and moves the rate less (try the widget).")

@@ -184,11 +184,18 @@ class SteeringEffect:
 
 def steering_effect(model: Any, autoencoder: SparseAutoencoder, hook_name: str, latent: int, strength: float,
                     max_act: float, prompts: tuple[str, ...] | list[str], targets: set[int],
-                    max_new_tokens: int = 16) -> SteeringEffect:
+                    max_new_tokens: int = 16, random_seed: int | None = None) -> SteeringEffect:
     """Greedy continuations of each prompt without and with the latent's direction added at ``strength * max_act``
-    (as :func:`steer`), and the share of continuation tokens that belong to ``targets`` (token ids)."""
+    (as :func:`steer`), and the share of continuation tokens that belong to ``targets`` (token ids).
+
+    ``random_seed``: the control. Add a random direction of the same norm instead (Gaussian, seeded), scored
+    against the same ``targets``: what any push of that size does to the rate."""
     t0 = time.perf_counter()
     vec = steering_vector(autoencoder, latent, strength * max_act)
+    if random_seed is not None:
+        g = torch.Generator().manual_seed(random_seed)
+        rnd = torch.randn(vec.shape, generator=g)
+        vec = (rnd / rnd.norm() * vec.float().norm()).to(vec.dtype)
     before, after, rb, ra = [], [], [], []
     for p in prompts:
         ids0 = _greedy_ids(model, p, max_new_tokens)
