@@ -10,7 +10,8 @@ import types
 
 import pytest
 
-from course_lib.autointerp import records, tier
+from course_lib import sae
+from course_lib.autointerp import records, tier, units
 from course_lib.autointerp.results import Result
 
 
@@ -53,3 +54,24 @@ def test_load_checks_the_sae_key_and_reattaches_records(tmp_path):
 def test_subset_units_takes_the_first_of_each_kind():
     urs = [types.SimpleNamespace(unit=f"{k}/{i}", kind=k) for k in ("sae", "neuron") for i in range(5)]
     assert tier.subset_units(urs, 2) == {"sae/0", "sae/1", "neuron/0", "neuron/1"}
+
+
+def test_the_shipped_tier_is_notebook_04s_workshop_tier():
+    """The shipped set exists, was computed on the workshop profile's SAE settings (a changed SAE config fails
+    here, so the set is recomputed rather than silently mixed), and holds what notebook 04 promises."""
+    m = json.loads((tier.SHIPPED / "manifest.json").read_text())
+    assert m["sae_key"] == sae.default.default_sae_key("workshop", seed=0)
+    assert m["version"] == tier.TIER_VERSION and m["config"]["profile"] == "workshop"
+    assert {"command", "machine", "versions", "wall_s", "cpu_s"} <= set(m)
+    loaded = tier.load(types.SimpleNamespace(key=m["sae_key"]))
+    for kind in units.UNIT_KINDS:
+        own = [r for r in loaded.own if r.kind == kind]
+        assert len(own) >= 48, kind
+        full = [r for r in own if len(r.unit_records().test_top) == 20 and len(r.unit_records().test_random) == 20]
+        assert len(full) >= 0.9 * len(own), kind  # the full records (a rare unit activates on fewer windows)
+        assert sum(r.explanation is not None for r in own) >= 0.9 * len(own), kind
+        assert sum(r.kind == kind for r in loaded.swapped) >= m["subset_per_kind"] - 1, kind
+        assert sum(c.kind == kind for c in loaded.choices) >= m["subset_per_kind"] - 2, kind
+    assert {r.unit for r in loaded.swapped} <= {r.unit for r in loaded.own}
+    assert all("extra" in dataclasses.asdict(r) and r.scores.get("detection_auroc") is not None
+               for r in loaded.own if r.explanation is not None)
