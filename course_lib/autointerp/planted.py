@@ -177,26 +177,6 @@ class Probe:
     #   loss (mean cross-entropy), max_logit
 
 
-def rank_auroc(y: torch.Tensor, s: torch.Tensor) -> float:
-    """AUROC of scores ``s [n]`` for labels ``y [n]`` by average ranks (Mann-Whitney), NaN with one class."""
-    y = y.bool()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    s_np = s.double().numpy()
-    order = np.argsort(s_np, kind="mergesort")
-    ranks = np.empty(len(s_np))
-    sorted_s = s_np[order]
-    i = 0
-    while i < len(sorted_s):  # average ranks over ties
-        j = i
-        while j + 1 < len(sorted_s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1
-        i = j + 1
-    return float((ranks[y.numpy()].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _fit_logistic(z: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardised features ``z [n, d]``, labels ``y [n]`` -> ``(w [d], b [])`` minimising
     ``mean BCE(z w + b, y) + l2 |w|^2`` with L-BFGS."""
@@ -237,7 +217,7 @@ def fit_probe(concept: str, x_fit: torch.Tensor, y_fit: torch.Tensor, x_held: to
     pred = logit > 0
     yb = y_held.bool()
     tp = int((pred & yb).sum())
-    held = {"n": int(y_held.numel()), "n_pos": int(yb.sum()), "auroc": rank_auroc(yb, logit),
+    held = {"n": int(y_held.numel()), "n_pos": int(yb.sum()), "auroc": auroc(yb.int().tolist(), logit.double().tolist()),
             "precision": tp / int(pred.sum()) if int(pred.sum()) else float("nan"),
             "recall": tp / int(yb.sum()) if int(yb.sum()) else float("nan"), "loss": loss,
             "max_logit": float(logit.max()) if logit.numel() else float("nan")}

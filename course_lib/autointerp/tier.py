@@ -261,7 +261,9 @@ def resolve(mode: str, default_sae: Any, folder: Path = SHIPPED) -> tuple[Tier |
     if mode == "compute":
         return None, "LM_TIER = \"compute\": this run computes its own language-model tier"
     try:
-        return load(default_sae, folder), "loaded"
+        t = load(default_sae, folder)
+        return t, (f"loaded the shipped set, {t.manifest['units_per_kind']} units per kind with all their test records "
+                   "(the tier sizes printed above apply only when a run computes its own)")
     except (TierMismatch, FileNotFoundError) as err:
         if mode == "shipped":
             raise
@@ -331,8 +333,8 @@ def describe(tier: Tier, default_sae: Any) -> str:
             f"({m['units_per_kind']} per kind: {', '.join(kinds)}), each with {m['records']['n_test_top']} top, "
             f"{m['records']['n_test_quantile']} quantile and {m['records']['n_test_random']} random test records, "
             f"explained by SmolLM2 and scored by every LM scorer, and scored again with another unit's explanation. "
-            f"It was computed by `{m['command']}` on {where} in {m['wall_s'] / 60:.0f} minutes "
-            f"({m['dtype']}), on the SAE with key `{m['sae_key']}`, which is this run's key. "
+            f"It was computed by `{m['command']}` on {where} ({m['dtype']}; the last of its resumed processes "
+            f"took {m['wall_s'] / 60:.0f} minutes), on the SAE with key `{m['sae_key']}`, which is this run's key. "
             + ("This run's SAE weights are bitwise the same." if same else
                "This run trained its SAE with the same settings but its weights differ numerically (another "
                "machine or dtype), so the tier's latents are the reference SAE's, described by their own records.")

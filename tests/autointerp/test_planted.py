@@ -93,12 +93,6 @@ def test_the_three_parts_of_the_store_are_disjoint_and_records_come_from_the_thi
     assert all((a > 0) == (s == " def") for s, a in zip(top.strings, top.acts))  # the def probe fires on " def"
 
 
-def test_rank_auroc_with_ties():
-    y = torch.tensor([1, 1, 0, 0])
-    assert planted.rank_auroc(y, torch.tensor([0.9, 0.5, 0.5, 0.1])) == 0.875
-    assert math.isnan(planted.rank_auroc(torch.tensor([1, 1]), torch.tensor([0.1, 0.2])))
-
-
 def test_ceilings_of_a_unit_that_is_its_concept_and_of_a_graded_one():
     def rec(strings, acts, kind="top"):
         return records.Record(0, kind, list(range(len(strings))), strings, acts)

@@ -155,3 +155,8 @@ def test_detection_alone_equals_detection_asked_with_fuzzing_in_float32():
     alone = sc.detection('the token " def".', ur)["p_yes"]
     together, _ = sc.detection_and_fuzzing('the token " def".', ur, torch.Generator().manual_seed(0))
     np.testing.assert_allclose(together["p_yes"], alone, atol=1e-4)
+
+
+def test_auroc_known_value_with_ties_and_one_class():
+    assert scoring.auroc([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1]) == 0.875
+    assert np.isnan(scoring.auroc([1, 1], [0.1, 0.2]))
