@@ -332,7 +332,8 @@ def describe(tier: Tier, default_sae: Any) -> str:
     return (f"**The language-model tier** was loaded from `{tier.folder.name}/`: {len(tier.own)} units "
             f"({m['units_per_kind']} per kind: {', '.join(kinds)}), each with {m['records']['n_test_top']} top, "
             f"{m['records']['n_test_quantile']} quantile and {m['records']['n_test_random']} random test records, "
-            f"explained by SmolLM2 and scored by every LM scorer, and scored again with another unit's explanation. "
+            f"explained by SmolLM2 and scored by every LM scorer; the first {m.get('subset_per_kind')} of each kind were "
+            f"scored again with another unit's explanation and given to SmolLM2 as a chooser. "
             f"It was computed by `{m['command']}` on {where} ({m['dtype']}; the last of its resumed processes "
             f"took {m['wall_s'] / 60:.0f} minutes), on the SAE with key `{m['sae_key']}`, which is this run's key. "
             + ("This run's SAE weights are bitwise the same." if same else
